@@ -1,0 +1,96 @@
+"""BERT-base (L12/H768/A12) pretraining: the base config every other config overrides."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    config.model = model = ml_collections.ConfigDict()
+    model.vocab_size = 30522  # rows of the word embedding; >= the vocab file's size
+    model.hidden_size = 768  # H
+    model.num_layers = 12  # L
+    model.num_heads = 12  # A; hidden_size must be divisible by it
+    model.intermediate_size = 3072  # MLP width, 4H
+    model.max_position_embeddings = 512  # learned positions; >= data.max_seq_len
+    model.type_vocab_size = 2  # segments A and B
+    model.hidden_act = "gelu"  # "gelu" (exact, as BERT) or "gelu_tanh"
+    model.hidden_dropout = 0.1  # dropout on embeddings and residual branches
+    model.attention_dropout = 0.1  # dropout on attention probabilities (xla attention only)
+    model.layer_norm_eps = 1e-12  # LayerNorm epsilon, as BERT
+    model.initializer_range = 0.02  # stddev of the truncated-free normal initializer
+    model.pad_token_id = 0  # id of [PAD]
+    model.dtype = (
+        "float32"  # compute dtype: float32 or bfloat16 (softmax, LayerNorm, loss stay fp32)
+    )
+    model.param_dtype = "float32"  # storage dtype of parameters
+    model.attention_impl = "xla"  # "xla" anywhere, "cudnn" flash attention on NVIDIA GPUs
+    model.scan_layers = False  # stack layers with nn.scan: faster compile for deep models
+    model.remat_policy = "none"  # "none", "full" or "dots": recompute activations in backward
+
+    config.data = data = ml_collections.ConfigDict()
+    data.corpus = ""  # text files or globs, comma-separated; prepared into workdir/data if set
+    data.dir = ""  # prepared shards (bertjax prepare); default workdir/data
+    data.vocab = ""  # vocab.txt; if empty a WordPiece vocab is trained on data.corpus
+    data.lowercase = True  # lower-case (and strip accents) when tokenizing
+    data.max_seq_len = 128  # tokens per instance, [CLS] and [SEP]s included
+    data.short_seq_prob = 0.1  # share of instances with a shorter random target length
+    data.eval_fraction = 0.01  # share of documents held out for evaluation
+    data.max_predictions = 20  # masked positions per sequence (the gathered MLM head's width)
+    data.mask_rate = 0.15  # share of real tokens chosen for MLM (MosaicBERT uses 0.3)
+    data.whole_word_masking = False  # mask all WordPiece pieces of a word together
+    data.worker_count = 0  # grain worker processes for the input pipeline (0: in-process)
+    data.prefetch = 2  # batches prefetched to the device
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "adamw"  # "adamw" (BERT's Adam with decoupled weight decay) or "lamb"
+    optim.learning_rate = 1e-4  # peak learning rate after warmup
+    optim.warmup_steps = 10_000  # linear warmup from 0
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    optim.eps = 1e-6
+    optim.weight_decay = 0.01  # not applied to LayerNorm parameters and biases
+    optim.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
+
+    config.train = train = ml_collections.ConfigDict()
+    train.global_batch_size = 256  # sequences per optimizer step, over all devices
+    train.grad_accum_steps = 1  # micro-batches per optimizer step
+    train.num_steps = 1_000_000  # optimizer steps; the schedule decays linearly to 0 here
+    train.seed = 0  # parameter init, masking, dropout and data order
+    train.log_every = 100  # steps between metric lines
+    train.eval_every = 10_000  # steps between held-out evaluations (0: only at the end)
+    train.eval_batches = 20  # batches per evaluation
+    train.peak_tflops = 0.0  # per-device peak for MFU; 0 looks it up from the device kind
+
+    config.mesh = mesh = ml_collections.ConfigDict()
+    mesh.data = -1  # pure data parallel; -1 takes all remaining devices
+    mesh.fsdp = 1  # parameters and optimizer state sharded over this axis
+    mesh.tensor = 1  # heads, MLP and vocabulary split over this axis
+    mesh.distributed = False  # call jax.distributed.initialize (multi-process); see README
+    # Logical axis name -> mesh axis (or axes, or None for replicated).
+    mesh.logical_axis_rules = [
+        ("act_batch", ("data", "fsdp")),
+        ("act_length", None),
+        ("act_embed", None),
+        ("act_heads", "tensor"),
+        ("act_kv", None),
+        ("act_mlp", "tensor"),
+        ("act_vocab", "tensor"),
+        ("vocab", "tensor"),
+        ("embed", "fsdp"),
+        ("heads", "tensor"),
+        ("kv", None),
+        ("mlp", "tensor"),
+        ("position", None),
+        ("token_type", None),
+        ("norm", None),
+        ("classes", None),
+        ("layers", None),
+    ]
+
+    config.checkpoint = checkpoint = ml_collections.ConfigDict()
+    checkpoint.every_steps = 10_000  # steps between checkpoints (and one at the end)
+    checkpoint.keep = 3  # most recent checkpoints kept
+    checkpoint.async_save = True  # write in the background while training continues
+
+    return config
