@@ -52,18 +52,35 @@ def _layer_norm(cfg: BertConfig, name: str) -> nn.LayerNorm:
     )
 
 
-def _dense(cfg: BertConfig, features, axes: tuple[str, ...], name: str, axis=-1):
-    """A DenseGeneral whose kernel has `axes` logical names (inputs first) and bias the outputs'."""
-    n_out = 1 if isinstance(features, int) else len(features)
-    return nn.DenseGeneral(
-        features=features,
-        axis=axis,
-        dtype=cfg.dtype,
-        param_dtype=cfg.param_dtype,
-        kernel_init=_init(cfg, axes),
-        bias_init=_zeros(axes[-n_out:]),
-        name=name,
-    )
+class Dense(nn.Module):
+    """A dense layer over the last `len(in_axes)` dims whose kernel is created at its true shape.
+
+    (Flax's DenseGeneral initialises multi-dimensional kernels flat, which breaks per-dimension
+    logical constraints; this keeps one logical name per real dimension.)
+    """
+
+    config: BertConfig
+    features: tuple[int, ...]
+    kernel_axes: tuple[str, ...]  # logical names: input dims then output dims
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        n_in = len(self.kernel_axes) - len(self.features)
+        shape = (*x.shape[x.ndim - n_in :], *self.features)
+        kernel = self.param("kernel", _init(cfg, self.kernel_axes), shape, cfg.param_dtype)
+        bias_axes = self.kernel_axes[n_in:]
+        bias = self.param("bias", _zeros(bias_axes), self.features, cfg.param_dtype)
+        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+        y = jax.lax.dot_general(
+            jnp.asarray(x, cfg.dtype), jnp.asarray(kernel, cfg.dtype), (contract, ((), ()))
+        )
+        return y + jnp.asarray(bias, cfg.dtype)
+
+
+def _dense(cfg: BertConfig, features, axes: tuple[str, ...], name: str) -> Dense:
+    features = (features,) if isinstance(features, int) else tuple(features)
+    return Dense(cfg, features, axes, name=name)
 
 
 class Embeddings(nn.Module):
@@ -172,7 +189,7 @@ class SelfAttention(nn.Module):
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
         )
         out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", "act_kv"))
-        return _dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out", axis=(-2, -1))(out)
+        return _dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out")(out)
 
 
 class Mlp(nn.Module):
