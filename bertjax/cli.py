@@ -11,7 +11,20 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Modules are imported lazily so `bertjax --help` stays fast.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "import-hf": (
+        "bertjax.commands.import_hf",
+        "Convert a transformers BERT directory to bertjax.",
+    ),
+    "export-hf": ("bertjax.commands.export_hf", "Export a bertjax model as a transformers BERT."),
+    "fill-mask": ("bertjax.commands.fill_mask", "Predict the tokens behind [MASK] in a text."),
+    "pretrain": (
+        "bertjax.commands.pretrain_cmd",
+        "Pretrain BERT (MLM + NSP) from a config; resumable.",
+    ),
+    "tokenizer": ("bertjax.commands.tokenizer_cmd", "Train a WordPiece vocabulary on text files."),
+    "prepare": ("bertjax.commands.prepare_cmd", "Prepare MLM+NSP pretraining shards from text."),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `--config.group.field=value` overrides are collected for commands that take a config.
+    args.overrides = [item for item in extra if item.startswith("--config.")]
+    unknown = [item for item in extra if not item.startswith("--config.")]
+    if unknown or (args.overrides and not hasattr(args, "config")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        # Bad input (config field, file, line): one clear line, no traceback.
+        print(f"bertjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

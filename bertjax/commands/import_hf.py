@@ -1,0 +1,45 @@
+"""`bertjax import-hf HF_DIR OUT`: a transformers BERT directory -> a bertjax model directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Convert a Hugging Face transformers BERT directory into a bertjax model directory."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        f"{HELP} HF_DIR needs config.json (model_type 'bert'), model.safetensors or "
+        "pytorch_model.bin, and vocab.txt. OUT receives config.json, vocab.txt, "
+        "tokenizer_config.json and params/ (orbax); it is written atomically. Heads the "
+        "checkpoint lacks (e.g. MLM/NSP of an encoder-only model) are initialised fresh and listed."
+    )
+    parser.add_argument("hf_dir", metavar="HF_DIR", help="transformers model directory")
+    parser.add_argument("out", metavar="OUT", help="bertjax model directory to create")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists and is not empty"
+    )
+    parser.add_argument(
+        "--scan-layers",
+        action="store_true",
+        help="store the layers stacked for nn.scan (config.model.scan_layers=True)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from bertjax.checkpoint import import_hf
+
+    try:
+        initialised = import_hf(
+            args.hf_dir, args.out, overwrite=args.overwrite, scan_layers=args.scan_layers
+        )
+    except (ValueError, OSError, ImportError) as e:
+        print(f"bertjax import-hf: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    if initialised:
+        print(f"initialised fresh (not in {args.hf_dir}): {len(initialised)} parameter(s)")
+        for path in initialised:
+            print(f"  {path}")
+    return 0

@@ -1,0 +1,552 @@
+"""Checkpoint conversion between Hugging Face `transformers` BERT and bertjax.
+
+Pure functions on one side of the border (HF state dicts of numpy arrays keyed like
+`bert.encoder.layer.0.attention.self.query.weight`, HF `config.json` dicts) and the other (the bertjax
+parameter tree of `BertForPreTraining`, unscanned or scanned, and `BertConfig`), plus readers and
+writers of the HF files themselves. Directory-level operations (atomic writes, the bertjax model
+directory, `load_pretrained`) live in `bertjax.checkpoint`.
+
+PyTorch `Linear` weights are [out, in]; Flax kernels are [in, out]. Attention kernels are 3-D in
+bertjax: query/key/value [hidden, heads, head_dim] and the output projection [heads, head_dim, hidden].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from bertjax.config import BertConfig
+
+logger = logging.getLogger(__name__)
+
+Params = dict[str, Any]
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
+TORCH_NAME = "pytorch_model.bin"
+VOCAB_NAME = "vocab.txt"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+
+# HF `hidden_act` -> bertjax `hidden_act`. "gelu_new" and "gelu_pytorch_tanh" are the tanh formula.
+_ACTS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+_ACTS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+# HF config.json field -> BertConfig field.
+_CONFIG_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "hidden_dropout_prob": "hidden_dropout",
+    "attention_probs_dropout_prob": "attention_dropout",
+    "layer_norm_eps": "layer_norm_eps",
+    "initializer_range": "initializer_range",
+}
+# Buffers that HF models save with their weights; they carry no parameters.
+_HARMLESS_KEY = re.compile(r"(^|\.)(position_ids|token_type_ids)$")
+_DECODER_WEIGHT = "cls.predictions.decoder.weight"
+_DECODER_BIAS = "cls.predictions.decoder.bias"
+_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+
+
+# --------------------------------------------------------------------------------------------
+# config.json <-> BertConfig
+# --------------------------------------------------------------------------------------------
+
+
+def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> BertConfig:
+    """Builds a `BertConfig` from a transformers BERT `config.json` dict.
+
+    Args:
+      hf_config: The parsed `config.json`; `model_type` must be "bert".
+      **overrides: BertConfig fields to set on top (e.g. `scan_layers=True`, `dtype="bfloat16"`).
+
+    Raises:
+      ValueError: Another architecture, or a BERT variant bertjax does not implement.
+    """
+    model_type = hf_config.get("model_type")
+    if model_type != "bert":
+        raise ValueError(
+            f"config.json has model_type={model_type!r}; only BERT checkpoints "
+            "(model_type 'bert') can be converted"
+        )
+    act = hf_config.get("hidden_act", "gelu")
+    if act not in _ACTS_FROM_HF:
+        raise ValueError(
+            f"config.json hidden_act={act!r} is not supported; allowed: {sorted(_ACTS_FROM_HF)}"
+        )
+    position_type = hf_config.get("position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise ValueError(
+            f"config.json position_embedding_type={position_type!r} is not supported; "
+            "bertjax has learned absolute positions only"
+        )
+    for flag in ("is_decoder", "add_cross_attention"):
+        if hf_config.get(flag):
+            raise ValueError(
+                f"config.json {flag}=true is not supported: bertjax BERT is an encoder"
+            )
+    values = {
+        ours: hf_config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if theirs in hf_config
+    }
+    values["hidden_act"] = _ACTS_FROM_HF[act]
+    pad = hf_config.get("pad_token_id")
+    values["pad_token_id"] = 0 if pad is None else pad
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def config_to_hf(config: BertConfig) -> dict[str, Any]:
+    """The transformers `config.json` dict of a `BertForPreTraining` with this architecture."""
+    hf = {"architectures": ["BertForPreTraining"], "model_type": "bert"}
+    hf.update({theirs: getattr(config, ours) for theirs, ours in _CONFIG_FIELDS.items()})
+    hf.update(
+        hidden_act=_ACTS_TO_HF[config.hidden_act],
+        pad_token_id=config.pad_token_id,
+        position_embedding_type="absolute",
+        tie_word_embeddings=True,
+    )
+    return hf
+
+
+# --------------------------------------------------------------------------------------------
+# State dict <-> parameter tree
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    path: tuple[str, ...]  # bertjax path (unscanned)
+    key: str  # HF key
+    shape: tuple[int, ...]  # HF shape
+    kind: str  # how the array is laid out: see `_to_bertjax`
+    group: str  # "encoder", "pooler", "mlm_head" or "nsp_head"
+
+
+def _norm(path: tuple[str, ...], key: str, size: int, group: str) -> list[_Entry]:
+    return [
+        _Entry((*path, "scale"), f"{key}.weight", (size,), "copy", group),
+        _Entry((*path, "bias"), f"{key}.bias", (size,), "copy", group),
+    ]
+
+
+def _linear(
+    path: tuple[str, ...], key: str, shape: tuple[int, int], group: str, kind: str = "linear"
+) -> list[_Entry]:
+    """A torch Linear: weight [out, in], bias [out]."""
+    return [
+        _Entry((*path, "kernel"), f"{key}.weight", shape, kind, group),
+        _Entry(
+            (*path, "bias"),
+            f"{key}.bias",
+            shape[:1],
+            "heads_bias" if kind == "heads_kernel" else "copy",
+            group,
+        ),
+    ]
+
+
+def _entries(config: BertConfig) -> list[_Entry]:
+    """The one-to-one map between bertjax parameters and HF keys of `BertForPreTraining`."""
+    h, m = config.hidden_size, config.intermediate_size
+    emb, hf_emb = ("bert", "embeddings"), "bert.embeddings"
+    entries = [
+        _Entry(
+            (*emb, "word_embeddings", "embedding"),
+            f"{hf_emb}.word_embeddings.weight",
+            (config.vocab_size, h),
+            "copy",
+            "encoder",
+        ),
+        _Entry(
+            (*emb, "position_embeddings"),
+            f"{hf_emb}.position_embeddings.weight",
+            (config.max_position_embeddings, h),
+            "copy",
+            "encoder",
+        ),
+        _Entry(
+            (*emb, "token_type_embeddings"),
+            f"{hf_emb}.token_type_embeddings.weight",
+            (config.type_vocab_size, h),
+            "copy",
+            "encoder",
+        ),
+        *_norm((*emb, "layer_norm"), f"{hf_emb}.LayerNorm", h, "encoder"),
+    ]
+    for i in range(config.num_layers):
+        ours, theirs = ("bert", "encoder", f"layer_{i}"), f"bert.encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            entries += _linear(
+                (*ours, "attention", name),
+                f"{theirs}.attention.self.{name}",
+                (h, h),
+                "encoder",
+                "heads_kernel",
+            )
+        entries += _linear(
+            (*ours, "attention", "out"),
+            f"{theirs}.attention.output.dense",
+            (h, h),
+            "encoder",
+            "out_kernel",
+        )
+        entries += _norm(
+            (*ours, "attention_layer_norm"), f"{theirs}.attention.output.LayerNorm", h, "encoder"
+        )
+        entries += _linear((*ours, "mlp", "wi"), f"{theirs}.intermediate.dense", (m, h), "encoder")
+        entries += _linear((*ours, "mlp", "wo"), f"{theirs}.output.dense", (h, m), "encoder")
+        entries += _norm((*ours, "mlp_layer_norm"), f"{theirs}.output.LayerNorm", h, "encoder")
+    entries += _linear(("bert", "pooler", "dense"), "bert.pooler.dense", (h, h), "pooler")
+    entries += _linear(
+        ("mlm_head", "transform"), "cls.predictions.transform.dense", (h, h), "mlm_head"
+    )
+    entries += _norm(
+        ("mlm_head", "layer_norm"), "cls.predictions.transform.LayerNorm", h, "mlm_head"
+    )
+    entries.append(
+        _Entry(
+            ("mlm_head", "output_bias"),
+            "cls.predictions.bias",
+            (config.vocab_size,),
+            "copy",
+            "mlm_head",
+        )
+    )
+    entries += _linear(("nsp_head",), "cls.seq_relationship", (2, h), "nsp_head")
+    return entries
+
+
+def _to_bertjax(kind: str, array: np.ndarray, config: BertConfig) -> np.ndarray:
+    heads, head_dim, hidden = config.num_heads, config.head_dim, config.hidden_size
+    if kind == "linear":  # [out, in] -> [in, out]
+        return array.T
+    if kind == "heads_kernel":  # [heads*head_dim, hidden] -> [hidden, heads, head_dim]
+        return array.T.reshape(hidden, heads, head_dim)
+    if kind == "heads_bias":  # [heads*head_dim] -> [heads, head_dim]
+        return array.reshape(heads, head_dim)
+    if kind == "out_kernel":  # [hidden, heads*head_dim] -> [heads, head_dim, hidden]
+        return array.T.reshape(heads, head_dim, hidden)
+    return array
+
+
+def _to_hf(kind: str, array: np.ndarray, config: BertConfig) -> np.ndarray:
+    hidden = config.hidden_size
+    if kind == "linear":
+        return array.T
+    if kind in ("heads_kernel", "out_kernel"):  # back to [in, out], then [out, in]
+        return array.reshape(hidden, hidden).T
+    if kind == "heads_bias":
+        return array.reshape(hidden)
+    return array
+
+
+def normalize_hf_keys(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Renames keys to the `BertForPreTraining` convention.
+
+    Encoder-only checkpoints (`BertModel`) have no `bert.` prefix; old checkpoints name LayerNorm
+    parameters `gamma`/`beta`.
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith(("embeddings.", "encoder.", "pooler.")):
+            key = "bert." + key
+        key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+        key = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+        out[key] = value
+    return out
+
+
+def _check_tied(state_dict: Mapping[str, np.ndarray]) -> None:
+    """Checks that an explicit MLM decoder is the tied one bertjax has (tied to the embedding)."""
+    pairs = ((_DECODER_WEIGHT, _WORD_EMBEDDINGS), (_DECODER_BIAS, "cls.predictions.bias"))
+    for extra, tied in pairs:
+        if extra in state_dict and tied in state_dict:
+            if not np.array_equal(state_dict[extra], state_dict[tied]):
+                raise ValueError(
+                    f"checkpoint has {extra} different from {tied}; bertjax ties the MLM "
+                    "decoder to the word embedding and cannot represent an untied one"
+                )
+
+
+def params_from_hf(
+    state_dict: Mapping[str, np.ndarray],
+    config: BertConfig,
+    *,
+    with_heads: bool = True,
+    init_fn: Callable[[], Params] | None = None,
+) -> tuple[Params, list[str]]:
+    """Maps a transformers BERT state dict to a bertjax parameter tree.
+
+    Args:
+      state_dict: HF key -> numpy array, from `BertForPreTraining`, `BertForMaskedLM`, `BertModel`
+        (keys without `bert.`) or an older checkpoint (`gamma`/`beta`).
+      config: The architecture; `config.scan_layers` picks the layout of the result.
+      with_heads: Convert the MLM and NSP heads too (`BertForPreTraining`); False gives `BertModel`
+        parameters and ignores heads in the checkpoint.
+      init_fn: Returns fresh unboxed, unscanned parameters of this architecture; called only when
+        the checkpoint lacks a whole head or the pooler. None: such a gap is an error.
+
+    Returns:
+      (params, initialised): unboxed numpy parameters in `config.param_dtype`, and the sorted
+      `/`-joined paths of the parameters initialised fresh because the checkpoint lacks them.
+
+    Raises:
+      ValueError: Unknown keys, a missing encoder weight, a half-present head, a shape mismatch.
+    """
+    state = normalize_hf_keys(state_dict)
+    if not with_heads:
+        state = {k: v for k, v in state.items() if not k.startswith("cls.")}
+    _check_tied(state)
+    if "cls.predictions.bias" not in state and _DECODER_BIAS in state:
+        state["cls.predictions.bias"] = state[_DECODER_BIAS]
+    entries = [e for e in _entries(config) if with_heads or e.group in ("encoder", "pooler")]
+    known = {e.key for e in entries} | {_DECODER_WEIGHT, _DECODER_BIAS}
+    unknown = sorted(k for k in state if k not in known and not _HARMLESS_KEY.search(k))
+    if unknown:
+        raise ValueError(f"checkpoint has {len(unknown)} unknown key(s) for BERT: {unknown}")
+    missing = _missing_groups(entries, state)
+    if missing and init_fn is None:
+        raise ValueError(f"checkpoint lacks {missing} and no init_fn was given to initialise them")
+    fresh = init_fn() if missing else None
+    dtype = _np_dtype(config.param_dtype)
+    flat, initialised = {}, []
+    for entry in entries:
+        if entry.group in missing:
+            flat[entry.path] = np.asarray(_get(fresh, entry.path)).astype(dtype)
+            initialised.append("/".join(entry.path))
+            continue
+        array = np.asarray(state[entry.key])
+        if array.shape != entry.shape:
+            raise ValueError(
+                f"checkpoint weight {entry.key} has shape {array.shape}, but config.json "
+                f"implies {entry.shape}"
+            )
+        flat[entry.path] = np.ascontiguousarray(_to_bertjax(entry.kind, array, config), dtype)
+    params = _unflatten(flat)
+    if config.scan_layers:
+        params = stack_layers(params, config.num_layers)
+    if initialised:
+        logger.warning(
+            "initialised %d parameter(s) fresh (absent from the checkpoint): %s",
+            len(initialised),
+            ", ".join(initialised),
+        )
+    return params, sorted(initialised)
+
+
+def _missing_groups(entries: list[_Entry], state: Mapping[str, np.ndarray]) -> list[str]:
+    """Groups wholly absent from the checkpoint; a partly absent group or encoder gap is an error."""
+    missing = []
+    for group in dict.fromkeys(e.group for e in entries):
+        keys = [e.key for e in entries if e.group == group]
+        absent = [k for k in keys if k not in state]
+        if not absent:
+            continue
+        if group == "encoder" or len(absent) < len(keys):
+            raise ValueError(f"checkpoint is missing {len(absent)} {group} weight(s): {absent}")
+        missing.append(group)
+    return missing
+
+
+def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
+    """Maps `BertForPreTraining` parameters (either layout) to a transformers state dict.
+
+    The tied decoder (`cls.predictions.decoder.*`) is left out, as transformers itself saves it.
+    """
+    if "mlm_head" not in params or "nsp_head" not in params:
+        raise ValueError(
+            "params_to_hf needs BertForPreTraining parameters (with mlm_head, nsp_head)"
+        )
+    if config.scan_layers:
+        params = unstack_layers(params, config.num_layers)
+    out = {}
+    for entry in _entries(config):
+        array = np.asarray(_get(params, entry.path))
+        out[entry.key] = np.ascontiguousarray(_to_hf(entry.kind, array, config))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tree helpers: layouts, paths
+# --------------------------------------------------------------------------------------------
+
+
+def stack_layers(params: Params, num_layers: int) -> Params:
+    """Unscanned `bert/encoder/layer_{i}` -> scanned `bert/encoder/layers` (leading layer axis)."""
+    encoder = params["bert"]["encoder"]
+    layers = [encoder[f"layer_{i}"] for i in range(num_layers)]
+    stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
+    return _replace_encoder(params, {"layers": stacked})
+
+
+def unstack_layers(params: Params, num_layers: int) -> Params:
+    """Scanned `bert/encoder/layers` -> unscanned `bert/encoder/layer_{i}`."""
+    stacked = params["bert"]["encoder"]["layers"]
+    layers = {
+        f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(num_layers)
+    }
+    return _replace_encoder(params, layers)
+
+
+def _replace_encoder(params: Params, encoder: Params) -> Params:
+    bert = {**params["bert"], "encoder": encoder}
+    return {**params, "bert": bert}
+
+
+def _tree_map(fn, *trees):
+    if isinstance(trees[0], Mapping):
+        return {k: _tree_map(fn, *(t[k] for t in trees)) for k in trees[0]}
+    return fn(*trees)
+
+
+def _get(tree: Params, path: tuple[str, ...]) -> Any:
+    for name in path:
+        tree = tree[name]
+    return tree
+
+
+def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> Params:
+    tree: Params = {}
+    for path, value in flat.items():
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _np_dtype(name: str) -> np.dtype:
+    """numpy dtype of a BertConfig dtype name ("bfloat16" comes from ml_dtypes, as in jax)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+# --------------------------------------------------------------------------------------------
+# HF files: config.json, weights, tokenizer options
+# --------------------------------------------------------------------------------------------
+
+
+def read_hf_config(hf_dir: str | pathlib.Path) -> dict[str, Any]:
+    """Reads `config.json` of a transformers model directory (no checks beyond valid JSON)."""
+    path = pathlib.Path(hf_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{hf_dir} has no {CONFIG_NAME}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def read_hf_weights(hf_dir: str | pathlib.Path) -> dict[str, np.ndarray]:
+    """Reads the weights of a transformers model directory as numpy arrays.
+
+    Tries `model.safetensors`, then a sharded `model.safetensors.index.json`, then
+    `pytorch_model.bin` (loaded with `torch.load(weights_only=True)`, so no pickled code runs).
+    """
+    from safetensors.numpy import load_file
+
+    hf_dir = pathlib.Path(hf_dir)
+    if (hf_dir / SAFETENSORS_NAME).is_file():
+        return load_file(hf_dir / SAFETENSORS_NAME)
+    if (hf_dir / SAFETENSORS_INDEX_NAME).is_file():
+        index = json.loads((hf_dir / SAFETENSORS_INDEX_NAME).read_text(encoding="utf-8"))
+        state = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(load_file(hf_dir / shard))
+        return state
+    if (hf_dir / TORCH_NAME).is_file():
+        return _read_torch(hf_dir / TORCH_NAME)
+    present = sorted(p.name for p in hf_dir.iterdir()) if hf_dir.is_dir() else []
+    raise FileNotFoundError(
+        f"{hf_dir} has no weights: expected {SAFETENSORS_NAME}, {SAFETENSORS_INDEX_NAME} or "
+        f"{TORCH_NAME}; found {present}"
+    )
+
+
+def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"reading {path} needs torch: install the interop extra "
+            "(pip install 'bertjax[interop]') or provide model.safetensors instead"
+        ) from e
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    out = {}
+    for key, tensor in state.items():
+        if tensor.dtype == torch.bfloat16:
+            out[key] = tensor.float().numpy().astype(_np_dtype("bfloat16"))
+        else:
+            out[key] = tensor.numpy()
+    return out
+
+
+def write_hf_files(
+    out_dir: str | pathlib.Path,
+    params: Params,
+    config: BertConfig,
+    vocab_file: str | pathlib.Path,
+    tokenizer_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Writes `config.json`, `model.safetensors`, `vocab.txt` and `tokenizer_config.json`.
+
+    `out_dir` must exist; `bertjax.checkpoint.export_hf` wraps this in an atomic directory write.
+    `tokenizer_options` uses bertjax's keys (lowercase, strip_accents, handle_chinese_chars).
+    """
+    from safetensors.numpy import save_file
+
+    out_dir = pathlib.Path(out_dir)
+    state = params_to_hf(params, config)
+    save_file(state, out_dir / SAFETENSORS_NAME, metadata={"format": "pt"})
+    hf_config = config_to_hf(config)
+    (out_dir / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+    (out_dir / VOCAB_NAME).write_bytes(pathlib.Path(vocab_file).read_bytes())
+    options = dict(tokenizer_options or {})
+    tokenizer_config = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": options.get("lowercase", True),
+        "strip_accents": options.get("strip_accents"),
+        "tokenize_chinese_chars": options.get("handle_chinese_chars", True),
+        "model_max_length": config.max_position_embeddings,
+        "unk_token": "[UNK]",
+        "sep_token": "[SEP]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+    }
+    text = json.dumps(tokenizer_config, indent=2) + "\n"
+    (out_dir / TOKENIZER_CONFIG_NAME).write_text(text, encoding="utf-8")
+
+
+def hf_tokenizer_options(hf_dir: str | pathlib.Path) -> dict[str, Any]:
+    """bertjax tokenizer options (lowercase, strip_accents, handle_chinese_chars) of an HF dir.
+
+    Read from `tokenizer_config.json` (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars`)
+    or else `config.json` (`do_lower_case`); BERT's defaults where neither says.
+    """
+    hf_dir = pathlib.Path(hf_dir)
+    source: dict[str, Any] = {}
+    for name in (TOKENIZER_CONFIG_NAME, CONFIG_NAME):
+        path = hf_dir / name
+        if path.is_file():
+            values = json.loads(path.read_text(encoding="utf-8"))
+            source = {**values, **source}
+    return {
+        "lowercase": bool(source.get("do_lower_case", True)),
+        "strip_accents": source.get("strip_accents"),
+        "handle_chinese_chars": bool(source.get("tokenize_chinese_chars", True)),
+    }

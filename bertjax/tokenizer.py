@@ -1,0 +1,215 @@
+"""WordPiece tokenizers: train a vocabulary and load any BERT `vocab.txt` as a fast tokenizer.
+
+Both functions build on Hugging Face `tokenizers` with BERT's normalizer (clean text, optional
+lowercasing and accent stripping, spaces around CJK characters) and pre-tokenizer (split on
+whitespace and punctuation). The normalization options live in `tokenizer_config.json` beside the
+vocabulary so that a vocabulary and the way it must be used travel together.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Iterable, Sequence
+
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+CONFIG_NAME = "tokenizer_config.json"
+VOCAB_NAME = "vocab.txt"
+CONTINUATION_PREFIX = "##"
+
+
+def train_wordpiece(
+    files: Sequence[str | pathlib.Path],
+    out_dir: str | pathlib.Path,
+    *,
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    strip_accents: bool | None = None,
+    handle_chinese_chars: bool = True,
+    min_frequency: int = 2,
+    limit_alphabet: int = 1000,
+) -> pathlib.Path:
+    """Trains a WordPiece vocabulary on text files.
+
+    The five special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
+
+    Args:
+      files: UTF-8 text files to learn the vocabulary from.
+      out_dir: Folder that receives `vocab.txt` and `tokenizer_config.json` (created if missing).
+      vocab_size: Size of the vocabulary, special tokens included.
+      lowercase: Lowercase text before splitting it.
+      strip_accents: Remove accents (NFD then drop combining marks); None follows `lowercase`,
+        as in the original BERT.
+      handle_chinese_chars: Put spaces around CJK ideographs so each is its own word.
+      min_frequency: Minimum count for a merge to enter the vocabulary.
+      limit_alphabet: Maximum number of distinct initial characters kept.
+
+    Returns:
+      Path of the written `vocab.txt`.
+    """
+    files = [str(f) for f in files]
+    for f in files:
+        if not pathlib.Path(f).is_file():
+            raise FileNotFoundError(f"train_wordpiece: training file {f} does not exist")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(
+        models.WordPiece(unk_token=SPECIAL_TOKENS["unk"]),
+        lowercase=lowercase,
+        strip_accents=strip_accents,
+        handle_chinese_chars=handle_chinese_chars,
+    )
+    trainer = tokenizers.trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        limit_alphabet=limit_alphabet,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        continuing_subword_prefix=CONTINUATION_PREFIX,
+        show_progress=False,
+    )
+    tokenizer.train(files, trainer)
+    vocab = tokenizer.get_vocab()
+    vocab_path = out / VOCAB_NAME
+    _write_vocab(sorted(vocab, key=vocab.__getitem__), vocab_path)
+    config = dict(
+        lowercase=lowercase, strip_accents=strip_accents, handle_chinese_chars=handle_chinese_chars
+    )
+    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return vocab_path
+
+
+def load_tokenizer(
+    vocab_path: str | pathlib.Path,
+    *,
+    lowercase: bool | None = None,
+    strip_accents: bool | None = None,
+    handle_chinese_chars: bool | None = None,
+) -> tokenizers.Tokenizer:
+    """Loads a WordPiece `vocab.txt` as a fast BERT tokenizer.
+
+    Options left as None come from `tokenizer_config.json` beside the vocabulary when present,
+    otherwise from BERT's defaults (lowercase=True, strip_accents follows lowercase,
+    handle_chinese_chars=True). When the vocabulary has [CLS] and [SEP], encoding with
+    `add_special_tokens=True` gives `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with segment ids.
+
+    Args:
+      vocab_path: One token per line; the line number is the id.
+      lowercase: Lowercase text before splitting it.
+      strip_accents: Remove accents; None follows `lowercase`.
+      handle_chinese_chars: Put spaces around CJK ideographs.
+
+    Returns:
+      A `tokenizers.Tokenizer`.
+    """
+    vocab_path = pathlib.Path(vocab_path)
+    if not vocab_path.is_file():
+        raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
+    config = _read_config(vocab_path.parent / CONFIG_NAME)
+    if lowercase is None:
+        lowercase = config.get("lowercase", True)
+    if strip_accents is None:
+        strip_accents = config.get("strip_accents")
+    if handle_chinese_chars is None:
+        handle_chinese_chars = config.get("handle_chinese_chars", True)
+    vocab = read_vocab(vocab_path)
+    if SPECIAL_TOKENS["unk"] not in vocab:
+        raise ValueError(f"vocabulary {vocab_path} has no {SPECIAL_TOKENS['unk']} token")
+    model = models.WordPiece(
+        vocab={t: i for i, t in enumerate(vocab)},
+        unk_token=SPECIAL_TOKENS["unk"],
+        continuing_subword_prefix=CONTINUATION_PREFIX,
+    )
+    tokenizer = _build_tokenizer(
+        model,
+        lowercase=lowercase,
+        strip_accents=strip_accents,
+        handle_chinese_chars=handle_chinese_chars,
+    )
+    # Special tokens written in text ("a [MASK] b") stay whole, as in BERT.
+    tokenizer.add_special_tokens(
+        [tokenizers.AddedToken(t, special=True) for t in SPECIAL_TOKENS.values() if t in vocab]
+    )
+    cls, sep = SPECIAL_TOKENS["cls"], SPECIAL_TOKENS["sep"]
+    if cls in vocab and sep in vocab:
+        ids = {cls: vocab.index(cls), sep: vocab.index(sep)}
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=list(ids.items()),
+        )
+    return tokenizer
+
+
+def special_token_ids(tokenizer: tokenizers.Tokenizer, vocab_path: str = "") -> dict[str, int]:
+    """Returns the ids of [PAD], [UNK], [CLS], [SEP] and [MASK] under keys pad/unk/cls/sep/mask.
+
+    Args:
+      tokenizer: A tokenizer from `load_tokenizer`.
+      vocab_path: Named in the error message when a special token is missing.
+
+    Raises:
+      ValueError: A special token is not in the vocabulary.
+    """
+    ids = {}
+    for key, token in SPECIAL_TOKENS.items():
+        token_id = tokenizer.token_to_id(token)
+        if token_id is None:
+            where = f"vocabulary {vocab_path}" if vocab_path else "the tokenizer's vocabulary"
+            raise ValueError(f"special token {token} ({key}) is missing from {where}")
+        ids[key] = token_id
+    return ids
+
+
+def read_vocab(vocab_path: str | pathlib.Path) -> list[str]:
+    """Reads `vocab.txt` into a list of tokens (index = id); trailing newlines are stripped."""
+    with open(vocab_path, encoding="utf-8") as f:
+        tokens = [line.rstrip("\n").rstrip("\r") for line in f]
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    if not tokens:
+        raise ValueError(f"vocabulary file {vocab_path} is empty")
+    return tokens
+
+
+def _build_tokenizer(
+    model: models.Model,
+    *,
+    lowercase: bool,
+    strip_accents: bool | None,
+    handle_chinese_chars: bool,
+) -> tokenizers.Tokenizer:
+    tokenizer = tokenizers.Tokenizer(model)
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=handle_chinese_chars,
+        strip_accents=strip_accents,
+        lowercase=lowercase,
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
+    return tokenizer
+
+
+def _read_config(path: pathlib.Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    allowed = {"lowercase", "strip_accents", "handle_chinese_chars"}
+    unknown = set(config) - allowed
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return config
+
+
+def _write_vocab(tokens: Iterable[str], path: pathlib.Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for token in tokens:
+            f.write(token + "\n")

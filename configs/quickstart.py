@@ -1,0 +1,25 @@
+"""The README's first job: BERT-tiny on Python's own reference documentation, offline, minutes on a CPU.
+
+Trains a WordPiece vocabulary and the tiny model (L2/H128/A2) on the pydoc topics that ship
+with CPython. Point it at your own text with --config.data.corpus='my_corpus/*.txt'.
+"""
+
+from configs import tiny
+
+
+def get_config():
+    config = tiny.get_config()
+    config.model.vocab_size = 8000  # the trained vocabulary's size (it may come out smaller)
+    config.model.max_position_embeddings = 128
+    config.data.corpus = "builtin:python-docs"
+    config.data.eval_fraction = 0.05
+    config.data.max_seq_len = 128
+    config.optim.learning_rate = 1e-3
+    config.optim.warmup_steps = 100
+    config.train.global_batch_size = 32
+    config.train.num_steps = 1000
+    config.train.log_every = 50
+    config.train.eval_every = 250
+    config.train.eval_batches = 8
+    config.checkpoint.every_steps = 250
+    return config

@@ -1,0 +1,230 @@
+"""Pretraining: optimizer, jitted sharded step, gradient accumulation, the job, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bertjax import checkpoint, optimizer, sharding
+from bertjax.config import load_config
+from bertjax.pretrain import BUILTIN_CORPUS, prepare_data, pretrain, setup
+from tests.conftest import REPO
+
+TEST_CONFIG = REPO / "configs" / "test.py"
+SMALL = [
+    "--config.data.max_seq_len=32",
+    "--config.data.max_predictions=5",
+    "--config.data.eval_fraction=0.05",
+    "--config.train.eval_batches=2",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Vocabulary and instances from the built-in corpus, made once for this module."""
+    workdir = tmp_path_factory.mktemp("prepared")
+    config = load_config(TEST_CONFIG, SMALL + [f"--config.data.corpus={BUILTIN_CORPUS}"])
+    data_dir, vocab = prepare_data(config, workdir)
+    return data_dir, vocab
+
+
+def _config(prepared, *overrides):
+    data_dir, vocab = prepared
+    n = len(vocab.read_text().splitlines())
+    return load_config(
+        TEST_CONFIG,
+        SMALL
+        + [
+            f"--config.data.dir={data_dir}",
+            f"--config.data.vocab={vocab}",
+            f"--config.model.vocab_size={n}",
+        ]
+        + list(overrides),
+    )
+
+
+def test_schedule_warms_up_then_decays_linearly_to_zero():
+    optim = load_config(TEST_CONFIG).optim
+    optim.update(learning_rate=1e-3, warmup_steps=10)
+    schedule = optimizer.learning_rate_schedule(optim, 110)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(5)) == pytest.approx(5e-4)
+    assert float(schedule(10)) == pytest.approx(1e-3)
+    assert float(schedule(60)) == pytest.approx(5e-4)
+    assert float(schedule(110)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weight_decay_skips_biases_and_layer_norm():
+    params = {
+        "bert": {
+            "embeddings": {"layer_norm": {"scale": 1, "bias": 1}, "position_embeddings": 1},
+            "encoder": {"layer_0": {"mlp": {"wi": {"kernel": 1, "bias": 1}}}},
+        },
+        "mlm_head": {"output_bias": 1},
+    }
+    mask = optimizer.decay_mask(params)
+    assert mask["bert"]["embeddings"]["layer_norm"] == {"scale": False, "bias": False}
+    assert mask["bert"]["embeddings"]["position_embeddings"] is True
+    assert mask["bert"]["encoder"]["layer_0"]["mlp"]["wi"] == {"kernel": True, "bias": False}
+    assert mask["mlm_head"]["output_bias"] is False
+    with pytest.raises(ValueError, match="config.optim.optimizer='sgd'"):
+        optim = load_config(TEST_CONFIG).optim
+        optim.optimizer = "sgd"
+        optimizer.make_optimizer(optim, 10)
+
+
+def _fixed_batch(job):
+    return sharding.global_batch(next(job.train_iter), job.steps.mesh)
+
+
+@pytest.mark.parametrize(
+    "mesh", [{"data": 2, "fsdp": 2, "tensor": 2}, {"data": 1, "fsdp": 8, "tensor": 1}]
+)
+def test_sharded_steps_lower_the_loss(prepared, tmp_path, mesh):
+    config = _config(prepared, "--config.optim.warmup_steps=0", "--config.optim.learning_rate=5e-3")
+    config.mesh.update(mesh)
+    job = setup(config, tmp_path)
+    embedding = job.state.params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    assert not embedding.sharding.is_fully_replicated
+    batch = _fixed_batch(job)
+    losses = []
+    for _ in range(8):
+        job.state, metrics = job.steps.train_step(job.state, batch)
+        sums = jax.device_get(metrics)
+        losses.append(sums["mlm_loss"] / sums["mlm_count"] + sums["nsp_loss"] / sums["nsp_count"])
+    assert int(job.state.step) == 8
+    assert losses[-1] < losses[0] - 0.4, losses
+    # The optimizer state is sharded like the parameters (ZeRO-style on fsdp).
+    mu = job.state.opt_state[1][0].mu["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    assert mu.sharding == embedding.sharding
+
+
+def test_gradient_accumulation_gives_the_full_batch_update(prepared, tmp_path):
+    def run(accum):
+        config = _config(
+            prepared,
+            f"--config.train.grad_accum_steps={accum}",
+            "--config.model.hidden_dropout=0.0",
+            "--config.model.attention_dropout=0.0",
+            "--config.optim.warmup_steps=0",
+        )
+        job = setup(config, tmp_path / f"accum{accum}")
+        state, metrics = job.steps.train_step(job.state, _fixed_batch(job))
+        return jax.device_get(state.params), jax.device_get(metrics)
+
+    params1, metrics1 = run(1)
+    params4, metrics4 = run(4)
+    assert metrics1["mlm_count"] == metrics4["mlm_count"] > 0
+    np.testing.assert_allclose(metrics1["mlm_loss"], metrics4["mlm_loss"], rtol=1e-5)
+    np.testing.assert_allclose(metrics1["grad_norm"], metrics4["grad_norm"], rtol=1e-4)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(params1), jax.tree_util.tree_leaves(params4), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+def test_bfloat16_step_keeps_float32_master_weights(prepared, tmp_path):
+    job = setup(_config(prepared, "--config.model.dtype=bfloat16"), tmp_path)
+    state, metrics = job.steps.train_step(job.state, _fixed_batch(job))
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(state.params))
+    assert np.isfinite(float(metrics["mlm_loss"]))
+
+
+def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, tmp_path):
+    config = _config(
+        prepared,
+        "--config.train.num_steps=12",
+        "--config.train.log_every=4",
+        "--config.train.eval_every=6",
+        "--config.checkpoint.every_steps=6",
+        "--config.checkpoint.keep=1",
+    )
+    final = pretrain(config, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_records] == [4, 8, 12]
+    for field in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "seq_per_sec"):
+        assert all(np.isfinite(r[field]) for r in train_records), field
+    assert [r["step"] for r in records if "eval_mlm_accuracy" in r] == [6, 12]
+    assert 0.0 <= final["eval_mlm_accuracy"] <= 1.0
+    assert list((tmp_path / "tensorboard").iterdir())
+    # keep=1: only the final checkpoint is left.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["12"]
+    model, params = checkpoint.load_pretrained(tmp_path / "model")
+    ids = jnp.ones((1, 8), jnp.int32)
+    out = model.apply({"params": params}, ids, jnp.zeros_like(ids), ids)
+    assert out["sequence_output"].shape == (1, 8, 32)
+
+
+def test_missing_data_names_the_config_fields(tmp_path):
+    config = load_config(TEST_CONFIG)
+    with pytest.raises(ValueError, match="config.data.corpus .* or config.data.dir"):
+        setup(config, tmp_path)
+
+
+def _run_cli(workdir, prepared, *extra, wait=True):
+    data_dir, vocab = prepared
+    n = len(vocab.read_text().splitlines())
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertjax.cli",
+        "pretrain",
+        "--config",
+        str(TEST_CONFIG),
+        "--workdir",
+        str(workdir),
+        *SMALL,
+        f"--config.data.dir={data_dir}",
+        f"--config.data.vocab={vocab}",
+        f"--config.model.vocab_size={n}",
+        "--config.train.num_steps=24",
+        "--config.train.log_every=1",
+        "--config.train.eval_every=0",
+        "--config.checkpoint.every_steps=8",
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    if wait:
+        subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
+        return None
+    return subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _losses(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path):
+    _run_cli(tmp_path / "straight", prepared)
+    expected = _losses(tmp_path / "straight")
+    assert sorted(expected) == list(range(1, 25))
+
+    killed = tmp_path / "killed"
+    process = _run_cli(killed, prepared, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        done = (killed / "metrics.jsonl").exists() and max(_losses(killed), default=0) >= 13
+        if done and (killed / "checkpoints" / "8").exists():
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert max(_losses(killed)) < 24, "the run finished before it was killed"
+    _run_cli(killed, prepared)
+    assert _losses(killed) == expected
