@@ -246,7 +246,11 @@ def _detect_format(path: str | pathlib.Path) -> str:
         )
     document = _read_json(path / MODEL_CONFIG_NAME)
     if document.get("format") == MODEL_FORMAT:
-        return "bertjax"
+        return (
+            "workdir"
+            if (path / "checkpoints").is_dir() and not (path / PARAMS_DIR).exists()
+            else "bertjax"
+        )
     if "model_type" in document:
         return "hf"
     raise ValueError(
@@ -273,6 +277,7 @@ def _load_hf(path: pathlib.Path, with_heads: bool) -> tuple[BertConfig, Params]:
 _LOADERS: dict[str, Callable[[pathlib.Path, bool], tuple[BertConfig, Params]]] = {
     "bertjax": _load_bertjax,
     "hf": _load_hf,
+    "workdir": lambda path, with_heads: latest_checkpoint_params(path),
 }
 
 

@@ -161,6 +161,12 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
     ids = jnp.ones((1, 8), jnp.int32)
     out = model.apply({"params": params}, ids, jnp.zeros_like(ids), ids)
     assert out["sequence_output"].shape == (1, 8, 32)
+    # The workdir itself loads too: the latest checkpoint's parameters, equal to the final model.
+    _, workdir_params = checkpoint.load_pretrained(tmp_path)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(workdir_params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_missing_data_names_the_config_fields(tmp_path):
