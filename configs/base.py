@@ -66,7 +66,6 @@ def get_config() -> ml_collections.ConfigDict:
     mesh.data = -1  # pure data parallel; -1 takes all remaining devices
     mesh.fsdp = 1  # parameters and optimizer state sharded over this axis
     mesh.tensor = 1  # heads, MLP and vocabulary split over this axis
-    mesh.distributed = False  # call jax.distributed.initialize (multi-process); see README
     # Logical axis name -> mesh axis (or axes, or None for replicated).
     mesh.logical_axis_rules = [
         ("act_batch", ("data", "fsdp")),

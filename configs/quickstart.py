@@ -15,11 +15,11 @@ def get_config():
     config.data.eval_fraction = 0.05
     config.data.max_seq_len = 128
     config.optim.learning_rate = 1e-3
-    config.optim.warmup_steps = 100
+    config.optim.warmup_steps = 60
     config.train.global_batch_size = 32
-    config.train.num_steps = 1000
+    config.train.num_steps = 600
     config.train.log_every = 50
-    config.train.eval_every = 250
+    config.train.eval_every = 200
     config.train.eval_batches = 8
-    config.checkpoint.every_steps = 250
+    config.checkpoint.every_steps = 200
     return config
