@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "bertjax.commands.pretrain_cmd",
         "Pretrain BERT (MLM + NSP) from a config; resumable.",
     ),
+    "finetune": ("bertjax.commands.finetune_cmd", "Fine-tune BERT on a task; resumable."),
     "tokenizer": ("bertjax.commands.tokenizer_cmd", "Train a WordPiece vocabulary on text files."),
     "prepare": ("bertjax.commands.prepare_cmd", "Prepare MLM+NSP pretraining shards from text."),
 }
