@@ -27,12 +27,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from bertjax import (
     checkpoint,
     convert,
+    distributed,
     finetune_data,
     input_pipeline,
     sharding,
@@ -193,6 +195,48 @@ def featurize(task_cfg, examples, tokenizer, label_map, *, training: bool):
     )
 
 
+def check_eval_labelled(task_cfg: ml_collections.ConfigDict, examples: Sequence) -> None:
+    """Raises when no eval example has a label (or, QA, an answer): metrics need them.
+
+    CoNLL files always carry a tag column, and a delimited file without the label column already
+    fails in the reader, so this catches `config.task.label=""` and SQuAD files without answers.
+    """
+    kind = task_cfg.kind
+    if kind in ("classification", "regression"):
+        labelled = any(e.label is not None for e in examples)
+        what = f"labels (config.task.label={task_cfg.label!r})"
+    elif kind == "qa":
+        labelled = any(e.answers for e in examples)
+        what = "answers"
+    else:
+        return
+    if not labelled:
+        raise ValueError(
+            f"config.task.eval_file={task_cfg.eval_file!r} has no {what}; evaluation needs them "
+            "(predicting unlabelled files is not supported)"
+        )
+
+
+# stats key -> what a non-zero count means; logged as warnings and kept in data_stats.json
+DATA_WARNINGS = {
+    "num_truncated": "examples cut to config.task.max_len={max_len}",
+    "words_cut": "words cut by truncation (they get no prediction and count as 'O')",
+    "tagged_words_cut": "of the cut words had an entity tag (lost to truncation)",
+    "words_without_pieces": "words without any word piece (they predict 'O')",
+    "answers_mismatched": "answers not found in their context (skipped in training)",
+    "questions_truncated": "questions cut to config.task.max_query_length={max_query_length}",
+}
+
+
+def report_data_stats(split: str, stats: Mapping[str, int], task_cfg) -> None:
+    """Logs the featurizer's counts, with a warning for each count of lost or cut data."""
+    log.info("%s features: %s", split, dict(stats))
+    for key, message in DATA_WARNINGS.items():
+        if stats.get(key):
+            text = message.format(**task_cfg)
+            log.warning("%s data: %d %s", split, stats[key], text)
+
+
 def build_task(
     config: ml_collections.ConfigDict, tokenizer, *, label_names: Sequence[str] | None = None
 ) -> Task:
@@ -210,6 +254,7 @@ def build_task(
     task_cfg = config.task
     kind = task_cfg.kind
     eval_examples = read_split(task_cfg, "eval")
+    check_eval_labelled(task_cfg, eval_examples)
     train_examples = [] if config.eval_only else read_split(task_cfg, "train")
     label_map = None
     if kind in ("classification", "tagging"):
@@ -218,9 +263,9 @@ def build_task(
     train_features = None
     if not config.eval_only:
         train_features = featurize(task_cfg, train_examples, tokenizer, label_map, training=True)
-        log.info("train features: %s", train_features.stats)
+        report_data_stats("train", train_features.stats, task_cfg)
     eval_features = featurize(task_cfg, eval_examples, tokenizer, label_map, training=False)
-    log.info("eval features: %s", eval_features.stats)
+    report_data_stats("eval", eval_features.stats, task_cfg)
     return Task(kind, list(label_map or []), train_features, eval_features, eval_examples)
 
 
@@ -272,9 +317,22 @@ def load_encoder(config: ml_collections.ConfigDict) -> tuple[BertConfig, Any, An
     else:
         init_cfg = convert.config_from_hf(convert.read_hf_config(path))
     check_init_config(config, init_cfg, path)  # before any weights are read
+    tokenizer = checkpoint.load_model_tokenizer(path)
+    check_vocab(tokenizer, init_cfg, path)
     cfg = model_config(config, init_cfg)
     _, params = checkpoint.load_pretrained(path, with_heads=False, scan_layers=cfg.scan_layers)
-    return cfg, params["bert"], checkpoint.load_model_tokenizer(path), path
+    return cfg, params["bert"], tokenizer, path
+
+
+def check_vocab(tokenizer, cfg: BertConfig, path) -> None:
+    """Raises when the checkpoint's vocabulary has ids beyond its word embedding's rows."""
+    n = tokenizer.get_vocab_size()
+    if n > cfg.vocab_size:
+        raise ValueError(
+            f"config.init_from={str(path)!r}: its vocabulary has {n} tokens but its word "
+            f"embedding only {cfg.vocab_size} rows (vocab_size); the vocabulary does not belong "
+            "to these weights"
+        )
 
 
 def _tokenizer_options(model_dir: pathlib.Path) -> dict[str, Any] | None:
@@ -420,18 +478,10 @@ def compile_steps(
         out_shardings=replicated,
     )
 
-    def in_mesh(fn):
-        @functools.wraps(fn)
-        def wrapped(*args):
-            with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-                return fn(*args)
-
-        return wrapped
-
     return FinetuneSteps(
-        train_step=in_mesh(jit_train),
-        predict=in_mesh(jit_predict),
-        init_state=in_mesh(jit_init),
+        train_step=sharding.in_mesh(jit_train, mesh, rules),
+        predict=sharding.in_mesh(jit_predict, mesh, rules),
+        init_state=sharding.in_mesh(jit_init, mesh, rules),
         abstract_state=nn.meta.unbox(abstract),
         state_shardings=shardings,
         mesh=mesh,
@@ -500,17 +550,21 @@ def _load_finetuned(config: ml_collections.ConfigDict):
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job:
     """Loads the init checkpoint (checked first), builds the task, compiles, inits or restores."""
+    distributed.initialize(config.distributed)  # before anything touches a device
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
+    batch_size = config.train.batch_size
+    check_batch_size(batch_size, mesh)
     if config.eval_only:
         cfg, params, label_names, model_dir = _load_finetuned(config)
         tokenizer = checkpoint.load_model_tokenizer(model_dir)
+        check_vocab(tokenizer, cfg, model_dir)
     else:
         cfg, params, tokenizer, model_dir = load_encoder(config)
         label_names = None
     task = build_task(config, tokenizer, label_names=label_names)
-    mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
-    batch_size = config.train.batch_size
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_data_stats(workdir, task)
     features = task.eval if config.eval_only else task.train
     num_steps = 1 if config.eval_only else num_train_steps(config, len(features))
     tx, schedule = _optimizer(config, num_steps)
@@ -551,6 +605,30 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job
         manager=manager,
         writer=writer,
     )
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    """Raises unless the global batch splits evenly over the batch axes and the processes."""
+    shards = math.prod(mesh.shape[axis] for axis in sharding.BATCH_AXES)
+    parts = math.lcm(shards, jax.process_count())
+    if batch_size <= 0 or batch_size % parts:
+        raise ValueError(
+            f"config.train.batch_size={batch_size} (the global batch) must be a positive multiple "
+            f"of {parts}: it is split over {shards} devices (config.mesh data x fsdp) and "
+            f"{jax.process_count()} processes"
+        )
+
+
+def write_data_stats(workdir: pathlib.Path, task: Task) -> None:
+    """`data_stats.json`: the featurizers' counts (truncations, cut tags, skipped answers)."""
+    if jax.process_index() != 0:
+        return
+    stats = {"eval": task.eval.stats}
+    if task.train is not None:
+        stats["train"] = task.train.stats
+    stats = {split: {k: int(v) for k, v in counts.items()} for split, counts in stats.items()}
+    text = json.dumps(stats, indent=2) + "\n"
+    (workdir / "data_stats.json").write_text(text)
 
 
 def _init_or_restore(config, steps: FinetuneSteps, manager, train_iter, bert_params):
@@ -693,10 +771,10 @@ def evaluate(job: Job, *, write: bool = False) -> dict[str, float]:
 
 def save_finetuned(job: Job) -> None:
     """Writes `workdir/model` (a bertjax model directory with the head) and `finetune.json`."""
+    params = multihost_utils.process_allgather(job.state.params, tiled=True)  # all processes
     if jax.process_index() != 0:
         return
     vocab = job.model_dir / checkpoint.VOCAB_NAME
-    params = jax.device_get(job.state.params)
     options = _tokenizer_options(job.model_dir)
     checkpoint.save_model(
         job.workdir / MODEL_DIR, params, job.model_config, vocab, options, overwrite=True
@@ -743,6 +821,15 @@ def _hf_task_config(cfg: BertConfig, kind: str, label_names: Sequence[str]) -> d
     return hf
 
 
+def finetuned_workdir(path: str | pathlib.Path) -> pathlib.Path | None:
+    """The fine-tuned workdir of `path` (the workdir itself or its `model/`), else None."""
+    path = pathlib.Path(path)
+    for root in (path, path.parent if path.name == MODEL_DIR else None):
+        if root is not None and (root / TASK_FILE).is_file() and (root / MODEL_DIR).is_dir():
+            return root
+    return None
+
+
 def export_hf(
     workdir: str | pathlib.Path, out_dir: str | pathlib.Path, *, overwrite: bool = False
 ) -> pathlib.Path:
@@ -750,17 +837,21 @@ def export_hf(
 
     The result (`config.json` with the label names, `model.safetensors`, `vocab.txt`,
     `tokenizer_config.json`) loads with `transformers.BertForSequenceClassification`,
-    `BertForTokenClassification` or `BertForQuestionAnswering` `.from_pretrained`.
+    `BertForTokenClassification` or `BertForQuestionAnswering` `.from_pretrained`. `out_dir` is
+    written atomically; a non-empty one is refused unless `overwrite`.
     """
-    from safetensors.numpy import save_file
-
-    workdir, out_dir = pathlib.Path(workdir), pathlib.Path(out_dir)
+    workdir = pathlib.Path(workdir)
     saved = json.loads((workdir / TASK_FILE).read_text())
     cfg, params = checkpoint.load_model_dir(workdir / MODEL_DIR)
     params = jax.device_get(params)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"output directory {out_dir} exists and is not empty (use overwrite)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with checkpoint._atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        _write_hf_task_model(tmp, workdir, saved, cfg, params)
+    return pathlib.Path(out_dir)
+
+
+def _write_hf_task_model(out_dir: pathlib.Path, workdir, saved, cfg: BertConfig, params) -> None:
+    from safetensors.numpy import save_file
+
     # The converter maps BertForPreTraining trees: give it placeholder pretraining heads, then
     # keep the encoder and pooler entries and add the task head.
     ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
@@ -781,4 +872,3 @@ def export_hf(
     save_file(state, out_dir / convert.SAFETENSORS_NAME, metadata={"format": "pt"})
     hf = _hf_task_config(cfg, saved["kind"], saved["label_names"])
     (out_dir / convert.CONFIG_NAME).write_text(json.dumps(hf, indent=2) + "\n")
-    return out_dir

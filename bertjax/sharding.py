@@ -9,6 +9,7 @@ Logical axis names in the model map to these through `config.mesh.logical_axis_r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -73,25 +74,37 @@ def mesh_shardings(boxed_tree: Any, mesh: Mesh, rules: Rules) -> Any:
     return nn.logical_to_mesh_sharding(logical_specs(boxed_tree), mesh, rules)
 
 
-def init_sharded(
-    init_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh, rules: Rules
-) -> tuple[Any, Any]:
-    """Runs `init_fn(rng)` jitted with output shardings, so no full copy sits on one device.
+def sharded_init(
+    init_fn: Callable[[jax.Array], Any], mesh: Mesh, rules: Rules
+) -> tuple[Callable, Any, Any]:
+    """Prepares `init_fn` to create its tree already sharded, so no full copy sits on one device.
+
+    Shardings come from `jax.eval_shape` of the init through the logical rules.
 
     Args:
-      init_fn: returns a tree of boxed (`nn.LogicallyPartitioned`) arrays, e.g. `model.init`.
-      rng: PRNG key.
+      init_fn: rng -> tree of boxed (`nn.LogicallyPartitioned`) arrays, e.g. a `model.init`.
       mesh, rules: the device mesh and logical-axis rules.
 
     Returns:
-      (unboxed tree of sharded arrays, tree of their NamedShardings).
+      (jitted rng -> unboxed sharded tree, the unboxed abstract tree, the tree of NamedShardings).
     """
-    abstract = jax.eval_shape(init_fn, rng)
+    abstract = jax.eval_shape(init_fn, jax.random.key(0))
     shardings = mesh_shardings(abstract, mesh, rules)
-    unboxed_init = lambda key: nn.meta.unbox(init_fn(key))
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        params = jax.jit(unboxed_init, out_shardings=shardings)(rng)
-    return params, shardings
+    unboxed_init = lambda rng: nn.meta.unbox(init_fn(rng))
+    jitted = in_mesh(jax.jit(unboxed_init, out_shardings=shardings), mesh, rules)
+    return jitted, nn.meta.unbox(abstract), shardings
+
+
+def in_mesh(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
+    """Wraps `fn` (a jitted step) to run with `mesh` and the logical-axis rules in effect, so the
+    model's `nn.with_logical_constraint` calls resolve to mesh axes."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

@@ -48,7 +48,7 @@ class TrainState:
 def init_train_state(
     rng: Array, model: nn.Module, tx: optax.GradientTransformation, example: Batch
 ):
-    """A fresh (boxed) train state. Run it under `sharding.init_sharded` to create it sharded."""
+    """A fresh (boxed) train state. `sharding.sharded_init` creates it sharded."""
     init_rng, state_rng = jax.random.split(rng)
     params = model.init(
         init_rng, example["input_ids"], example["token_type_ids"], example["attention_mask"]
@@ -212,8 +212,7 @@ def compile_steps(
     parameters and optimizer state are created already sharded.
     """
     init_fn = functools.partial(init_train_state, model=model, tx=tx, example=example)
-    abstract = jax.eval_shape(init_fn, jax.random.key(0))
-    state_shardings = sharding.mesh_shardings(abstract, mesh, rules)
+    jit_init, abstract_state, state_shardings = sharding.sharded_init(init_fn, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_shardings = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in example.items()}
     step = functools.partial(
@@ -226,15 +225,6 @@ def compile_steps(
     )
     evaluate = functools.partial(eval_step, model=model, mask_fn=mask_fn)
 
-    def in_mesh(fn):
-        @functools.wraps(fn)
-        def wrapped(*args):
-            with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-                return fn(*args)
-
-        return wrapped
-
-    jit_init = jax.jit(lambda rng: nn.meta.unbox(init_fn(rng)), out_shardings=state_shardings)
     jit_train = jax.jit(
         step,
         in_shardings=(state_shardings, batch_shardings),
@@ -247,10 +237,10 @@ def compile_steps(
         out_shardings=replicated,
     )
     return CompiledSteps(
-        train_step=in_mesh(jit_train),
-        eval_step=in_mesh(jit_eval),
-        init_state=in_mesh(jit_init),
-        abstract_state=nn.meta.unbox(abstract),
+        train_step=sharding.in_mesh(jit_train, mesh, rules),
+        eval_step=sharding.in_mesh(jit_eval, mesh, rules),
+        init_state=jit_init,
+        abstract_state=abstract_state,
         state_shardings=state_shardings,
         mesh=mesh,
         rules=rules,

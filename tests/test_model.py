@@ -110,7 +110,8 @@ def _sharded_setup(cfg, mesh_sizes):
     model = BertForPreTraining(cfg)
     ids, types, mask = _inputs()
     init_fn = lambda rng: model.init(rng, ids, types, mask)["params"]
-    params, shardings = sharding.init_sharded(init_fn, jax.random.key(0), mesh, rules)
+    init, _, shardings = sharding.sharded_init(init_fn, mesh, rules)
+    params = init(jax.random.key(0))
     return model, params, shardings, mesh, rules, (ids, types, mask)
 
 
