@@ -31,7 +31,7 @@ import tokenizers
 from bertjax import convert
 from bertjax.config import BertConfig, bert_config
 from bertjax.model import BertForPreTraining, BertModel
-from bertjax.tokenizer import read_vocab
+from bertjax.tokenizer import load_tokenizer, read_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,11 @@ def save_model(
         shutil.copyfile(vocab_file, tmp / VOCAB_NAME)
         if tokenizer_config is not None:
             _write_json(tmp / TOKENIZER_CONFIG_NAME, dict(tokenizer_config))
-        checkpointer = ocp.StandardCheckpointer()
+        # Written by this process alone (in a multi-process job: process 0, from gathered params).
+        alone = ocp.options.MultiprocessingOptions(
+            primary_host=jax.process_index(), active_processes={jax.process_index()}
+        )
+        checkpointer = ocp.StandardCheckpointer(multiprocessing_options=alone)
         checkpointer.save((tmp / PARAMS_DIR).absolute(), jax.tree.map(jnp.asarray, params))
         checkpointer.wait_until_finished()
         checkpointer.close()
@@ -157,7 +161,7 @@ def load_model_dir(path: str | pathlib.Path) -> tuple[BertConfig, Params]:
     if not params_dir.is_dir():
         raise FileNotFoundError(f"bertjax model directory {path} has no weights ({PARAMS_DIR}/)")
     checkpointer = ocp.StandardCheckpointer()
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
         checkpointer.metadata(params_dir).item_metadata.tree,
@@ -324,18 +328,22 @@ def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
     `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`). Special tokens ([CLS], [SEP],
     [MASK], ...) are matched whole in the text, and encoding adds [CLS] ... [SEP].
     """
-    from tokenizers.implementations import BertWordPieceTokenizer
-
     path = pathlib.Path(path)
     vocab = path / VOCAB_NAME
     if not vocab.is_file():
         raise FileNotFoundError(f"model directory {path} has no {VOCAB_NAME}")
-    if _detect_format(path) == "bertjax":
-        options = _read_json(path / TOKENIZER_CONFIG_NAME, missing_ok=True)
-        options = {key: options[key] for key in TOKENIZER_OPTIONS if key in options}
-    else:
+    if _detect_format(path) == "hf":
         options = convert.hf_tokenizer_options(path)
-    return BertWordPieceTokenizer(str(vocab), **options)
+    else:
+        options = _read_json(path / TOKENIZER_CONFIG_NAME, missing_ok=True)
+    lowercase = options.get("lowercase", True)
+    strip_accents = options.get("strip_accents")
+    return load_tokenizer(
+        vocab,
+        lowercase=lowercase,
+        strip_accents=lowercase if strip_accents is None else strip_accents,
+        handle_chinese_chars=options.get("handle_chinese_chars", True),
+    )
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:

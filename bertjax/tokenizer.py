@@ -109,7 +109,9 @@ def load_tokenizer(
     vocab_path = pathlib.Path(vocab_path)
     if not vocab_path.is_file():
         raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
-    config = _read_config(vocab_path.parent / CONFIG_NAME)
+    options = (lowercase, strip_accents, handle_chinese_chars)
+    # Read the options file beside the vocabulary only for options not given.
+    config = _read_config(vocab_path.parent / CONFIG_NAME) if None in options else {}
     if lowercase is None:
         lowercase = config.get("lowercase", True)
     if strip_accents is None:
