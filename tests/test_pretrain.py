@@ -144,7 +144,7 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
         "--config.train.log_every=4",
         "--config.train.eval_every=6",
         "--config.checkpoint.every_steps=6",
-        "--config.checkpoint.keep=1",
+        "--config.checkpoint.keep=2",
     )
     final = pretrain(config, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -155,8 +155,8 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
     assert [r["step"] for r in records if "eval_mlm_accuracy" in r] == [6, 12]
     assert 0.0 <= final["eval_mlm_accuracy"] <= 1.0
     assert list((tmp_path / "tensorboard").iterdir())
-    # keep=1: only the final checkpoint is left.
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["12"]
+    # keep=2: the two most recent checkpoints are left.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["12", "6"]
     model, params = checkpoint.load_pretrained(tmp_path / "model")
     ids = jnp.ones((1, 8), jnp.int32)
     out = model.apply({"params": params}, ids, jnp.zeros_like(ids), ids)
@@ -167,6 +167,24 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
         jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(workdir_params), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_half_written_checkpoint_is_never_loaded(prepared, tmp_path):
+    config = _config(
+        prepared,
+        "--config.train.num_steps=4",
+        "--config.train.log_every=2",
+        "--config.checkpoint.every_steps=2",
+        "--config.train.eval_every=0",
+    )
+    pretrain(config, tmp_path)
+    ckpts = tmp_path / "checkpoints"
+    # A write of step 4 cut off by a crash: orbax writes into a temporary folder, renamed when done.
+    (ckpts / "4").rename(ckpts / "4.orbax-checkpoint-tmp-1700000000")
+    manager = checkpoint.train_checkpoint_manager(ckpts, config.checkpoint)
+    assert manager.latest_step() == 2
+    job = setup(config, tmp_path)
+    assert int(job.state.step) == 2
 
 
 def test_missing_data_names_the_config_fields(tmp_path):
