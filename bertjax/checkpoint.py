@@ -25,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 import tokenizers
 
@@ -136,12 +137,13 @@ def save_model(
         shutil.copyfile(vocab_file, tmp / VOCAB_NAME)
         if tokenizer_config is not None:
             _write_json(tmp / TOKENIZER_CONFIG_NAME, dict(tokenizer_config))
-        # Written by this process alone (in a multi-process job: process 0, from gathered params).
+        # Written by this process alone (in a multi-process job: process 0, from gathered host
+        # arrays; orbax refuses process-local jax.Arrays there).
         alone = ocp.options.MultiprocessingOptions(
             primary_host=jax.process_index(), active_processes={jax.process_index()}
         )
         checkpointer = ocp.StandardCheckpointer(multiprocessing_options=alone)
-        checkpointer.save((tmp / PARAMS_DIR).absolute(), jax.tree.map(jnp.asarray, params))
+        checkpointer.save((tmp / PARAMS_DIR).absolute(), jax.tree.map(np.asarray, params))
         checkpointer.wait_until_finished()
         checkpointer.close()
     return pathlib.Path(out_dir)

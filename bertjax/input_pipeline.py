@@ -2,9 +2,11 @@
 source, built on grain. numpy only; batches become global jax arrays elsewhere (the one border).
 
 The order is defined once for the whole job: the (per-epoch reshuffled) sequence of examples is
-cut into global batches of `global_batch_size`, and process `p` of `P` keeps the examples at
-positions `p, p + P, p + 2P, ...` of each global batch. The global batches therefore do not depend
-on the number of processes, and each process reads only its own examples.
+cut into global batches of `global_batch_size`, and process `p` of `P` keeps the `p`-th of the `P`
+equal consecutive blocks of each global batch: the block that lands on its devices when the batch
+becomes a global array sharded over the data axes. The global batches, and the global arrays made
+from them, therefore do not depend on the number of processes, and each process reads only its own
+examples.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def make_dataset(
     dataset = dataset.repeat(num_epochs)
     if num_epochs is not None:  # end on a whole global batch so that all processes agree
         dataset = dataset[: len(dataset) // global_batch_size * global_batch_size]
-    dataset = dataset[process_index::process_count].batch(local, drop_remainder=True)
+    # Chunks of `local` consecutive examples; process p takes chunk p of every global batch.
+    dataset = dataset.batch(local, drop_remainder=True)[process_index::process_count]
     read_options = grain.ReadOptions(
         num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size
     )

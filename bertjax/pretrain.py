@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from bertjax import checkpoint, flops, input_pipeline, masking, sharding, train
+from bertjax import checkpoint, distributed, flops, input_pipeline, masking, sharding, train
 from bertjax.config import BertConfig, bert_config
 from bertjax.metric_writers import MetricWriter
 from bertjax.model import BertForPreTraining
@@ -67,6 +68,12 @@ def prepare_data(
     if (data_dir / "metadata.json").exists():
         vocab = pathlib.Path(config.data.vocab or load_metadata(data_dir)["vocab_file"])
         return data_dir, vocab
+    if jax.process_count() > 1:  # one preparation, readable by every process
+        raise ValueError(
+            f"config.data.dir={config.data.dir!r} holds no prepared data: with "
+            f"{jax.process_count()} processes, prepare it once (`bertjax prepare`, or a "
+            "one-process run) and set config.data.dir to a folder every process can read"
+        )
     if config.data.dir:
         raise FileNotFoundError(
             f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
@@ -164,6 +171,7 @@ def _data_iterator(source, config, *, seed, shuffle=True, num_epochs=None, globa
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job:
     """Builds data, mesh, model, jitted steps, and the initial or restored state."""
+    distributed.initialize(config.distributed)  # before anything touches a device
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = bert_config(config.model)
@@ -181,7 +189,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job
             f"config.data.max_seq_len={config.data.max_seq_len} but {data_dir} was prepared at "
             f"length {train_source.max_seq_len}"
         )
-    checkpoint.write_model_files(workdir, cfg, vocab)
+    if jax.process_index() == 0:
+        checkpoint.write_model_files(workdir, cfg, vocab)
     tx, schedule = make_optimizer(config.optim, config.train.num_steps)
     example = {k: np.asarray(v)[None] for k, v in train_source[0].items()}
     example = {k: np.repeat(v, config.train.global_batch_size, 0) for k, v in example.items()}
@@ -323,10 +332,11 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     if int(job.state.step) >= config.train.num_steps:
         log.info("already trained to step %d", int(job.state.step))
     last = train_loop(job)
+    params = multihost_utils.process_allgather(job.state.params, tiled=True)  # all processes
     if jax.process_index() == 0:
         checkpoint.save_model(
             job.workdir / "model",
-            jax.device_get(job.state.params),
+            params,
             job.model_config,
             job.vocab,
             overwrite=True,

@@ -92,4 +92,16 @@ def get_config() -> ml_collections.ConfigDict:
     checkpoint.keep = 3  # most recent checkpoints kept
     checkpoint.async_save = True  # write in the background while training continues
 
+    config.distributed = distributed = ml_collections.ConfigDict()
+    # "none": one process; "auto": jax.distributed.initialize() detects the cluster (TPU pod slice,
+    # SLURM, Open MPI); "explicit": the coordinator and process fields below (`bertjax launch` sets
+    # them). Explicit: one value per process (e.g. --config.distributed.process_id=$RANK).
+    distributed.mode = "none"
+    distributed.coordinator_address = ""  # explicit: HOST:PORT where process 0 runs the coordinator
+    distributed.num_processes = 1  # explicit: processes in the job
+    distributed.process_id = 0  # explicit: this process, in [0, num_processes)
+    distributed.initialization_timeout = 300  # seconds to wait for all processes to connect
+    distributed.heartbeat_timeout = 100  # seconds without heartbeats before the job is stopped
+    distributed.shutdown_timeout = 300  # seconds a finished process waits for the others
+    distributed.cpu_collectives = "gloo"  # CPU devices across processes: "gloo" or "mpi"
     return config

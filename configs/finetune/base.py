@@ -66,4 +66,5 @@ def get_config() -> ml_collections.ConfigDict:
     checkpoint.every_steps = 1000  # steps between checkpoints (and one at the end)
     checkpoint.keep = 1  # most recent checkpoints kept
     checkpoint.async_save = True  # write in the background while training continues
+    config.distributed = pretrain.distributed  # multi-process settings, as in pretraining
     return config
