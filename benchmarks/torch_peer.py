@@ -1,0 +1,231 @@
+"""Training throughput of the PyTorch peer: `transformers.BertForPreTraining`, the same sizes.
+
+The model is built from the bertjax config (same layers, widths, vocabulary, dropout) and run as
+users ordinarily run it at its best: SDPA attention, bf16 autocast on a GPU (`--dtype`),
+`torch.compile` (default on for CUDA, off for CPU; `--compile/--no-compile`), AdamW with BERT's
+decay groups (fused on CUDA, foreach on CPU), global-norm clipping at `config.optim.grad_clip_norm`
+and the linear warmup/decay schedule. MLM labels sit at ~`config.data.mask_rate` of the real
+tokens (80% [MASK], 10% random, 10% kept), drawn on the host as a data collator does, outside the
+timed step; the model projects every token through the vocabulary, as it does for its users.
+Timed like `train_throughput.py` (`torch.cuda.synchronize` on a GPU):
+
+  python benchmarks/torch_peer.py --config configs/mini.py --batch 32 --seq 128
+
+TFLOP/s use `bertjax.flops` with the MLM head on every position (P = seq), the work this model
+does; its seq/s compare directly with bertjax's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import types
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bertjax import flops
+from bertjax.config import bert_config
+
+try:
+    from benchmarks import common
+except ImportError:  # run as a script: this folder is on sys.path
+    import common
+
+NUM_BATCHES = 4  # distinct masked batches cycled through the timed steps
+
+
+def hf_model(cfg, device: str):
+    """`BertForPreTraining` with SDPA attention, sized as the bertjax model config `cfg`.
+
+    Weights stay float32; bf16 runs under autocast (mixed precision, as bertjax's `dtype`).
+    """
+    import transformers
+
+    hf_config = transformers.BertConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_act="gelu" if cfg.hidden_act == "gelu" else "gelu_new",
+        hidden_dropout_prob=cfg.hidden_dropout,
+        attention_probs_dropout_prob=cfg.attention_dropout,
+        max_position_embeddings=cfg.max_position_embeddings,
+        type_vocab_size=cfg.type_vocab_size,
+        initializer_range=cfg.initializer_range,
+        layer_norm_eps=cfg.layer_norm_eps,
+        pad_token_id=cfg.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    return transformers.BertForPreTraining(hf_config).to(device).train()
+
+
+def host_masked_batch(rs, batch: dict[str, np.ndarray], vocab_size: int, mask_rate: float):
+    """A collator's MLM masking: labels at ~`mask_rate` of real tokens, -100 elsewhere."""
+    ids = batch["input_ids"].copy()
+    real = ids >= common.FIRST_ORDINARY
+    chosen = real & (rs.random(ids.shape) < mask_rate)
+    action = rs.random(ids.shape)
+    random_ids = rs.integers(common.FIRST_ORDINARY, vocab_size, ids.shape)
+    labels = np.where(chosen, ids, -100)
+    ids = np.where(chosen & (action < 0.8), common.MASK, ids)
+    ids = np.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, ids)
+    return {
+        "input_ids": ids,
+        "token_type_ids": batch["token_type_ids"],
+        "attention_mask": batch["attention_mask"],
+        "labels": labels,
+        "next_sentence_label": batch["next_sentence_label"],
+    }
+
+
+def make_optimizer(model, config, device: str):
+    """AdamW with no decay on biases and LayerNorm, the linear schedule of bertjax."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if name.endswith(".bias") or "LayerNorm" in name else decay).append(param)
+    optim = config.optim
+    kind = {"fused": True} if device == "cuda" else {"foreach": True}
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=optim.learning_rate,
+        betas=(optim.b1, optim.b2),
+        eps=optim.eps,
+        **kind,
+    )
+    warmup, total = optim.warmup_steps, config.train.num_steps
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return step / max(warmup, 1)
+        return max(0.0, (total - step) / max(total - warmup, 1))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+def peak_memory(torch, device: str) -> tuple[int, str]:
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated()), "device peak"
+    return common.rss_peak_bytes(), "process RSS peak"
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Builds and times the peer's training step; returns the same figures as bertjax's."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = common.load_benchmark_config(args, accelerator=device == "cuda")
+    cfg = bert_config(config.model)
+    use_compile = device == "cuda" if args.compile is None else args.compile
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if device == "cuda":
+        torch.set_float32_matmul_precision("high")
+        torch.cuda.reset_peak_memory_stats()
+    model = hf_model(cfg, device)
+    optimizer, scheduler = make_optimizer(model, config, device)
+    forward = torch.compile(model) if use_compile else model
+    rs = np.random.default_rng(args.seed)
+    batches = []
+    for _ in range(NUM_BATCHES):
+        plain = common.synthetic_batch(
+            rs, args.batch, args.seq, cfg.vocab_size, config.data.short_seq_prob
+        )
+        masked = host_masked_batch(rs, plain, cfg.vocab_size, config.data.mask_rate)
+        batches.append({k: torch.from_numpy(v).long().to(device) for k, v in masked.items()})
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+    clip = float(config.optim.grad_clip_norm)
+    counter = iter(range(1 << 62))
+
+    def step():
+        batch = batches[next(counter) % NUM_BATCHES]
+        with autocast:
+            loss = forward(**batch).loss
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    sync = (lambda _: torch.cuda.synchronize()) if device == "cuda" else (lambda _: None)
+    started = time.perf_counter()
+    sync(step())
+    first_step_s = time.perf_counter() - started
+    blocks = common.time_steps(step, args.warmup, args.steps, sync, args.repeats)
+    per_sequence = flops.training_flops_per_sequence(cfg, args.seq, args.seq)
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    peak = flops.peak_tflops(types.SimpleNamespace(device_kind=name), config.train.peak_tflops)
+    memory, memory_kind = peak_memory(torch, device)
+    result = {
+        "name": "torch",
+        "config": args.config,
+        "overrides": args.overrides,
+        "batch": args.batch,
+        "seq": args.seq,
+        "max_predictions": args.seq,
+        "dtype": cfg.dtype,
+        "attention_impl": "sdpa",
+        "compile": use_compile,
+        "platform": device,
+        "device": name,
+        "devices": 1,
+        "compile_s": first_step_s,  # the first step: torch.compile compiles lazily
+        "flops_per_sequence": per_sequence,
+        **common.throughput(
+            blocks,
+            batch=args.batch,
+            seq=args.seq,
+            flops_per_sequence=per_sequence,
+            devices=1,
+            peak_tflops=peak,
+        ),
+        "peak_memory_bytes": memory,
+        "memory_kind": memory_kind,
+        "loss_finite": bool(np.isfinite(float(step()))),
+        "threads": torch.get_num_threads(),
+    }
+    result.update(common.environment())
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.add_common_args(parser)
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (default: on for CUDA, off for CPU)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)"
+    )
+    args = common.parse_args(parser, argv)
+    result = measure(args)
+    mfu = result["mfu"]
+    print(
+        f"torch {args.config} batch={args.batch} seq={args.seq} dtype={result['dtype']} "
+        f"compile={result['compile']} threads={result['threads']} device={result['device']}: step {result['step_ms']:.1f} ms, "
+        f"{result['seq_per_s']:.1f} seq/s, {result['tokens_per_s']:.0f} tok/s, "
+        f"{result['tflops_per_device']:.3f} TFLOP/s, "
+        f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}, "
+        f"memory {result['peak_memory_bytes'] / 2**20:.0f} MiB ({result['memory_kind']}), "
+        f"first step {result['compile_s']:.1f} s, load {result['loadavg']}"
+    )
+    if args.json_out:
+        common.write_json(args.json_out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
