@@ -330,8 +330,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     """The whole job: set up (or resume), train, evaluate, save the final model to workdir/model."""
     job = setup(config, workdir)
     if int(job.state.step) >= config.train.num_steps:
-        log.info("already trained to step %d", int(job.state.step))
-    last = train_loop(job)
+        log.info("already trained to step %d; evaluating only", int(job.state.step))
+        last = evaluate(job, job.state.params)
+    else:
+        last = train_loop(job)
     params = multihost_utils.process_allgather(job.state.params, tiled=True)  # all processes
     if jax.process_index() == 0:
         checkpoint.save_model(

@@ -154,6 +154,10 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
         assert all(np.isfinite(r[field]) for r in train_records), field
     assert [r["step"] for r in records if "eval_mlm_accuracy" in r] == [6, 12]
     assert 0.0 <= final["eval_mlm_accuracy"] <= 1.0
+    # Rerunning a finished job trains nothing and reports the same evaluation.
+    again = pretrain(config, tmp_path)
+    assert again["eval_mlm_accuracy"] == final["eval_mlm_accuracy"]
+    assert json.loads((tmp_path / "final_metrics.json").read_text()) == again
     assert list((tmp_path / "tensorboard").iterdir())
     # keep=2: the two most recent checkpoints are left.
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["12", "6"]
