@@ -1,6 +1,12 @@
 """Fine-tuning: each task kind end to end on real data slices, loading, checks, eval_only."""
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import flax.linen as nn
 import jax
@@ -224,3 +230,250 @@ def test_export_to_transformers_gives_the_same_logits(sst2_run, tmp_path):
             attention_mask=torch.tensor(mask, dtype=torch.long),
         ).logits.numpy()
     np.testing.assert_allclose(np.asarray(ours["logits"]), theirs, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- export of every head
+
+
+def _fake_finetuned_workdir(root, model_dir, kind, label_names):
+    """A fine-tuned workdir (model/ with a random head, finetune.json) without training."""
+    from bertjax.finetune import TASK_FILE, make_model
+
+    cfg, stored = checkpoint.load_model_dir(model_dir)
+    ids = np.zeros((1, 8), np.int32)
+    num_labels = 2 if kind == "qa" else len(label_names)
+    variables = make_model(kind, cfg, num_labels).init(jax.random.key(1), ids, ids, ids + 1)
+    params = {**nn.meta.unbox(variables["params"]), "bert": stored["bert"]}
+    checkpoint.save_model(root / "model", params, cfg, model_dir / checkpoint.VOCAB_NAME)
+    document = {"kind": kind, "label_names": list(label_names)}
+    (root / TASK_FILE).write_text(json.dumps(document) + "\n")
+    return cfg, params
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize(
+    "kind,given", [("tagging", "workdir"), ("qa", "model_dir")], ids=["tagging", "qa"]
+)
+def test_export_hf_command_exports_tagging_and_qa_heads_with_the_same_logits(
+    kind, given, tiny_model, tmp_path
+):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from bertjax.cli import main
+    from bertjax.finetune import make_model
+
+    labels = ["B-PER", "I-PER", "O"] if kind == "tagging" else []
+    cfg, params = _fake_finetuned_workdir(tmp_path / "run", tiny_model, kind, labels)
+    source = tmp_path / "run" if given == "workdir" else tmp_path / "run" / "model"
+    assert main(["export-hf", str(source), str(tmp_path / "hf")]) == 0
+    cls = {"tagging": "BertForTokenClassification", "qa": "BertForQuestionAnswering"}[kind]
+    hf_model = getattr(transformers, cls).from_pretrained(tmp_path / "hf").eval()
+    if kind == "tagging":
+        assert hf_model.config.id2label == dict(enumerate(labels))
+    ids = np.random.default_rng(0).integers(1000, 2000, (3, 12)).astype(np.int32)
+    types, mask = np.zeros_like(ids), np.ones_like(ids)
+    types[:, 6:] = 1
+    mask[1, 7:] = 0
+    ours = make_model(kind, cfg, len(labels)).apply({"params": params}, ids, types, mask)
+    with torch.no_grad():
+        theirs = hf_model(
+            input_ids=torch.tensor(ids, dtype=torch.long),
+            token_type_ids=torch.tensor(types, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+        )
+    real = mask.astype(bool)  # bertjax's QA head scores padding -1e9; compare real tokens
+    for name in ours:
+        np.testing.assert_allclose(
+            np.asarray(ours[name])[real], getattr(theirs, name).numpy()[real], atol=1e-4
+        )
+
+
+def test_export_hf_command_keeps_pretrained_models_on_the_pretraining_path(tiny_model, tmp_path):
+    from bertjax.cli import main
+    from bertjax.finetune import finetuned_workdir
+
+    assert finetuned_workdir(tiny_model) is None
+    # tiny_model has no pretraining heads: the pretraining exporter's own error, not the task one
+    assert main(["export-hf", str(tiny_model), str(tmp_path / "hf")]) == 2
+    assert not (tmp_path / "hf").exists()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _sst2_files(tmp_path, train_rows, eval_text=None):
+    train = _write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(train_rows))
+    good = "a fine film\t1\nnot good\t0\n" * 8
+    dev = _write(tmp_path / "dev.tsv", eval_text or "sentence\tlabel\n" + good)
+    return [f"--config.task.train_file={train}", f"--config.task.eval_file={dev}"]
+
+
+def _fails_before_training(config, workdir, match):
+    with pytest.raises(ValueError, match=match):
+        finetune(config, workdir)
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_row_with_wrong_column_count_names_file_and_line(tiny_model, tmp_path):
+    rows = ["good\t1\n", "one\ttoo\tmany\n"]
+    config = _config("sst2", tiny_model, *_sst2_files(tmp_path, rows))
+    _fails_before_training(config, tmp_path / "w", r"train\.tsv:3: expected 2 columns, found 3")
+
+
+def test_unknown_label_lists_the_known_labels(tiny_model, tmp_path):
+    rows = ["good\t1\n", "meh\tneutral\n"]
+    config = _config("sst2", tiny_model, *_sst2_files(tmp_path, rows))
+    match = r"train\.tsv:3: unknown label 'neutral'; known labels: \['0', '1'\]"
+    _fails_before_training(config, tmp_path / "w", match)
+
+
+def test_eval_file_without_labels_fails_before_training(tiny_model, tmp_path):
+    files = _sst2_files(tmp_path, ["good\t1\n"], eval_text="sentence\nfine\n")
+    config = _config("sst2", tiny_model, *files)
+    with pytest.raises(ValueError, match=r"dev\.tsv: no column 'label'"):
+        finetune(config, tmp_path / "w")
+    context = "Paris is the capital of France."
+    article = {"title": "t", "paragraphs": [{"context": context, "qas": []}]}
+    qa = {"id": "q1", "question": "What is the capital?", "answers": []}
+    article["paragraphs"][0]["qas"].append(qa)
+    squad = _write(tmp_path / "test.json", json.dumps({"version": "1.1", "data": [article]}))
+    config = _config(
+        "squad",
+        tiny_model,
+        "--config.task.split_by_article=False",
+        f"--config.task.eval_file={squad}",
+    )
+    _fails_before_training(config, tmp_path / "w2", r"eval_file=.*test\.json' has no answers")
+
+
+def test_global_batch_not_divisible_by_devices_fails_naming_the_field(tiny_model, tmp_path):
+    config = _config("sst2", tiny_model, "--config.train.batch_size=12")
+    _fails_before_training(
+        config, tmp_path / "w", r"config\.train\.batch_size=12 \(the global batch\).*of 8"
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_init_checkpoint_vocab_mismatch_fails_before_training(tiny_model, tmp_path):
+    config = _config("sst2", tiny_model, "--config.model.vocab_size=1000")
+    _fails_before_training(
+        config, tmp_path / "w", r"vocab_size=30522 but config\.model\.vocab_size=1000"
+    )
+    # A vocabulary with more tokens than the embedding has rows: not these weights' vocabulary.
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    document = json.loads((other / "config.json").read_text())
+    document["model"]["vocab_size"] = 30000
+    (other / "config.json").write_text(json.dumps(document))
+    config = _config("sst2", other, "--config.model.vocab_size=30000")
+    _fails_before_training(config, tmp_path / "w2", r"vocabulary has 30522 tokens.*only 30000 rows")
+
+
+def test_truncation_cut_tags_and_unmatched_answers_are_warned_and_recorded(
+    tiny_model, tmp_path, caplog
+):
+    from bertjax.finetune import Task, build_task, write_data_stats
+
+    tokenizer = checkpoint.load_model_tokenizer(tiny_model)
+    long_row = " ".join(["word"] * 40) + "\t1\n"
+    config = _config("sst2", tiny_model, *_sst2_files(tmp_path, [long_row, "ok\t0\n"]))
+    conll = "-DOCSTART- O\n\n" + "".join(f"w{i} O\n" for i in range(40)) + "Paris B-LOC\n\n"
+    tagging = [
+        f"--config.task.{s}_file={_write(tmp_path / 'ner.txt', conll)}" for s in ("train", "eval")
+    ]
+    context = "Paris is the capital of France."
+    qas = [
+        {"id": "q1", "question": "Capital?", "answers": [{"text": "Paris", "answer_start": 0}]},
+        {"id": "q2", "question": "Country?", "answers": [{"text": "Spain", "answer_start": 24}]},
+    ]
+    data = [{"title": t, "paragraphs": [{"context": context, "qas": qas}]} for t in "ab"]
+    squad = _write(tmp_path / "squad.json", json.dumps({"version": "1.1", "data": data}))
+    configs = {
+        "classification": config,
+        "tagging": _config("conll2003", tiny_model, *tagging, "--config.task.max_len=16"),
+        "qa": _config(
+            "squad",
+            tiny_model,
+            f"--config.task.train_file={squad}",
+            f"--config.task.eval_file={squad}",
+            "--config.task.eval_fraction=0.5",
+        ),
+    }
+    expected = {
+        "classification": ("num_truncated", 1, "examples cut to config.task.max_len=32"),
+        "tagging": ("tagged_words_cut", 1, "of the cut words had an entity tag"),
+        "qa": ("answers_mismatched", 1, "answers not found in their context"),
+    }
+    for kind, task_config in configs.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="bertjax.finetune"):
+            task = build_task(task_config, tokenizer)
+        key, count, message = expected[kind]
+        assert isinstance(task, Task) and task.train.stats[key] == count
+        assert any(message in r.getMessage() for r in caplog.records), kind
+        write_data_stats(tmp_path, task)
+        saved = json.loads((tmp_path / "data_stats.json").read_text())
+        assert saved["train"][key] == count and set(saved) == {"train", "eval"}
+
+
+def test_finetune_writes_data_stats(sst2_run):
+    workdir, _ = sst2_run
+    saved = json.loads((workdir / "data_stats.json").read_text())
+    assert saved["train"]["num_examples"] == 64 and saved["eval"]["num_examples"] == 40
+    assert saved["train"]["num_truncated"] >= 0
+
+
+# ----------------------------------------------------------------------------- kill and resume
+
+
+RESUME = ["--config.train.num_steps=40", "--config.train.log_every=1"]
+RESUME += ["--config.checkpoint.every_steps=10"]
+
+
+def _run_finetune_cli(workdir, model_dir, *, wait=True):
+    cmd = [sys.executable, "-m", "bertjax.cli", "finetune", "--config", str(CONFIGS / "sst2.py")]
+    cmd += ["--workdir", str(workdir), f"--config.init_from={model_dir}"]
+    cmd += [*COMMON, *TASKS["sst2"], *RESUME]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    if wait:
+        subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
+        return None
+    return subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _train_losses(workdir):
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {r["step"]: r["train_loss"] for r in map(json.loads, lines) if "train_loss" in r}
+
+
+@pytest.mark.slow
+def test_killed_finetune_resumes_with_exactly_the_same_losses(tiny_model, tmp_path):
+    finetune(_config("sst2", tiny_model, *RESUME), tmp_path / "straight")  # same 8 devices
+    expected = _train_losses(tmp_path / "straight")
+    assert sorted(expected) == list(range(1, 41))
+
+    killed = tmp_path / "killed"
+    process = _run_finetune_cli(killed, tiny_model, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (killed / "checkpoints" / "10").exists() and max(_train_losses(killed), default=0) > 12:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (killed / "checkpoints" / "10").exists(), "killed before its first checkpoint"
+    assert max(_train_losses(killed)) < 40, "the run finished before it was killed"
+    assert not (killed / "eval_metrics.json").exists()
+    _run_finetune_cli(killed, tiny_model)
+    assert _train_losses(killed) == expected
+    straight = json.loads((tmp_path / "straight" / "eval_metrics.json").read_text())
+    assert json.loads((killed / "eval_metrics.json").read_text()) == straight

@@ -5,16 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "Export a bertjax model directory as a Hugging Face transformers BertForPreTraining."
+HELP = "Export a bertjax model (pretrained or fine-tuned) as a Hugging Face transformers BERT."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         f"{HELP} OUT receives config.json, model.safetensors, vocab.txt and "
         "tokenizer_config.json, loadable with transformers.BertForPreTraining.from_pretrained(OUT); "
-        "it is written atomically."
+        "a fine-tuned workdir (or its model/ folder) exports as BertForSequenceClassification, "
+        "BertForTokenClassification or BertForQuestionAnswering with its label names. OUT is "
+        "written atomically."
     )
-    parser.add_argument("ckpt", metavar="CKPT", help="bertjax model directory (from import-hf)")
+    parser.add_argument(
+        "ckpt",
+        metavar="CKPT",
+        help="bertjax model directory (from import-hf or pretrain), or a fine-tuned workdir",
+    )
     parser.add_argument("out", metavar="OUT", help="transformers directory to create")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace OUT if it exists and is not empty"
@@ -22,10 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertjax.checkpoint import export_hf
+    from bertjax import checkpoint, finetune
 
     try:
-        export_hf(args.ckpt, args.out, overwrite=args.overwrite)
+        workdir = finetune.finetuned_workdir(args.ckpt)
+        if workdir is None:
+            checkpoint.export_hf(args.ckpt, args.out, overwrite=args.overwrite)
+        else:
+            finetune.export_hf(workdir, args.out, overwrite=args.overwrite)
     except (ValueError, OSError) as e:
         print(f"bertjax export-hf: error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import jax
+
     from bertjax.commands import setup_logging
     from bertjax.config import load_config
     from bertjax.finetune import finetune
@@ -26,5 +28,6 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     config = load_config(args.config, args.overrides)
     metrics = finetune(config, args.workdir)
-    print(json.dumps(metrics, indent=2))
+    if jax.process_index() == 0:  # one summary per job, not one per process
+        print(json.dumps(metrics, indent=2))
     return 0
