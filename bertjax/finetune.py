@@ -286,10 +286,11 @@ def make_model(kind: str, cfg: BertConfig, num_labels: int) -> nn.Module:
 
 
 def check_init_config(config: ml_collections.ConfigDict, init_cfg: BertConfig, path) -> None:
-    """Raises naming both values when `init_from` disagrees with `config.model`."""
+    """Raises naming both values when `init_from` disagrees with `config.model` (0: not checked,
+    the checkpoint decides)."""
     for name in CHECKED_FIELDS:
         want, have = config.model[name], getattr(init_cfg, name)
-        if want != have:
+        if want and want != have:
             raise ValueError(
                 f"config.init_from={str(path)!r} has {name}={have} but "
                 f"config.model.{name}={want}; set --config.model.{name}={have} or use a "

@@ -1,7 +1,7 @@
 """Shared fine-tuning defaults; each task config imports this and sets `config.task`.
 
 The encoder's architecture comes from `config.init_from`; `config.model.vocab_size` and
-`config.model.hidden_size` must agree with it (checked before training), and the numerics fields
+`config.model.hidden_size`, when set (non-zero), must agree with it (checked before training), and the numerics fields
 (dropout, dtypes, attention_impl, scan_layers, remat_policy) are taken from here.
 """
 
@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_only = False  # True: evaluate a fine-tuned workdir given as init_from, no training
 
     config.model = pretrain.model  # same fields as configs/base.py (architecture from init_from)
+    # 0: whatever init_from has; a size set here must equal init_from's (checked before training).
+    config.model.vocab_size = 0
+    config.model.hidden_size = 0
 
     config.task = task = ml_collections.ConfigDict()
     task.kind = "classification"  # "classification", "regression", "tagging" or "qa"
