@@ -116,12 +116,15 @@ def bert_config(model: ml_collections.ConfigDict | dict) -> BertConfig:
 def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
     """Loads `get_config()` from a Python config file such as `configs/base.py`.
 
-    The folder above `configs/` is put on `sys.path` so variants can `from configs import base`.
+    The folder above the nearest enclosing `configs/` is put on `sys.path`, so variants can
+    `from configs import base` or `from configs.finetune import base`.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    root = str(path.resolve().parent.parent)
+    resolved = path.resolve()
+    folders = [p for p in resolved.parents if p.name == "configs"]
+    root = str(folders[0].parent if folders else resolved.parent)
     if root not in sys.path:
         sys.path.insert(0, root)
     spec = importlib.util.spec_from_file_location(f"_bertjax_config_{path.stem}", path)

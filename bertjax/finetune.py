@@ -576,7 +576,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job
     if config.eval_only:
         state = train.TrainState(
             step=jnp.zeros((), jnp.int32),
-            params=jax.device_put(params, steps.state_shardings.params),
+            params=sharding.host_to_global(params, steps.state_shardings.params),
             opt_state=None,
             rng=jnp.zeros((2,), jnp.uint32),
         )
@@ -635,8 +635,7 @@ def write_data_stats(workdir: pathlib.Path, task: Task) -> None:
 def _init_or_restore(config, steps: FinetuneSteps, manager, train_iter, bert_params):
     restored = checkpoint.restore_train_state(manager, steps.state_shardings, steps.abstract_state)
     if restored is None:
-        with jax.set_mesh(steps.mesh):
-            bert = jax.device_put(bert_params, steps.state_shardings.params["bert"])
+        bert = sharding.host_to_global(bert_params, steps.state_shardings.params["bert"])
         return steps.init_state(jax.random.key(config.train.seed), bert)
     state, position = restored
     input_pipeline.seek(train_iter, position["examples_consumed"] // config.train.batch_size)

@@ -107,6 +107,19 @@ def in_mesh(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
     return wrapped
 
 
+def host_to_global(tree: Any, shardings: Any) -> Any:
+    """Places a tree of full host arrays (the same in every process, e.g. loaded weights) onto
+    `shardings`. Each process fills only its own shards, so this works across processes where
+    `jax.device_put` of a host array onto a multi-process sharding does not."""
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(
+            np.shape(x), s, lambda index: np.asarray(x)[index]
+        ),
+        tree,
+        shardings,
+    )
+
+
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Sharding of a batch array: leading (batch) dimension over the data-parallel axes."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))

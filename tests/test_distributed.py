@@ -263,3 +263,55 @@ def test_two_processes_resume_a_one_process_checkpoint_exactly(prepared, referen
     )
     assert "[1] " in output and "[0] " in output
     assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "20"]
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_two_processes_equals_one_process(shared_data, tmp_path):
+    from bertjax.config import BertConfig
+
+    vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    checkpoint.save_model(tmp_path / "init", checkpoint.init_params(cfg), cfg, vocab)
+    argv = [
+        "finetune",
+        "--config",
+        str(REPO / "configs" / "finetune" / "sst2.py"),
+        f"--config.init_from={tmp_path / 'init'}",
+        "--config.train.batch_size=16",
+        "--config.train.num_epochs=1.0",
+        "--config.task.max_train_examples=64",
+        "--config.task.max_eval_examples=32",
+        "--config.task.max_len=32",
+        "--config.mesh.data=2",
+        "--config.mesh.fsdp=4",
+        "--config.train.log_every=1",
+    ]
+    env = {**os.environ, "BERTJAX_DATA": str(shared_data)}
+    two = distributed.launch(
+        [*argv, "--workdir", str(tmp_path / "two")], 2, devices_per_process=4, out=io.StringIO()
+    )
+    assert two == 0
+    one = subprocess.run(
+        [sys.executable, "-m", "bertjax.cli", *argv, "--workdir", str(tmp_path / "one")],
+        env=distributed.child_env(8, env),
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    assert one.returncode == 0, one.stderr.decode()[-2000:]
+    records = [
+        [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("one", "two")
+    ]
+    losses = [[r["train_loss"] for r in run if "train_loss" in r] for run in records]
+    assert len(losses[0]) == 4
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    assert (tmp_path / "one" / "predictions.tsv").read_text() == (
+        tmp_path / "two" / "predictions.tsv"
+    ).read_text()
