@@ -142,8 +142,13 @@ def save_model(
         alone = ocp.options.MultiprocessingOptions(
             primary_host=jax.process_index(), active_processes={jax.process_index()}
         )
+        arrays = jax.tree.map(np.asarray, params)
+        leaves = jax.tree_util.tree_leaves_with_path(arrays)
+        bad = [jax.tree_util.keystr(path) for path, x in leaves if x.dtype == object]
+        if bad:
+            raise TypeError(f"save_model: parameters {', '.join(bad)} are not numeric arrays")
         checkpointer = ocp.StandardCheckpointer(multiprocessing_options=alone)
-        checkpointer.save((tmp / PARAMS_DIR).absolute(), jax.tree.map(np.asarray, params))
+        checkpointer.save((tmp / PARAMS_DIR).absolute(), arrays)
         checkpointer.wait_until_finished()
         checkpointer.close()
     return pathlib.Path(out_dir)

@@ -448,7 +448,8 @@ def test_save_model_errors_leave_nothing(tmp_path):
     with pytest.raises(ValueError, match="params have no 'bert'"):
         checkpoint.save_model(tmp_path / "out", {"x": np.zeros(2)}, config, tmp_path / "vocab.txt")
     assert_nothing_written(tmp_path / "out")
-    with pytest.raises(TypeError):  # fails after config.json and vocab.txt were written
+    # Fails after config.json and vocab.txt were written.
+    with pytest.raises(TypeError, match=r"parameters \['bert'\] are not numeric"):
         checkpoint.save_model(tmp_path / "out", {"bert": object()}, config, tmp_path / "vocab.txt")
     assert_nothing_written(tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="has no weights"):
