@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bertjax import flops
+from bertjax import convert, flops
 from bertjax.config import bert_config
 
 try:
@@ -96,19 +96,7 @@ def measure_torch(args, config, batch: dict[str, np.ndarray]) -> dict[str, Any]:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    hf_config = transformers.BertConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
-        hidden_act="gelu" if cfg.hidden_act == "gelu" else "gelu_new",
-        max_position_embeddings=cfg.max_position_embeddings,
-        type_vocab_size=cfg.type_vocab_size,
-        layer_norm_eps=cfg.layer_norm_eps,
-        pad_token_id=cfg.pad_token_id,
-        attn_implementation="sdpa",
-    )
+    hf_config = transformers.BertConfig(**convert.config_to_hf(cfg), attn_implementation="sdpa")
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
     model = transformers.BertModel(hf_config).to(device=device, dtype=dtype).eval()
     forward = torch.compile(model) if use_compile else model

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bertjax import flops
+from bertjax import convert, flops
 from bertjax.config import bert_config
 
 try:
@@ -43,22 +43,7 @@ def hf_model(cfg, device: str):
     """
     import transformers
 
-    hf_config = transformers.BertConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
-        hidden_act="gelu" if cfg.hidden_act == "gelu" else "gelu_new",
-        hidden_dropout_prob=cfg.hidden_dropout,
-        attention_probs_dropout_prob=cfg.attention_dropout,
-        max_position_embeddings=cfg.max_position_embeddings,
-        type_vocab_size=cfg.type_vocab_size,
-        initializer_range=cfg.initializer_range,
-        layer_norm_eps=cfg.layer_norm_eps,
-        pad_token_id=cfg.pad_token_id,
-        attn_implementation="sdpa",
-    )
+    hf_config = transformers.BertConfig(**convert.config_to_hf(cfg), attn_implementation="sdpa")
     return transformers.BertForPreTraining(hf_config).to(device).train()
 
 

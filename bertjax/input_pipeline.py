@@ -54,7 +54,7 @@ def make_dataset(
     prefetch_buffer_size: int = 16,
     read_threads: int = 4,
 ) -> grain.IterDataset:
-    """Builds the grain dataset behind `make_iterator` (same arguments)."""
+    """Builds the grain dataset behind `make_iterator`; the arguments are documented there."""
     local = local_batch_size(global_batch_size, process_count)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
@@ -84,25 +84,13 @@ def make_dataset(
     return dataset
 
 
-def make_iterator(
-    source: RandomAccessSource,
-    *,
-    global_batch_size: int,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    process_index: int = 0,
-    process_count: int = 1,
-    worker_count: int = 0,
-    prefetch_buffer_size: int = 16,
-    read_threads: int = 4,
-) -> Iterator[dict[str, np.ndarray]]:
+def make_iterator(source: RandomAccessSource, **options) -> Iterator[dict[str, np.ndarray]]:
     """Returns an iterator of this process's batches: dicts of numpy arrays [local_batch, ...].
 
     The iterator is grain's: `get_state()` returns a JSON-serializable dict and `set_state(state)`
     makes it continue exactly where the saved one was.
 
-    Args:
+    Args (keyword-only, passed to `make_dataset`):
       source: Random-access source of examples (dicts of numpy arrays of fixed shapes).
       global_batch_size: Examples per step over all processes.
       seed: Seed of the shuffle; each epoch is shuffled differently but reproducibly.
@@ -117,19 +105,7 @@ def make_iterator(
     Returns:
       An iterator; a final incomplete global batch is dropped.
     """
-    dataset = make_dataset(
-        source,
-        global_batch_size=global_batch_size,
-        seed=seed,
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        process_index=process_index,
-        process_count=process_count,
-        worker_count=worker_count,
-        prefetch_buffer_size=prefetch_buffer_size,
-        read_threads=read_threads,
-    )
-    return iter(dataset)
+    return iter(make_dataset(source, **options))
 
 
 def _mark_flags_parsed() -> None:
