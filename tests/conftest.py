@@ -27,3 +27,32 @@ def shared_data() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"real data folder {path} is absent (set BERTJAX_DATA)")
     return path
+
+
+# configs/test.py at length 32: small enough for CPU tests, long enough for real NSP pairs.
+SMALL_PRETRAINING = [
+    "--config.data.max_seq_len=32",
+    "--config.data.max_predictions=5",
+    "--config.data.eval_fraction=0.05",
+    "--config.train.eval_batches=2",
+]
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> list[str]:
+    """Overrides pointing configs/test.py at a vocabulary and instances made once per test run
+    from the built-in corpus (Python's reference documentation)."""
+    from bertjax.config import load_config
+    from bertjax.pretrain import BUILTIN_CORPUS, prepare_data
+
+    workdir = tmp_path_factory.mktemp("prepared")
+    corpus = f"--config.data.corpus={BUILTIN_CORPUS}"
+    config = load_config(REPO / "configs" / "test.py", [*SMALL_PRETRAINING, corpus])
+    data_dir, vocab = prepare_data(config, workdir)
+    size = len(vocab.read_text().splitlines())
+    return [
+        *SMALL_PRETRAINING,
+        f"--config.data.dir={data_dir}",
+        f"--config.data.vocab={vocab}",
+        f"--config.model.vocab_size={size}",
+    ]

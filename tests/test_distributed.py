@@ -24,12 +24,6 @@ from bertjax.pretraining_data import PretrainingSource
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
-SMALL = [
-    "--config.data.max_seq_len=32",
-    "--config.data.max_predictions=5",
-    "--config.data.eval_fraction=0.05",
-    "--config.train.eval_batches=2",
-]
 RUN = [  # 20 steps on a data x fsdp mesh that spans both processes (data=2: one row each)
     "--config.mesh.data=2",
     "--config.mesh.fsdp=4",
@@ -39,21 +33,6 @@ RUN = [  # 20 steps on a data x fsdp mesh that spans both processes (data=2: one
     "--config.checkpoint.every_steps=10",
     "--config.distributed.initialization_timeout=120",
 ]
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """Vocabulary and instances from the built-in corpus, made once: every run reads them."""
-    workdir = tmp_path_factory.mktemp("prepared")
-    config = load_config(TEST_CONFIG, SMALL + [f"--config.data.corpus={BUILTIN_CORPUS}"])
-    data_dir, vocab = prepare_data(config, workdir)
-    n = len(vocab.read_text().splitlines())
-    return [
-        *SMALL,
-        f"--config.data.dir={data_dir}",
-        f"--config.data.vocab={vocab}",
-        f"--config.model.vocab_size={n}",
-    ]
 
 
 def _distributed_config(**fields):

@@ -14,40 +14,14 @@ import pytest
 
 from bertjax import checkpoint, optimizer, sharding
 from bertjax.config import load_config
-from bertjax.pretrain import BUILTIN_CORPUS, prepare_data, pretrain, setup
+from bertjax.pretrain import pretrain, setup
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
-SMALL = [
-    "--config.data.max_seq_len=32",
-    "--config.data.max_predictions=5",
-    "--config.data.eval_fraction=0.05",
-    "--config.train.eval_batches=2",
-]
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """Vocabulary and instances from the built-in corpus, made once for this module."""
-    workdir = tmp_path_factory.mktemp("prepared")
-    config = load_config(TEST_CONFIG, SMALL + [f"--config.data.corpus={BUILTIN_CORPUS}"])
-    data_dir, vocab = prepare_data(config, workdir)
-    return data_dir, vocab
 
 
 def _config(prepared, *overrides):
-    data_dir, vocab = prepared
-    n = len(vocab.read_text().splitlines())
-    return load_config(
-        TEST_CONFIG,
-        SMALL
-        + [
-            f"--config.data.dir={data_dir}",
-            f"--config.data.vocab={vocab}",
-            f"--config.model.vocab_size={n}",
-        ]
-        + list(overrides),
-    )
+    return load_config(TEST_CONFIG, [*prepared, *overrides])
 
 
 def test_schedule_warms_up_then_decays_linearly_to_zero():
@@ -198,8 +172,6 @@ def test_missing_data_names_the_config_fields(tmp_path):
 
 
 def _run_cli(workdir, prepared, *extra, wait=True):
-    data_dir, vocab = prepared
-    n = len(vocab.read_text().splitlines())
     cmd = [
         sys.executable,
         "-m",
@@ -209,10 +181,7 @@ def _run_cli(workdir, prepared, *extra, wait=True):
         str(TEST_CONFIG),
         "--workdir",
         str(workdir),
-        *SMALL,
-        f"--config.data.dir={data_dir}",
-        f"--config.data.vocab={vocab}",
-        f"--config.model.vocab_size={n}",
+        *prepared,
         "--config.train.num_steps=24",
         "--config.train.log_every=1",
         "--config.train.eval_every=0",
