@@ -275,3 +275,27 @@ def run_script(script: str, argv: Sequence[str], timeout: float | None = None) -
                 f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-4000:]}"
             )
         return json.loads(out.read_text())
+
+
+def side_argv(args: argparse.Namespace, batch: int, *, torch_flags: bool = True) -> list[str]:
+    """Flags for one side's process, from the shared options (`add_common_args`) of a runner.
+
+    `torch_flags` adds `--compile`/`--no-compile` and `--threads` where the runner set them.
+    """
+    argv = [
+        f"--config={args.config}",
+        f"--batch={batch}",
+        f"--seq={args.seq}",
+        f"--dtype={args.dtype}",
+        f"--warmup={args.warmup}",
+        f"--steps={args.steps}",
+        f"--repeats={args.repeats}",
+        f"--peak_tflops={args.peak_tflops}",
+        f"--seed={args.seed}",
+        *args.overrides,
+    ]
+    if torch_flags and args.compile is not None:
+        argv.append("--compile" if args.compile else "--no-compile")
+    if torch_flags and args.threads:
+        argv.append(f"--threads={args.threads}")
+    return argv

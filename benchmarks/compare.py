@@ -43,29 +43,9 @@ COLUMNS = (
 )
 
 
-def side_argv(args: argparse.Namespace, batch: int, side: str) -> list[str]:
-    argv = [
-        f"--config={args.config}",
-        f"--batch={batch}",
-        f"--seq={args.seq}",
-        f"--dtype={args.dtype}",
-        f"--warmup={args.warmup}",
-        f"--steps={args.steps}",
-        f"--repeats={args.repeats}",
-        f"--peak_tflops={args.peak_tflops}",
-        f"--seed={args.seed}",
-        *args.overrides,
-    ]
-    if side == "torch" and args.compile is not None:
-        argv.append("--compile" if args.compile else "--no-compile")
-    if side == "torch" and args.threads:
-        argv.append(f"--threads={args.threads}")
-    return argv
-
-
 def measure_once(args: argparse.Namespace, batch: int, side: str) -> dict[str, Any]:
     """One measurement of one side: in a fresh process unless `--in_process`."""
-    argv = side_argv(args, batch, side)
+    argv = common.side_argv(args, batch, torch_flags=side == "torch")
     if args.in_process:
         module = train_throughput if side == "bertjax" else torch_peer
         result = module.main(argv)

@@ -177,27 +177,6 @@ def measure(args: argparse.Namespace, side: str) -> dict[str, Any]:
     return result
 
 
-def side_argv(args: argparse.Namespace) -> list[str]:
-    """The flags of one side's process (everything but --side, --rounds and --json_out)."""
-    argv = [
-        f"--config={args.config}",
-        f"--batch={args.batch}",
-        f"--seq={args.seq}",
-        f"--dtype={args.dtype}",
-        f"--warmup={args.warmup}",
-        f"--steps={args.steps}",
-        f"--repeats={args.repeats}",
-        f"--peak_tflops={args.peak_tflops}",
-        f"--seed={args.seed}",
-        *args.overrides,
-    ]
-    if args.compile is not None:
-        argv.append("--compile" if args.compile else "--no-compile")
-    if args.threads:
-        argv.append(f"--threads={args.threads}")
-    return argv
-
-
 def side_by_side(args: argparse.Namespace, argv: Sequence[str]) -> list[dict[str, Any]]:
     """Both sides alternating over rounds; medians per side and the seq/s ratio."""
     runs = {side: [] for side in SIDES}
@@ -240,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.json_out:
             common.write_json(args.json_out, result)
         return result
-    rows = side_by_side(args, side_argv(args))
+    rows = side_by_side(args, common.side_argv(args, args.batch))
     text = common.table(rows, COLUMNS)
     env = common.environment()
     print(text)

@@ -43,10 +43,10 @@ Params = dict[str, Any]
 # ============================================================================================
 
 MODEL_FORMAT = "bertjax"
-MODEL_CONFIG_NAME = "config.json"
+MODEL_CONFIG_NAME = convert.CONFIG_NAME  # the same file names as a transformers directory
 PARAMS_DIR = "params"
-VOCAB_NAME = "vocab.txt"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+VOCAB_NAME = convert.VOCAB_NAME
+TOKENIZER_CONFIG_NAME = convert.TOKENIZER_CONFIG_NAME
 TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars")
 HEADS = ("mlm_head", "nsp_head")
 
