@@ -359,7 +359,7 @@ def task_losses(
 
     Returns:
       Sums `loss` (cross-entropy, squared error, or mean of start and end cross-entropy),
-      `correct` (argmax hits; 0 for regression and QA) and `count` (examples, or labelled tokens).
+      `correct` (top-1 hits; 0 for regression and QA) and `count` (examples, or labelled tokens).
     """
     out = model.apply(
         {"params": params},
@@ -369,9 +369,7 @@ def task_losses(
     )
     if kind == "qa":
         nll = sum(
-            optax.softmax_cross_entropy_with_integer_labels(
-                out[f"{end}_logits"], batch[f"{end}_positions"]
-            )
+            train.nll_and_hits(out[f"{end}_logits"], batch[f"{end}_positions"])[0]
             for end in ("start", "end")
         )
         count = jnp.asarray(nll.shape[0], jnp.float32)
@@ -383,8 +381,7 @@ def task_losses(
         return {"loss": jnp.sum(error), "correct": jnp.zeros(()), "count": count}
     weights = (labels != finetune_data.IGNORE_INDEX).astype(jnp.float32)  # [B] or [B, L]
     safe = jnp.where(weights > 0, labels, 0)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
-    hit = (jnp.argmax(logits, -1) == safe).astype(jnp.float32)
+    nll, hit = train.nll_and_hits(logits, safe)
     return {
         "loss": jnp.sum(nll * weights),
         "correct": jnp.sum(hit * weights),

@@ -10,9 +10,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from bertjax import checkpoint, optimizer, sharding
+from bertjax import checkpoint, optimizer, sharding, train
 from bertjax.config import load_config
 from bertjax.pretrain import pretrain, setup
 from tests.conftest import REPO
@@ -52,6 +53,21 @@ def test_weight_decay_skips_biases_and_layer_norm():
         optim = load_config(TEST_CONFIG).optim
         optim.optimizer = "sgd"
         optimizer.make_optimizer(optim, 10)
+
+
+def test_nll_and_hits_match_optax_cross_entropy_and_argmax():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(4, 20, 300)) * 5, jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 300, size=(4, 20)))
+    labels = labels.at[0, :5].set(jnp.argmax(logits[0, :5], -1))  # some certain hits
+    nll, hits = train.nll_and_hits(logits, labels)
+    expected = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    np.testing.assert_allclose(nll, expected, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(hits, (jnp.argmax(logits, -1) == labels).astype(np.float32))
+    assert float(hits[0, :5].sum()) == 5.0
+    grad = jax.grad(lambda x: train.nll_and_hits(x, labels)[0].sum())(logits)
+    expected_grad = jax.nn.softmax(logits) - jax.nn.one_hot(labels, 300)
+    np.testing.assert_allclose(grad, expected_grad, atol=1e-6)
 
 
 def _fixed_batch(job):
