@@ -1,12 +1,15 @@
 """Cost of dynamic MLM masking inside the jitted pretraining step.
 
-Times a jitted forward + backward step of `BertForPreTraining` (gathered MLM loss + NSP loss, plain
-`jax.grad`, dropout on) twice: once masking the batch inside the jit with `bertjax.masking.mask_batch`,
-once fed the same batch masked beforehand. The two steps are timed interleaved (median of `--iters`
-after warm-up, `block_until_ready`); masking alone is timed too. Prints one result line:
+Times a jitted forward + backward of `BertForPreTraining` (`bertjax.train.pretraining_losses`,
+dropout on) twice: once masking the batch inside the jit with the real masking function
+(`bertjax.pretrain.make_mask_fn` over the synthetic vocabulary of `benchmarks/common.py`), once fed
+the same batch masked beforehand; masking alone is timed too. The variants run interleaved (median
+of `--iters` after one warm-up, `block_until_ready`). Prints one result line:
 
   python benchmarks/masking_cost.py                      # configs/mini.py, batch 32, seq 128
-  python benchmarks/masking_cost.py --whole_word_masking --config configs/tiny.py
+  python benchmarks/masking_cost.py --config.data.whole_word_masking=True
+  python benchmarks/masking_cost.py --config configs/large.py --batch 64 --seq 512 \
+      --config.data.max_predictions=76 --config.model.remat_policy=dots    # bf16 on a GPU
 """
 
 from __future__ import annotations
@@ -14,68 +17,32 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import tempfile
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from bertjax import masking
-from bertjax.config import bert_config, load_config
+from bertjax import train
+from bertjax.config import bert_config
 from bertjax.model import BertForPreTraining
+from bertjax.pretrain import make_mask_fn
 
-PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103  # the BERT uncased vocabulary layout
-
-
-def synthetic_vocab(vocab_size: int) -> list[str]:
-    """A token list laid out like BERT's vocab.txt: specials and [unusedN] below 999."""
-    tokens = [f"[unused{i}]" for i in range(999)] + [f"w{i}" for i in range(999, vocab_size)]
-    for token_id, name in ((PAD, "[PAD]"), (UNK, "[UNK]"), (CLS, "[CLS]"), (SEP, "[SEP]")):
-        tokens[token_id] = name
-    tokens[MASK] = "[MASK]"
-    return tokens
-
-
-def synthetic_batch(rs, batch_size: int, length: int, vocab_size: int) -> dict[str, np.ndarray]:
-    """[CLS] A [SEP] B [SEP] rows, 90% full length as in pretraining, the rest shorter."""
-    ids = np.full((batch_size, length), PAD, np.int32)
-    types = np.zeros((batch_size, length), np.int32)
-    for row in range(batch_size):
-        n = length - 3 if rs.random() < 0.9 else int(rs.integers(8, length - 3))
-        a = int(rs.integers(1, n))
-        ids[row, : a + 2] = [CLS, *rs.integers(999, vocab_size, a), SEP]
-        ids[row, a + 2 : n + 3] = [*rs.integers(999, vocab_size, n - a), SEP]
-        types[row, a + 2 : n + 3] = 1
-    real = (ids != PAD) & (ids != CLS) & (ids != SEP)
-    return {
-        "input_ids": ids,
-        "token_type_ids": types,
-        "attention_mask": (ids != PAD).astype(np.int32),
-        "word_starts": real & (rs.random(ids.shape) < 0.8),
-        "next_sentence_label": rs.integers(0, 2, batch_size).astype(np.int32),
-    }
+try:
+    from benchmarks import common
+except ImportError:  # run as a script: this folder is on sys.path
+    import common
 
 
 def pretraining_loss(params, batch, rng, model):
     """Mean MLM cross-entropy over masked positions plus mean NSP cross-entropy."""
-    out = model.apply(
-        {"params": params},
-        batch["input_ids"],
-        batch["token_type_ids"],
-        batch["attention_mask"],
-        masked_positions=batch["masked_positions"],
-        deterministic=False,
-        rngs={"dropout": rng},
+    sums = train.pretraining_losses(params, model, batch, rng)
+    return (
+        sums["mlm_loss"] / jnp.maximum(sums["mlm_count"], 1.0)
+        + sums["nsp_loss"] / sums["nsp_count"]
     )
-    mlm = optax.softmax_cross_entropy_with_integer_labels(out["mlm_logits"], batch["masked_ids"])
-    weights = batch["masked_weights"]
-    mlm = (mlm * weights).sum() / jnp.maximum(weights.sum(), 1.0)
-    nsp = optax.softmax_cross_entropy_with_integer_labels(
-        out["nsp_logits"], batch["next_sentence_label"]
-    )
-    return mlm + nsp.mean()
 
 
 def time_calls(fns: dict, iters: int) -> dict[str, list[float]]:
@@ -91,40 +58,33 @@ def time_calls(fns: dict, iters: int) -> dict[str, list[float]]:
     return times
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/mini.py")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--whole_word_masking", action="store_true")
-    args = parser.parse_args(argv)
-
-    config = load_config(args.config)
+    parser.add_argument("--config", default=str(common.REPO / "configs" / "mini.py"))
+    parser.add_argument("--batch", type=int, default=32, help="sequences per step")
+    parser.add_argument("--seq", type=int, default=128, help="sequence length")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--iters", type=int, default=10, help="interleaved timed calls of each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json_out", default="", help="also write the result here as JSON")
+    args = common.parse_args(parser, argv)
+    args.peak_tflops = 0.0
+    device = jax.devices()[0]
+    config = common.load_benchmark_config(args, accelerator=device.platform != "cpu")
     model = BertForPreTraining(bert_config(config.model))
-    mask = functools.partial(
-        masking.mask_batch,
-        candidate_ids=jnp.asarray(
-            masking.random_candidates(synthetic_vocab(model.config.vocab_size))
-        ),
-        mask_id=MASK,
-        cls_id=CLS,
-        sep_id=SEP,
-        pad_id=PAD,
-        max_predictions=config.data.max_predictions,
-        mask_rate=config.data.mask_rate,
-        whole_word_masking=args.whole_word_masking,
-    )
-    rs = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        mask = make_mask_fn(config, common.write_vocab(config.model.vocab_size, tmp))
+    rs = np.random.default_rng(args.seed)
     batch = jax.device_put(
-        synthetic_batch(rs, args.batch_size, args.seq_len, model.config.vocab_size)
+        common.synthetic_batch(
+            rs, args.batch, args.seq, config.model.vocab_size, config.data.short_seq_prob
+        )
     )
-    rng = jax.random.key(0)
-    mask_rng, dropout_rng = jax.random.split(rng)
+    mask_rng, dropout_rng = jax.random.split(jax.random.key(args.seed))
     premasked = jax.jit(mask)(mask_rng, batch)
     fields = [premasked[k] for k in ("input_ids", "token_type_ids", "attention_mask")]
     init = lambda r: model.init(r, *fields, masked_positions=premasked["masked_positions"])
-    params = nn.meta.unbox(jax.jit(init)(rng)["params"])
+    params = nn.meta.unbox(jax.jit(init)(jax.random.key(args.seed))["params"])
     grad = jax.grad(functools.partial(pretraining_loss, model=model))
 
     step_premasked = jax.jit(lambda p, b, r: grad(p, b, r))
@@ -143,14 +103,24 @@ def main(argv=None) -> None:
     paired = statistics.median(
         a - b for a, b in zip(times["masking"], times["premasked"], strict=True)
     )
+    result = {
+        "step_with_masking_ms": step * 1e3,
+        "step_premasked_ms": pre * 1e3,
+        "masking_share_pct": 100 * (step - pre) / step,
+        "paired_diff_share_pct": 100 * paired / step,
+        "mask_alone_ms": alone * 1e3,
+        "mask_alone_share_pct": 100 * alone / step,
+    }
     print(
-        f"masking_cost config={args.config} batch={args.batch_size} seq={args.seq_len} "
-        f"wwm={args.whole_word_masking} device={jax.devices()[0].platform} iters={args.iters} "
-        f"step_with_masking_ms={step * 1e3:.2f} step_premasked_ms={pre * 1e3:.2f} "
-        f"masking_share={100 * (step - pre) / step:.2f}% "
-        f"paired_diff_share={100 * paired / step:.2f}% "
-        f"mask_alone_ms={alone * 1e3:.3f} mask_alone_share={100 * alone / step:.2f}%"
+        f"masking_cost config={args.config} {' '.join(args.overrides)} batch={args.batch} "
+        f"seq={args.seq} dtype={config.model.dtype} device={device.device_kind} "
+        f"iters={args.iters} " + " ".join(f"{k}={v:.3f}" for k, v in result.items())
     )
+    if args.json_out:
+        common.write_json(
+            args.json_out, {**result, "device": device.device_kind, **common.environment()}
+        )
+    return result
 
 
 if __name__ == "__main__":

@@ -464,12 +464,6 @@ def compile_steps(
     init = functools.partial(init_state, model=model, tx=tx, example=inputs)
     predict = functools.partial(predict_step, model=model)
     jit_init = jax.jit(init, in_shardings=(None, shardings.params["bert"]), out_shardings=shardings)
-    jit_train = jax.jit(
-        step,
-        in_shardings=(shardings, batch_shardings),
-        out_shardings=(shardings, replicated),
-        donate_argnums=(0,),
-    )
     jit_predict = jax.jit(
         predict,
         in_shardings=(shardings.params, {k: batch_shardings[k] for k in INPUT_FIELDS}),
@@ -477,7 +471,7 @@ def compile_steps(
     )
 
     return FinetuneSteps(
-        train_step=sharding.in_mesh(jit_train, mesh, rules),
+        train_step=sharding.jit_train_step(step, shardings, batch_shardings, mesh, rules),
         predict=sharding.in_mesh(jit_predict, mesh, rules),
         init_state=sharding.in_mesh(jit_init, mesh, rules),
         abstract_state=nn.meta.unbox(abstract),

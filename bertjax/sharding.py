@@ -107,6 +107,22 @@ def in_mesh(fn: Callable, mesh: Mesh, rules: Rules) -> Callable:
     return wrapped
 
 
+def jit_train_step(
+    step: Callable, state_shardings: Any, batch_shardings: Any, mesh: Mesh, rules: Rules
+) -> Callable:
+    """Jits `step(state, batch) -> (state, metrics)` for `mesh`: the state keeps its shardings and
+    is donated (updated in place), the batch comes in on `batch_shardings`, the metrics (scalars)
+    come out replicated. Runs with the mesh and logical rules in effect (`in_mesh`); the jitted
+    function is `.__wrapped__` (for `lower().compile()`)."""
+    jitted = jax.jit(
+        step,
+        in_shardings=(state_shardings, batch_shardings),
+        out_shardings=(state_shardings, NamedSharding(mesh, PartitionSpec())),
+        donate_argnums=(0,),
+    )
+    return in_mesh(jitted, mesh, rules)
+
+
 def host_to_global(tree: Any, shardings: Any) -> Any:
     """Places a tree of full host arrays (the same in every process, e.g. loaded weights) onto
     `shardings`. Each process fills only its own shards, so this works across processes where

@@ -237,19 +237,13 @@ def compile_steps(
     )
     evaluate = functools.partial(eval_step, model=model, mask_fn=mask_fn)
 
-    jit_train = jax.jit(
-        step,
-        in_shardings=(state_shardings, batch_shardings),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,),
-    )
     jit_eval = jax.jit(
         evaluate,
         in_shardings=(state_shardings.params, batch_shardings, replicated),
         out_shardings=replicated,
     )
     return CompiledSteps(
-        train_step=sharding.in_mesh(jit_train, mesh, rules),
+        train_step=sharding.jit_train_step(step, state_shardings, batch_shardings, mesh, rules),
         eval_step=sharding.in_mesh(jit_eval, mesh, rules),
         init_state=jit_init,
         abstract_state=abstract_state,

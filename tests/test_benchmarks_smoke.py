@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import sys
 
 import pytest
 
@@ -11,6 +12,7 @@ from tests.conftest import REPO
 def load_benchmark(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -59,3 +61,52 @@ def test_peer_pretraining_agrees_for_ten_steps(workdir):
     # Ten steps at lr up to 1e-3 lower the loss on both sides.
     assert result["last_loss"][0] < result["first_loss"][0]
     assert result["last_loss"][1] < result["first_loss"][1]
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_masking_cost_runs(whole_word):
+    result = load_benchmark("masking_cost").main(
+        [
+            f"--config={REPO / 'configs' / 'tiny.py'}",
+            "--batch=4",
+            "--seq=32",
+            "--iters=2",
+            f"--config.data.whole_word_masking={whole_word}",
+        ]
+    )
+    assert result["mask_alone_ms"] > 0
+    assert result["step_with_masking_ms"] > result["mask_alone_ms"]
+    assert 0 < result["mask_alone_share_pct"] < 100
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-4), ("bfloat16", 2e-2)])
+def test_attention_check_xla_matches_the_float32_reference(dtype, tolerance):
+    result = load_benchmark("attention_check").main(
+        [f"--config={REPO / 'configs' / 'tiny.py'}", "--batch=3", "--seq=16", f"--dtype={dtype}"]
+    )
+    errors = result["impls"]["xla"]  # a CPU has no cuDNN
+    assert set(errors) == {"out", "dq", "dk", "dv", "model"}
+    assert result["passed"] and result["worst"] <= tolerance
+    if dtype == "bfloat16":  # bf16 really is compared: its rounding shows, within bounds
+        assert errors["out"] > 1e-4
+
+
+def test_gpu_suite_smoke_runs_every_script_it_uses(tmp_path):
+    suite = load_benchmark("gpu_suite")
+    tiny = suite.smoke_argv(
+        [
+            f"--config={REPO / 'configs' / 'large.py'}",
+            "--seq=512",
+            "--config.model.attention_impl=cudnn",
+        ]
+    )
+    assert tiny == [f"--config={REPO / 'configs' / 'tiny.py'}", "--seq=32"]
+    records = suite.main(["--smoke", "--groups=attention,large512,masking", f"--out={tmp_path}"])
+    assert [r["status"] for r in records] == ["ok"] * 4, records
+    by_case = {r["case"]: r for r in records}
+    fits = by_case["train large seq 512 batch 32, remat dots"]
+    assert fits["result"]["rows"][0]["seq_per_s"] > 0
+    # No MFU on a CPU (no known peak): that goal is reported as not met rather than guessed.
+    assert fits["goals"][0] == {"goal": "MFU >= 45%", "value": None, "met": False}
+    assert all(g["met"] for g in by_case["attention, base seq 128"]["goals"])
+    assert "| masking share, large seq 128 batch 64 |" in (tmp_path / "suite.md").read_text()
