@@ -98,6 +98,7 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> None:
         mine = sorted((r["batch"], r["seq_per_s"]) for r in rows if r["name"] == side)
         axes.plot(*zip(*mine, strict=True), marker="o", label=side)
     axes.set_xscale("log", base=2)
+    axes.set_ylim(bottom=0)
     axes.set_xlabel("batch size (sequences)")
     axes.set_ylabel("training sequences / s")
     axes.set_title(title)

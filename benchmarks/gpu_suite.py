@@ -159,6 +159,18 @@ GROUPS: dict[str, list[Case]] = {
             (Goal("bertjax/torch >= 1.5", RATIO, 1.5),),
         ),
         Case(
+            "inference base batch 128 seq 128, cuDNN",
+            "inference.py",
+            (
+                f"--config={CONFIGS / 'base.py'}",
+                "--batch=128",
+                "--seq=128",
+                *TIMING,
+                *NO_ATTENTION_DROPOUT,
+            ),
+            (Goal("bertjax/torch >= 1.5", RATIO, 1.5),),
+        ),
+        Case(
             "inference large batch 128 seq 128",
             "inference.py",
             (f"--config={CONFIGS / 'large.py'}", "--batch=128", "--seq=128", *TIMING),

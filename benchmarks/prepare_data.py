@@ -73,7 +73,8 @@ def main() -> None:
         f"instances={instances} train={splits['train']['num_examples']} "
         f"eval={splits['eval']['num_examples']} tokens={tokens} "
         f"tokens_per_s={tokens / wall:.0f} MB_per_s={corpus_bytes / 1e6 / wall:.2f} "
-        f"nsp_random={random_next / max(instances, 1):.3f}"
+        f"nsp_random={random_next / max(instances, 1):.3f} "
+        f"real_token_share={tokens / max(instances * args.max_seq_len, 1):.4f}"
     )
 
 
