@@ -90,6 +90,13 @@ def validate_model(cfg: BertConfig) -> None:
             "cuDNN flash attention has no dropout on the attention probabilities; "
             "set config.model.attention_dropout=0.0 or config.model.attention_impl='xla'",
         )
+    if cfg.attention_impl == "cudnn" and cfg.dtype not in ("bfloat16", "float16"):
+        _fail(
+            "dtype",
+            cfg.dtype,
+            "cuDNN flash attention computes in bfloat16 or float16; "
+            "set config.model.dtype='bfloat16' or config.model.attention_impl='xla'",
+        )
     if cfg.hidden_act not in HIDDEN_ACTS:
         _fail("hidden_act", cfg.hidden_act, f"allowed values are {HIDDEN_ACTS}")
     if cfg.remat_policy not in REMAT_POLICIES:

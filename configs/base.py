@@ -24,7 +24,9 @@ def get_config() -> ml_collections.ConfigDict:
         "float32"  # compute dtype: float32 or bfloat16 (softmax, LayerNorm, loss stay fp32)
     )
     model.param_dtype = "float32"  # storage dtype of parameters
-    model.attention_impl = "xla"  # "xla" anywhere, "cudnn" flash attention on NVIDIA GPUs
+    model.attention_impl = (
+        "xla"  # "xla" anywhere; "cudnn" (NVIDIA GPUs) needs bf16, no attn dropout
+    )
     model.scan_layers = False  # stack layers with nn.scan: faster compile for deep models
     model.remat_policy = "none"  # "none", "full" or "dots": recompute activations in backward
 

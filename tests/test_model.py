@@ -172,6 +172,10 @@ def test_scan_and_unrolled_layers_compute_the_same_function():
         ({"hidden_size": 30}, "config.model.hidden_size=30"),
         ({"attention_impl": "flash"}, "config.model.attention_impl='flash'"),
         ({"attention_impl": "cudnn"}, "config.model.attention_dropout"),
+        (
+            {"attention_impl": "cudnn", "attention_dropout": 0.0, "dtype": "float32"},
+            "config.model.dtype='float32'",
+        ),
         ({"remat_policy": "some"}, "config.model.remat_policy"),
         ({"dtype": "int8"}, "config.model.dtype"),
     ],
