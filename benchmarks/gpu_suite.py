@@ -4,7 +4,8 @@ Cases, in groups sized for one 10-minute call of a lent machine:
 
   attention    cuDNN vs XLA vs the float32 reference, BERT-base seq 128 and BERT-large seq 512
   base         training step against the PyTorch peer, BERT-base seq 128 (goals: MFU, ratio)
-  large128     the same for BERT-large seq 128 (goals: MFU, ratio, compile time)
+  large128     the same for BERT-large seq 128 (goals: MFU, ratio, compile time), and bertjax
+               alone with its layers under nn.scan (compile time)
   large512     BERT-large seq 512, per-device batch 32, remat (goals: it fits, MFU)
   masking      masking's share of the BERT-large seq 128 step
   inference    encoder forward, batch 128, seq 128, against the peer (base and large)
@@ -121,6 +122,21 @@ GROUPS: dict[str, list[Case]] = {
                 Goal("compile <= 60 s", COMPILE, 60.0, at_least=False),
             ),
         ),
+        Case(
+            "train large seq 128 batch 64, layers scanned (bertjax only)",
+            "train_throughput.py",
+            (
+                f"--config={CONFIGS / 'large.py'}",
+                "--batch=64",
+                "--seq=128",
+                *TIMING[:3],
+                "--config.model.scan_layers=True",
+            ),
+            (
+                Goal("MFU >= 50%", lambda r: r["mfu"] and 100 * r["mfu"], 50.0),
+                Goal("compile <= 60 s", lambda r: r["compile_s"], 60.0, at_least=False),
+            ),
+        ),
     ],
     "large512": [
         Case(
@@ -232,6 +248,12 @@ def summary(script: str, result: dict[str, Any]) -> str:
         return (
             f"masking alone {result['mask_alone_ms']:.2f} ms of a "
             f"{result['step_with_masking_ms']:.1f} ms step ({result['mask_alone_share_pct']:.2f}%)"
+        )
+    if script == "train_throughput.py":
+        mfu = "" if result["mfu"] is None else f", MFU {100 * result['mfu']:.1f}%"
+        return (
+            f"bertjax {result['seq_per_s']:.1f} seq/s{mfu}, "
+            f"{result['peak_memory_bytes'] / 2**20:.0f} MiB, compile {result['compile_s']:.1f} s"
         )
     mine, peer = result["rows"]
 

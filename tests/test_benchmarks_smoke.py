@@ -101,12 +101,16 @@ def test_gpu_suite_smoke_runs_every_script_it_uses(tmp_path):
         ]
     )
     assert tiny == [f"--config={REPO / 'configs' / 'tiny.py'}", "--seq=32"]
-    records = suite.main(["--smoke", "--groups=attention,large512,masking", f"--out={tmp_path}"])
-    assert [r["status"] for r in records] == ["ok"] * 4, records
+    groups = "--groups=attention,large128,large512,masking"
+    records = suite.main(["--smoke", groups, f"--out={tmp_path}"])
+    assert [r["status"] for r in records] == ["ok"] * 6, records
     by_case = {r["case"]: r for r in records}
     fits = by_case["train large seq 512 batch 32, remat dots"]
     assert fits["result"]["rows"][0]["seq_per_s"] > 0
     # No MFU on a CPU (no known peak): that goal is reported as not met rather than guessed.
     assert fits["goals"][0] == {"goal": "MFU >= 45%", "value": None, "met": False}
     assert all(g["met"] for g in by_case["attention, base seq 128"]["goals"])
+    scanned = by_case["train large seq 128 batch 64, layers scanned (bertjax only)"]
+    compile_goal = scanned["goals"][1]
+    assert compile_goal["goal"] == "compile <= 60 s" and compile_goal["met"]  # tiny on a CPU
     assert "| masking share, large seq 128 batch 64 |" in (tmp_path / "suite.md").read_text()
