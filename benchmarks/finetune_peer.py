@@ -36,6 +36,11 @@ import time
 
 import numpy as np
 
+try:
+    from benchmarks import torch_peer
+except ImportError:  # run as a script: this folder is on sys.path
+    import torch_peer
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # task -> (config file, headline metric, defaults: max_len)
 TASKS = {
@@ -249,25 +254,6 @@ def torch_model_and_data(args, config, train_examples, eval_examples, label_name
     return model, dict(train.arrays), dict(eval_features.arrays), score
 
 
-def torch_optimizer(model, lr: float, num_steps: int):
-    """AdamW with decay on all but biases and LayerNorm; linear warmup (10%) then linear decay."""
-    import torch
-
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
-    warmup = int(round(0.1 * num_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (num_steps - step) / max(1, num_steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _trimmed(arrays, rows, names, torch):
     """The batch's rows as long tensors, cut after the batch's longest real row.
 
@@ -301,7 +287,15 @@ def run_torch(args, config, num_steps: int | None = None) -> dict:
     )
     n = len(train["input_ids"])
     num_steps = num_steps or num_train_steps(config, n)
-    optimizer, scheduler = torch_optimizer(model, args.lr, num_steps)
+    optimizer, scheduler = torch_peer.adamw(
+        model,
+        lr=args.lr,
+        weight_decay=0.01,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        warmup_steps=int(round(0.1 * num_steps)),  # 10% warmup, as the bertjax side
+        num_steps=num_steps,
+    )
     fields = ["input_ids", "token_type_ids", "attention_mask"]
     targets = ["start_positions", "end_positions"] if config.task.kind == "qa" else ["labels"]
     model.train()

@@ -18,7 +18,6 @@ all steps; exits non-zero when it exceeds `--tolerance`:
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import pathlib
 import tempfile
@@ -36,6 +35,11 @@ from bertjax.optimizer import decay_mask, make_optimizer
 from bertjax.pretrain import BUILTIN_CORPUS, make_mask_fn, prepare_data
 from bertjax.pretraining_data import PretrainingSource
 from bertjax.tokenizer import read_vocab
+
+try:
+    from benchmarks import torch_peer
+except ImportError:  # run as a script: this folder is on sys.path
+    import torch_peer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MASKED_FIELDS = (
@@ -109,39 +113,6 @@ def jax_losses(config, cfg, params, batches) -> tuple[list[dict[str, float]], li
     return out, [float(schedule(s)) for s in range(len(batches))]
 
 
-def linear_warmup_decay(step: int, warmup: int, num_steps: int) -> float:
-    """The multiplier of the peak learning rate: 0 -> 1 over `warmup` steps, then 1 -> 0."""
-    if step < warmup:
-        return step / warmup
-    return max(0.0, (num_steps - step) / max(num_steps - warmup, 1))
-
-
-def torch_optimizer(model, config):
-    """torch AdamW with BERT's decay exclusions, the same schedule as optax, and its lr lambda."""
-    import torch
-
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        excluded = name.endswith(".bias") or "LayerNorm." in name
-        (no_decay if excluded else decay).append(param)
-    optim = config.optim
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=optim.learning_rate,
-        betas=(optim.b1, optim.b2),
-        eps=optim.eps,
-    )
-    lam = functools.partial(
-        linear_warmup_decay, warmup=optim.warmup_steps, num_steps=config.train.num_steps
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lam)
-    decayed = sum(p.numel() for p in decay)
-    return optimizer, scheduler, decayed
-
-
 def torch_losses(config, hf_dir, batches) -> tuple[list[dict[str, float]], list[float], int]:
     """Trains transformers' BertForPreTraining on the same batches; losses before each update."""
     import torch
@@ -151,7 +122,8 @@ def torch_losses(config, hf_dir, batches) -> tuple[list[dict[str, float]], list[
     torch.manual_seed(0)
     model = HfBertForPreTraining.from_pretrained(hf_dir, dtype=torch.float32)
     model.train()  # dropout probabilities are 0 in the exported config
-    optimizer, scheduler, decayed = torch_optimizer(model, config)
+    optimizer, scheduler = torch_peer.make_optimizer(model, config, "cpu")
+    decayed = sum(p.numel() for p in optimizer.param_groups[0]["params"])
     out, lrs = [], []
     for batch in batches:
         t = {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}

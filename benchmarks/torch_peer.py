@@ -66,33 +66,50 @@ def host_masked_batch(rs, batch: dict[str, np.ndarray], vocab_size: int, mask_ra
     }
 
 
-def make_optimizer(model, config, device: str):
-    """AdamW with no decay on biases and LayerNorm, the linear schedule of bertjax."""
+def adamw(model, *, lr, weight_decay, betas, eps, warmup_steps, num_steps, device="cpu"):
+    """torch AdamW as BERT is trained: no weight decay on biases and LayerNorm, fused on CUDA
+    (foreach elsewhere), under bertjax's schedule (linear warmup to `lr`, then linear decay to 0).
+
+    Returns (optimizer, scheduler); the first parameter group is the decayed one.
+    """
     import torch
 
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        (no_decay if name.endswith(".bias") or "LayerNorm" in name else decay).append(param)
-    optim = config.optim
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(param)
     kind = {"fused": True} if device == "cuda" else {"foreach": True}
     optimizer = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": optim.weight_decay},
+            {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=optim.learning_rate,
-        betas=(optim.b1, optim.b2),
-        eps=optim.eps,
+        lr=lr,
+        betas=betas,
+        eps=eps,
         **kind,
     )
-    warmup, total = optim.warmup_steps, config.train.num_steps
 
     def multiplier(step: int) -> float:
-        if step < warmup:
-            return step / max(warmup, 1)
-        return max(0.0, (total - step) / max(total - warmup, 1))
+        if step < warmup_steps:
+            return step / max(warmup_steps, 1)
+        return max(0.0, (num_steps - step) / max(num_steps - warmup_steps, 1))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+def make_optimizer(model, config, device: str):
+    """`adamw` with the hyperparameters of `config.optim` over `config.train.num_steps`."""
+    optim = config.optim
+    return adamw(
+        model,
+        lr=optim.learning_rate,
+        weight_decay=optim.weight_decay,
+        betas=(optim.b1, optim.b2),
+        eps=optim.eps,
+        warmup_steps=optim.warmup_steps,
+        num_steps=config.train.num_steps,
+        device=device,
+    )
 
 
 def peak_memory(torch, device: str) -> tuple[int, str]:
