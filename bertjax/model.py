@@ -83,14 +83,33 @@ def _dense(cfg: BertConfig, features, axes: tuple[str, ...], name: str) -> Dense
     return Dense(cfg, features, axes, name=name)
 
 
+def segment_positions(attention_mask: Array) -> Array:
+    """Position ids [batch, length] that restart at 0 at the start of every segment.
+
+    `attention_mask` holds segment numbers: 1 for the tokens of an ordinary row (0 for padding),
+    or 1, 2, ... for the instances packed into one row. Padding keeps its absolute position, so
+    an ordinary row gets 0, 1, 2, ... everywhere, as in BERT.
+    """
+    index = jnp.arange(attention_mask.shape[1], dtype=jnp.int32)[None, :]
+    previous = jnp.pad(attention_mask[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    starts = jax.lax.cummax(jnp.where(attention_mask != previous, index, 0), axis=1)
+    return jnp.where(attention_mask > 0, index - starts, index)
+
+
 class Embeddings(nn.Module):
     """Token + segment + learned position embeddings, then LayerNorm and dropout."""
 
     config: BertConfig
 
     @nn.compact
-    def __call__(self, input_ids: Array, token_type_ids: Array, *, deterministic: bool):
-        """[batch, length] ids -> [batch, length, hidden] embeddings (and the word-embedding module)."""
+    def __call__(
+        self, input_ids: Array, token_type_ids: Array, attention_mask: Array, *, deterministic: bool
+    ):
+        """[batch, length] ids -> [batch, length, hidden] embeddings (and the word-embedding module).
+
+        Positions count from each segment's start (`segment_positions`), so the instances of a
+        packed row each start at 0; for an ordinary row they are 0, 1, 2, ...
+        """
         cfg = self.config
         word = nn.Embed(
             cfg.vocab_size,
@@ -112,13 +131,20 @@ class Embeddings(nn.Module):
             (cfg.type_vocab_size, cfg.hidden_size),
             cfg.param_dtype,
         )
-        length = input_ids.shape[1]
         x = word(input_ids)
-        x = x + jnp.asarray(position[:length], cfg.dtype)[None]
+        x = x + jnp.asarray(position, cfg.dtype)[segment_positions(attention_mask)]
         x = x + jnp.asarray(token_type, cfg.dtype)[token_type_ids]
         x = _layer_norm(cfg, "layer_norm")(x)
         x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
         return nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed")), word
+
+
+def segment_mask(attention_mask: Array) -> Array:
+    """Which keys each query sees, bool [batch, 1, length, length], from segment numbers [batch,
+    length] (see `segment_positions`): the keys of its own segment. A padding query sees every
+    real key, as in BERT, so an ordinary row's mask is the usual padding mask."""
+    query, key = attention_mask[:, :, None], attention_mask[:, None, :]
+    return ((key > 0) & ((query == key) | (query == 0)))[:, None]
 
 
 def attention(
@@ -135,7 +161,8 @@ def attention(
 
     Args:
       query, key, value: [batch, length, heads, head_dim].
-      attention_mask: [batch, length], 1 for real tokens and 0 for padding.
+      attention_mask: [batch, length], 1 for real tokens and 0 for padding, or segment numbers
+        1, 2, ... of a packed row (`segment_mask`: attention stays inside each segment).
       implementation: "xla" or "cudnn" (passed to `jax.nn.dot_product_attention`). cuDNN uses the
         key lengths (`attention_mask.sum(-1)`), so it needs right-padded inputs as BERT batches are.
       dropout_rate, dropout_rng: dropout on the attention probabilities (training only). Neither
@@ -147,18 +174,19 @@ def attention(
     if dropout_rate > 0.0 and dropout_rng is not None:
         scale = query.shape[-1] ** -0.5
         logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-        logits = jnp.where(attention_mask[:, None, None, :] > 0, logits * scale, -1e10)
+        logits = jnp.where(segment_mask(attention_mask), logits * scale, -1e10)
         probs = jax.nn.softmax(logits, axis=-1)
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
         return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
-    if implementation == "cudnn":
-        lengths = attention_mask.sum(axis=-1).astype(jnp.int32)
+    if implementation == "cudnn":  # one segment per row (packing needs "xla"; config checks)
+        lengths = (attention_mask > 0).sum(axis=-1).astype(jnp.int32)
         return jax.nn.dot_product_attention(
             query, key, value, key_value_seq_lengths=lengths, implementation="cudnn"
         )
-    mask = (attention_mask > 0)[:, None, None, :]  # [batch, 1, 1, key_length]
-    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=implementation)
+    return jax.nn.dot_product_attention(
+        query, key, value, mask=segment_mask(attention_mask), implementation=implementation
+    )
 
 
 class SelfAttention(nn.Module):
@@ -262,12 +290,15 @@ class Pooler(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, sequence_output: Array) -> Array:
-        """[batch, length, hidden] -> [batch, hidden]."""
+    def __call__(self, sequence_output: Array, cls_positions: Array | None = None) -> Array:
+        """[batch, length, hidden] -> [batch, hidden] from position 0, or [batch, k, hidden] from
+        `cls_positions` [batch, k] (the [CLS] of each instance of a packed row)."""
         cfg = self.config
-        return jnp.tanh(
-            _dense(cfg, cfg.hidden_size, ("embed", "mlp"), "dense")(sequence_output[:, 0])
-        )
+        if cls_positions is None:
+            cls = sequence_output[:, 0]
+        else:
+            cls = gather_positions(sequence_output, cls_positions)
+        return jnp.tanh(_dense(cfg, cfg.hidden_size, ("embed", "mlp"), "dense")(cls))
 
 
 class BertEncoder(nn.Module):
@@ -282,26 +313,29 @@ class BertEncoder(nn.Module):
         token_type_ids: Array,
         attention_mask: Array,
         *,
+        cls_positions: Array | None = None,
         deterministic: bool = True,
     ) -> dict[str, Any]:
         """Runs the encoder.
 
         Args:
-          input_ids, token_type_ids, attention_mask: [batch, length] integer arrays.
+          input_ids, token_type_ids, attention_mask: [batch, length] integer arrays
+            (`attention_mask` may hold the segment numbers of packed rows, see `segment_mask`).
+          cls_positions: [batch, k] where the pooler reads, for packed rows; None: position 0.
           deterministic: False enables dropout (needs a "dropout" rng).
 
         Returns:
-          `sequence_output` [batch, length, hidden], `pooled_output` [batch, hidden] and
-          `word_embeddings` (the nn.Embed, for the tied MLM decoder).
+          `sequence_output` [batch, length, hidden], `pooled_output` [batch, hidden] (or
+          [batch, k, hidden]) and `word_embeddings` (the nn.Embed, for the tied MLM decoder).
         """
         cfg = self.config
         x, word = Embeddings(cfg, name="embeddings")(
-            input_ids, token_type_ids, deterministic=deterministic
+            input_ids, token_type_ids, attention_mask, deterministic=deterministic
         )
         x = Encoder(cfg, name="encoder")(x, attention_mask, deterministic=deterministic)
         return {
             "sequence_output": x,
-            "pooled_output": Pooler(cfg, name="pooler")(x),
+            "pooled_output": Pooler(cfg, name="pooler")(x, cls_positions),
             "word_embeddings": word,
         }
 
@@ -342,6 +376,7 @@ class BertForPreTraining(nn.Module):
         attention_mask: Array,
         *,
         masked_positions: Array | None = None,
+        nsp_positions: Array | None = None,
         deterministic: bool = True,
     ) -> dict[str, Array]:
         """Runs BERT and both pretraining heads.
@@ -350,15 +385,20 @@ class BertForPreTraining(nn.Module):
           input_ids, token_type_ids, attention_mask: [batch, length].
           masked_positions: [batch, max_predictions] positions to predict. When given, the MLM head
             (and its vocab-sized projection) runs only there; otherwise on every token.
+          nsp_positions: [batch, k], the [CLS] of each instance of a packed row; None: position 0.
           deterministic: False enables dropout.
 
         Returns:
           `sequence_output`, `pooled_output`, `mlm_logits` [batch, max_predictions or length, vocab]
-          and `nsp_logits` [batch, 2], logits in float32.
+          and `nsp_logits` [batch, 2] (or [batch, k, 2]), logits in float32.
         """
         cfg = self.config
         out = BertEncoder(cfg, name="bert")(
-            input_ids, token_type_ids, attention_mask, deterministic=deterministic
+            input_ids,
+            token_type_ids,
+            attention_mask,
+            cls_positions=nsp_positions,
+            deterministic=deterministic,
         )
         x = out["sequence_output"]
         if masked_positions is not None:

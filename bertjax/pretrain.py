@@ -27,7 +27,7 @@ from bertjax.config import BertConfig, bert_config
 from bertjax.metric_writers import MetricWriter
 from bertjax.model import BertForPreTraining
 from bertjax.optimizer import make_optimizer
-from bertjax.pretraining_data import PretrainingSource, load_metadata, prepare
+from bertjax.pretraining_data import PackedSource, PretrainingSource, load_metadata, prepare
 from bertjax.tokenizer import load_tokenizer, read_vocab, special_token_ids, train_wordpiece
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,13 @@ def check_config(config: ml_collections.ConfigDict, cfg: BertConfig, vocab_size:
             f"config.data.max_seq_len={config.data.max_seq_len} exceeds "
             f"config.model.max_position_embeddings={cfg.max_position_embeddings}"
         )
+    if config.data.pack_sequences and cfg.attention_impl == "cudnn":
+        raise ValueError(
+            "config.data.pack_sequences=True needs block-diagonal attention, which "
+            "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"
+        )
+    if config.data.pack_sequences and config.data.max_pack_size < 1:
+        raise ValueError(f"config.data.max_pack_size={config.data.max_pack_size} must be >= 1")
     accum, batch = config.train.grad_accum_steps, config.train.global_batch_size
     if accum < 1 or batch % accum:
         raise ValueError(
@@ -150,7 +157,7 @@ class Job:
     steps: train.CompiledSteps
     state: train.TrainState
     train_iter: Any
-    eval_source: PretrainingSource
+    eval_source: PretrainingSource | PackedSource
     manager: Any
     writer: MetricWriter
     flops_per_step: float
@@ -167,6 +174,20 @@ def _data_iterator(source, config, *, seed, shuffle=True, num_epochs=None, globa
         process_count=jax.process_count(),
         worker_count=config.data.worker_count,
     )
+
+
+def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:
+    packed = PackedSource(source, max_pack_size)
+    share = packed.real_tokens / (source.max_seq_len * len(source))
+    log.info(
+        "packing %s: %d instances into %d rows; real tokens %.1f%% of positions -> %.1f%%",
+        source.split,
+        len(source),
+        len(packed),
+        100 * share,
+        100 * packed.real_tokens / (source.max_seq_len * len(packed)),
+    )
+    return packed
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job:
@@ -188,6 +209,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job
         raise ValueError(
             f"config.data.max_seq_len={config.data.max_seq_len} but {data_dir} was prepared at "
             f"length {train_source.max_seq_len}"
+        )
+    if config.data.pack_sequences:
+        train_source, eval_source = (
+            _packed(source, config.data.max_pack_size) for source in (train_source, eval_source)
         )
     if jax.process_index() == 0:
         checkpoint.write_model_files(workdir, cfg, vocab)

@@ -83,7 +83,8 @@ def pretraining_losses(
     Args:
       batch: a masked batch (see `masking.mask_batch`): `input_ids`, `token_type_ids`,
         `attention_mask` [B, L]; `masked_positions`, `masked_ids`, `masked_weights` [B, P];
-        `next_sentence_label` [B].
+        `next_sentence_label` [B], or for packed rows (`pretraining_data.PackedSource`)
+        `next_sentence_label`, `nsp_positions` and `nsp_weights` [B, K].
       dropout_rng: None for a deterministic (evaluation) pass.
 
     Returns:
@@ -95,21 +96,23 @@ def pretraining_losses(
         batch["token_type_ids"],
         batch["attention_mask"],
         masked_positions=batch["masked_positions"],
+        nsp_positions=batch.get("nsp_positions"),
         deterministic=dropout_rng is None,
         rngs=None if dropout_rng is None else {"dropout": dropout_rng},
     )
     weights = batch["masked_weights"]  # [B, P]
     mlm_logits = out["mlm_logits"]  # [B, P, V] float32
     mlm_nll, mlm_hit = nll_and_hits(mlm_logits, batch["masked_ids"])
-    nsp_logits = out["nsp_logits"]  # [B, 2]
+    nsp_logits = out["nsp_logits"]  # [B, 2], or [B, K, 2] for packed rows
     nsp_nll, nsp_hit = nll_and_hits(nsp_logits, batch["next_sentence_label"].astype(jnp.int32))
+    nsp_weights = batch.get("nsp_weights", jnp.ones(nsp_nll.shape, jnp.float32))
     return {
         "mlm_loss": jnp.sum(mlm_nll * weights),
         "mlm_correct": jnp.sum(mlm_hit * weights),
         "mlm_count": jnp.sum(weights),
-        "nsp_loss": jnp.sum(nsp_nll),
-        "nsp_correct": jnp.sum(nsp_hit),
-        "nsp_count": jnp.asarray(nsp_logits.shape[0], jnp.float32),
+        "nsp_loss": jnp.sum(nsp_nll * nsp_weights),
+        "nsp_correct": jnp.sum(nsp_hit * nsp_weights),
+        "nsp_count": jnp.sum(nsp_weights),
     }
 
 
@@ -137,7 +140,10 @@ def train_step(
     mask_rng, dropout_rng = jax.random.split(rng)
     masked = mask_fn(mask_rng, batch)
     mlm_total = jnp.maximum(jnp.sum(masked["masked_weights"]), 1.0)
-    nsp_total = jnp.asarray(masked["input_ids"].shape[0], jnp.float32)
+    if "nsp_weights" in masked:  # packed rows: one NSP example per instance
+        nsp_total = jnp.maximum(jnp.sum(masked["nsp_weights"]), 1.0)
+    else:
+        nsp_total = jnp.asarray(masked["input_ids"].shape[0], jnp.float32)
 
     def loss_fn(params, micro, micro_rng):
         sums = pretraining_losses(params, model, micro, micro_rng)

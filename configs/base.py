@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.max_predictions = 20  # masked positions per sequence (the gathered MLM head's width)
     data.mask_rate = 0.15  # share of real tokens chosen for MLM (MosaicBERT uses 0.3)
     data.whole_word_masking = False  # mask all WordPiece pieces of a word together
+    data.pack_sequences = False  # several instances per row, attention kept within each
+    data.max_pack_size = 3  # instances per packed row at most
     data.worker_count = 0  # grain worker processes for the input pipeline (0: in-process)
     data.prefetch = 2  # batches prefetched to the device
 

@@ -242,3 +242,36 @@ def test_size_configs_build_the_published_shapes(name):
         n = sum(x.size for x in jax.tree_util.tree_leaves(nn.meta.unbox(shapes)))
         # BERT-base with pretraining heads: 110M encoder + MLM transform/bias + NSP.
         assert 109_000_000 < n < 111_000_000
+
+
+def test_packed_row_equals_its_instances_run_alone():
+    """Packing without cross-contamination: segments attend only within themselves, positions
+    restart per segment, and NSP reads each instance's [CLS]."""
+    cfg = _config()
+    rng = np.random.default_rng(3)
+    lengths, length = (7, 5, 3), 16
+    ids = [rng.integers(5, 128, n).astype(np.int32) for n in lengths]
+    types = [(np.arange(n) >= n // 2).astype(np.int32) for n in lengths]
+    alone = np.zeros((3, length), np.int32)
+    alone_types, alone_mask = np.zeros_like(alone), np.zeros_like(alone)
+    packed = np.zeros((1, length), np.int32)
+    packed_types, segments = np.zeros_like(packed), np.zeros_like(packed)
+    starts = np.cumsum([0, *lengths[:-1]])
+    for i, (n, start) in enumerate(zip(lengths, starts, strict=True)):
+        alone[i, :n], alone_types[i, :n], alone_mask[i, :n] = ids[i], types[i], 1
+        packed[0, start : start + n], packed_types[0, start : start + n] = ids[i], types[i]
+        segments[0, start : start + n] = i + 1
+    model = BertForPreTraining(cfg)
+    params = nn.meta.unbox(_init(model, alone, alone_types, alone_mask)["params"])
+    one = model.apply({"params": params}, alone, alone_types, alone_mask)
+    many = model.apply(
+        {"params": params}, packed, packed_types, segments, nsp_positions=starts[None]
+    )
+    for i, (n, start) in enumerate(zip(lengths, starts, strict=True)):
+        np.testing.assert_allclose(
+            many["sequence_output"][0, start : start + n], one["sequence_output"][i, :n], atol=2e-5
+        )
+    np.testing.assert_allclose(many["nsp_logits"][0], one["nsp_logits"], atol=2e-5)
+    # Without the segments the instances would see each other: the check above is not vacuous.
+    mixed = model.apply({"params": params}, packed, packed_types, (segments > 0).astype(np.int32))
+    assert np.abs(mixed["sequence_output"][0, :7] - one["sequence_output"][0, :7]).max() > 1e-3

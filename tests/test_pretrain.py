@@ -15,7 +15,8 @@ import pytest
 
 from bertjax import checkpoint, optimizer, sharding, train
 from bertjax.config import load_config
-from bertjax.pretrain import pretrain, setup
+from bertjax.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
+from bertjax.pretraining_data import PretrainingSource
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
@@ -94,6 +95,36 @@ def test_sharded_steps_lower_the_loss(prepared, tmp_path, mesh):
     # The optimizer state is sharded like the parameters (ZeRO-style on fsdp).
     mu = job.state.opt_state[1][0].mu["bert"]["embeddings"]["word_embeddings"]["embedding"]
     assert mu.sharding == embedding.sharding
+
+
+def test_packed_rows_train_with_one_nsp_example_per_instance(prepared, tmp_path):
+    packing = ["--config.data.pack_sequences=True", "--config.data.max_pack_size=3"]
+    # Length 64 with many short instances: room to pack (length 32 is ~99.8% real tokens).
+    shorter = ["--config.data.max_seq_len=64", "--config.data.short_seq_prob=0.5"]
+    config = _config(prepared, *packing, *shorter, "--config.optim.warmup_steps=0")
+    config.data.update(dir="", corpus=BUILTIN_CORPUS)
+    config.optim.learning_rate = 5e-3
+    job = setup(config, tmp_path)
+    eval_instances = PretrainingSource(tmp_path / "data", "eval")
+    assert len(job.eval_source) < len(eval_instances)
+    fullest = np.argsort(-(job.eval_source.plan >= 0).sum(axis=1), kind="stable")[:8]
+    rows = [job.eval_source[int(i)] for i in fullest]
+    local = {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+    batch = sharding.global_batch(local, job.steps.mesh)
+    instances = float(np.asarray(batch["nsp_weights"]).sum())
+    assert instances > config.train.global_batch_size  # rows hold several instances
+    losses = []
+    for _ in range(8):
+        job.state, metrics = job.steps.train_step(job.state, batch)
+        sums = jax.device_get(metrics)
+        assert sums["nsp_count"] == instances
+        losses.append(sums["mlm_loss"] / sums["mlm_count"] + sums["nsp_loss"] / sums["nsp_count"])
+    assert losses[-1] < losses[0] - 0.4, losses
+    evaluated = evaluate(job, job.state.params)
+    assert np.isfinite(evaluated["eval_loss"])
+    with pytest.raises(ValueError, match="config.data.pack_sequences=True"):
+        cudnn = ["--config.model.attention_impl=cudnn", "--config.model.attention_dropout=0.0"]
+        setup(_config(prepared, *packing, *cudnn, "--config.model.dtype=bfloat16"), tmp_path / "c")
 
 
 def test_gradient_accumulation_gives_the_full_batch_update(prepared, tmp_path):

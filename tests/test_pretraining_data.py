@@ -268,3 +268,48 @@ def test_real_wikipedia_slice(shared_data, tmp_path):
     lengths = np.array([source[i]["attention_mask"].sum() for i in range(0, len(source), 7)])
     assert lengths.max() == 128 and lengths.mean() > 100
     assert metadata["statistics"]["documents"] > 30
+
+
+def test_pack_plan_places_every_instance_once_within_the_limits():
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([np.full(50, 128), rng.integers(5, 128, 400), [1, 127, 64, 64]])
+    plan = pdata.pack_plan(lengths, capacity=128, max_per_row=3)
+    members = plan[plan >= 0]
+    assert sorted(members.tolist()) == list(range(len(lengths)))
+    assert ((plan >= 0).sum(axis=1) <= 3).all()
+    row_tokens = np.where(plan >= 0, lengths[np.maximum(plan, 0)], 0).sum(axis=1)
+    assert row_tokens.max() <= 128
+    # Best fit packs tightly: close to the bound of total tokens over the capacity.
+    assert len(plan) <= 1.1 * np.ceil(lengths.sum() / 128) + 1
+    assert np.array_equal(pdata.pack_plan(lengths, 128, 3), plan)  # deterministic
+    assert (pdata.pack_plan(lengths, 128, 1) >= 0).sum(axis=1).max() == 1  # 1: no packing
+    with pytest.raises(ValueError, match=r"in \[1, 128\]"):
+        pdata.pack_plan([129], 128, 3)
+
+
+def test_packed_source_concatenates_instances_with_segments(corpus, tmp_path):
+    out = tmp_path / "prepared"
+    _prepare(corpus, out, max_seq_len=64, short_seq_prob=0.5)
+    source = pdata.PretrainingSource(out, "train")
+    packed = pdata.PackedSource(source, max_per_row=3)
+    assert len(packed) < len(source)
+    seen = 0
+    for row in range(len(packed)):
+        item = packed[row]
+        members = [m for m in packed.plan[row] if m >= 0]
+        seen += len(members)
+        assert item["nsp_weights"].tolist() == [1.0] * len(members) + [0.0] * (3 - len(members))
+        for slot, member in enumerate(members):
+            original = source[int(member)]
+            n = int(original["attention_mask"].sum())
+            start = int(item["nsp_positions"][slot])
+            span = slice(start, start + n)
+            assert (item["attention_mask"][span] == slot + 1).all()
+            for field in ("input_ids", "token_type_ids", "word_starts"):
+                np.testing.assert_array_equal(item[field][span], original[field][:n])
+            assert item["next_sentence_label"][slot] == original["next_sentence_label"]
+        assert (item["input_ids"][item["attention_mask"] == 0] == 0).all()
+    assert seen == len(source)
+    assert packed.real_tokens == sum(
+        int(source[i]["attention_mask"].sum()) for i in range(len(source))
+    )
