@@ -114,3 +114,21 @@ def test_gpu_suite_smoke_runs_every_script_it_uses(tmp_path):
     compile_goal = scanned["goals"][1]
     assert compile_goal["goal"] == "compile <= 60 s" and compile_goal["met"]  # tiny on a CPU
     assert "| masking share, large seq 128 batch 64 |" in (tmp_path / "suite.md").read_text()
+
+
+def test_packing_benchmark_reports_both_sides(prepared):
+    data = next(o.split("=", 1)[1] for o in prepared if o.startswith("--config.data.dir="))
+    rows = load_benchmark("packing").main(
+        [
+            f"--data={data}",
+            f"--config={REPO / 'configs' / 'test.py'}",
+            "--batch=8",
+            "--warmup=1",
+            "--steps=2",
+            *(o for o in prepared if o.startswith("--config.model.")),
+        ]
+    )
+    assert [r["packing"] for r in rows] == ["off", "max 3"]
+    assert rows[0]["instances_per_row"] == 1.0 and rows[1]["instances_per_row"] >= 1.0
+    assert rows[1]["rows"] <= rows[0]["rows"]
+    assert all(r["real_tokens_per_s"] > 0 for r in rows)
