@@ -25,14 +25,6 @@ from bertjax import sharding
 
 Array = jax.Array
 Batch = Mapping[str, Array]
-# Fields of a pretraining batch as it comes from the input pipeline.
-PRETRAIN_FIELDS = (
-    "input_ids",
-    "token_type_ids",
-    "attention_mask",
-    "next_sentence_label",
-    "word_starts",
-)
 
 
 @flax.struct.dataclass
