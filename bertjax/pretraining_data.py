@@ -871,6 +871,10 @@ class PretrainingSource:
             "word_starts": word_starts.astype(bool),
         }
 
+    def lengths(self) -> np.ndarray:
+        """Real tokens of every instance, int64 [len(self)]."""
+        return np.concatenate([shard["lengths"] for shard in self._open()]).astype(np.int64)
+
     def __repr__(self) -> str:
         return f"PretrainingSource({str(self.directory)!r}, {self.split!r}, n={len(self)})"
 
@@ -952,7 +956,7 @@ class PackedSource:
         self.source = source
         self.max_per_row = max_per_row
         self.max_seq_len = source.max_seq_len
-        lengths = np.concatenate([s["lengths"] for s in source._open()]).astype(np.int64)
+        lengths = source.lengths()
         self.plan = pack_plan(lengths, self.max_seq_len, max_per_row)
         self.real_tokens = int(lengths.sum())
 
