@@ -164,7 +164,8 @@ def attention(
       attention_mask: [batch, length], 1 for real tokens and 0 for padding, or segment numbers
         1, 2, ... of a packed row (`segment_mask`: attention stays inside each segment).
       implementation: "xla" or "cudnn" (passed to `jax.nn.dot_product_attention`). cuDNN uses the
-        key lengths (`attention_mask.sum(-1)`), so it needs right-padded inputs as BERT batches are.
+        key lengths (real tokens per row), so it needs right-padded rows of one segment each, as
+        unpacked BERT batches are.
       dropout_rate, dropout_rng: dropout on the attention probabilities (training only). Neither
         fused implementation has it, so that case is computed explicitly, with softmax in float32.
 
