@@ -132,3 +132,15 @@ def test_packing_benchmark_reports_both_sides(prepared):
     assert rows[0]["instances_per_row"] == 1.0 and rows[1]["instances_per_row"] >= 1.0
     assert rows[1]["rows"] <= rows[0]["rows"]
     assert all(r["real_tokens_per_s"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_profile_step_attributes_time_to_model_scopes(forward):
+    argv = [f"--config={REPO / 'configs' / 'tiny.py'}", "--batch=8", "--seq=32", "--steps=1"]
+    result = load_benchmark("profile_step").main(argv + (["--forward"] if forward else []))
+    assert result["total_ms"] > 0
+    scopes = result["scopes_ms"]
+    assert any("encoder/layer_*/attention" in key for key in scopes), scopes
+    assert any(key.startswith("bwd ") for key in scopes) != forward
+    if not forward:
+        assert any("mlm_head" in key for key in scopes)
