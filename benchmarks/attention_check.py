@@ -106,7 +106,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json_out", default="")
     args = common.parse_args(parser, argv)
-    args.peak_tflops = 0.0
     device = jax.devices()[0]
     config = common.load_benchmark_config(args, accelerator=device.platform != "cpu")
     dtype = config.model.dtype

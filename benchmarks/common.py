@@ -82,7 +82,7 @@ def load_benchmark_config(args, accelerator: bool):
             f"{config.model.max_position_embeddings}"
         )
     config.model.dtype = resolve_dtype(args.dtype, accelerator)
-    if args.peak_tflops:
+    if getattr(args, "peak_tflops", 0.0):  # only the throughput scripts have the flag
         config.train.peak_tflops = args.peak_tflops
     return config
 

@@ -68,7 +68,6 @@ def main(argv=None) -> dict[str, float]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json_out", default="", help="also write the result here as JSON")
     args = common.parse_args(parser, argv)
-    args.peak_tflops = 0.0
     device = jax.devices()[0]
     config = common.load_benchmark_config(args, accelerator=device.platform != "cpu")
     model = BertForPreTraining(bert_config(config.model))

@@ -71,10 +71,9 @@ def measure(args: argparse.Namespace, packed: bool, workdir: str) -> dict[str, A
             instances += float(len(local["input_ids"]) if weights is None else weights.sum())
             real_tokens += int((local["attention_mask"] > 0).sum())
     rows = args.steps * args.batch
-    train_rows = _train_rows(args, packed)
     return {
         "packing": f"max {args.max_pack_size}" if packed else "off",
-        "rows": train_rows,
+        "rows": len(job.train_source),
         "real_token_share": real_tokens / (rows * metadata["max_seq_len"]),
         "instances_per_row": instances / rows,
         "step_ms": 1e3 * timed / args.steps,
@@ -82,13 +81,6 @@ def measure(args: argparse.Namespace, packed: bool, workdir: str) -> dict[str, A
         "instances_per_s": instances / timed,
         "real_tokens_per_s": real_tokens / timed,
     }
-
-
-def _train_rows(args: argparse.Namespace, packed: bool) -> int:
-    from bertjax.pretraining_data import PackedSource, PretrainingSource
-
-    source = PretrainingSource(args.data, "train")
-    return len(PackedSource(source, args.max_pack_size)) if packed else len(source)
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -156,6 +156,7 @@ class Job:
     vocab: pathlib.Path
     steps: train.CompiledSteps
     state: train.TrainState
+    train_source: PretrainingSource | PackedSource
     train_iter: Any
     eval_source: PretrainingSource | PackedSource
     manager: Any
@@ -251,6 +252,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Job
         vocab,
         steps,
         state,
+        train_source,
         train_iter,
         eval_source,
         manager,

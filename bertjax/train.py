@@ -67,6 +67,14 @@ def nll_and_hits(logits: Array, labels: Array) -> tuple[Array, Array]:
     return nll, hits
 
 
+def nsp_example_weights(batch: Batch) -> Array:
+    """1.0 per NSP example: one per row, or `nsp_weights` [B, K] for packed rows (one per
+    instance, 0.0 in empty slots)."""
+    if "nsp_weights" in batch:
+        return batch["nsp_weights"]
+    return jnp.ones(batch["next_sentence_label"].shape, jnp.float32)
+
+
 def pretraining_losses(
     params: Any, model: nn.Module, batch: Batch, dropout_rng: Array | None
 ) -> dict[str, Array]:
@@ -97,7 +105,7 @@ def pretraining_losses(
     mlm_nll, mlm_hit = nll_and_hits(mlm_logits, batch["masked_ids"])
     nsp_logits = out["nsp_logits"]  # [B, 2], or [B, K, 2] for packed rows
     nsp_nll, nsp_hit = nll_and_hits(nsp_logits, batch["next_sentence_label"].astype(jnp.int32))
-    nsp_weights = batch.get("nsp_weights", jnp.ones(nsp_nll.shape, jnp.float32))
+    nsp_weights = nsp_example_weights(batch)
     return {
         "mlm_loss": jnp.sum(mlm_nll * weights),
         "mlm_correct": jnp.sum(mlm_hit * weights),
@@ -132,10 +140,7 @@ def train_step(
     mask_rng, dropout_rng = jax.random.split(rng)
     masked = mask_fn(mask_rng, batch)
     mlm_total = jnp.maximum(jnp.sum(masked["masked_weights"]), 1.0)
-    if "nsp_weights" in masked:  # packed rows: one NSP example per instance
-        nsp_total = jnp.maximum(jnp.sum(masked["nsp_weights"]), 1.0)
-    else:
-        nsp_total = jnp.asarray(masked["input_ids"].shape[0], jnp.float32)
+    nsp_total = jnp.maximum(jnp.sum(nsp_example_weights(masked)), 1.0)
 
     def loss_fn(params, micro, micro_rng):
         sums = pretraining_losses(params, model, micro, micro_rng)
