@@ -2,11 +2,11 @@
 
 Two levels, both on random inputs with right-padded rows of random lengths (as BERT batches are):
 
-- op: `bertjax.model.attention` with each implementation, output and the gradients of a random
-  projection of it with respect to q, k and v, against the explicit float32 path on float32
-  inputs;
-- model: `BertModel` forward with each implementation and the same weights, against the float32
-  XLA model.
+- op: `bertjax.models.layers.attention` with each implementation, output and the gradients of a
+  random projection of it with respect to q, k and v, against the explicit float32 path on
+  float32 inputs;
+- model: the BERT encoder (`Model(BERT, cfg)`) forward with each implementation and the same
+  weights, against the float32 XLA model.
 
 Only real (unpadded) query positions are compared: what a padded query attends to is never read.
 Errors are relative, ||out - ref|| / ||ref|| (bf16 operands land near 1e-3 to 1e-2, float32 far
@@ -28,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax.config import bert_config
-from bertjax.model import BertModel, attention
+from bertjax.models import Model
+from bertjax.models.bert import BERT, bert_model_config
+from bertjax.models.layers import attention
 
 try:
     from benchmarks import common
@@ -79,16 +80,17 @@ def op_errors(impl: str, dtype, shape, mask, seed: int) -> dict[str, float]:
 
 
 def model_error(config, impl: str, dtype: str, ids, types, mask) -> float:
-    """Relative error of `BertModel`'s sequence output with `impl` against the float32 XLA model."""
-    base = bert_config(config.model)
+    """Relative error of the encoder's sequence output with `impl` against the float32 XLA model."""
+    base = bert_model_config(config.model)
     ref_cfg = dataclasses.replace(
         base, dtype="float32", attention_impl="xla", attention_dropout=0.0
     )
     cfg = dataclasses.replace(base, dtype=dtype, attention_impl=impl, attention_dropout=0.0)
-    params = nn.meta.unbox(jax.jit(BertModel(ref_cfg).init)(jax.random.key(0), ids, types, mask))
+    inputs = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    params = nn.meta.unbox(jax.jit(Model(BERT, ref_cfg).init)(jax.random.key(0), inputs))
     with jax.default_matmul_precision("highest"):
-        ref = jax.jit(BertModel(ref_cfg).apply)(params, ids, types, mask)["sequence_output"]
-    out = jax.jit(BertModel(cfg).apply)(params, ids, types, mask)["sequence_output"]
+        ref = jax.jit(Model(BERT, ref_cfg).apply)(params, inputs)["sequence_output"]
+    out = jax.jit(Model(BERT, cfg).apply)(params, inputs)["sequence_output"]
     return relative_error(out, ref, np.asarray(mask) > 0)
 
 
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = common.load_benchmark_config(args, accelerator=device.platform != "cpu")
     dtype = config.model.dtype
     tolerance = args.tolerance or (2e-2 if dtype == "bfloat16" else 1e-4)
-    cfg = bert_config(config.model)
+    cfg = bert_model_config(config.model)
     rs = np.random.default_rng(args.seed)
     mask = padding_mask(rs, args.batch, args.seq)
     ids = np.where(mask > 0, rs.integers(5, cfg.vocab_size, mask.shape), 0).astype(np.int32)

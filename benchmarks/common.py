@@ -5,7 +5,8 @@ Nothing here needs a corpus: batches are random ids over a synthetic vocabulary 
 
     0 [PAD]   1 [UNK]   2 [CLS]   3 [SEP]   4 [MASK]   5 ... V-1 ordinary tokens
 
-so every id from 5 up is a masking candidate (`bertjax.masking.random_candidates` of that list).
+so every id from 5 up is a masking candidate (`bertjax.objectives.masking.random_candidates` of
+that list).
 The benchmark scripts import this module as `common` (their own folder is on `sys.path` when run
 as scripts) or as `benchmarks.common`.
 """

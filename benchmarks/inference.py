@@ -1,4 +1,4 @@
-"""Encoder inference side by side: bertjax `BertModel` against transformers' `BertModel`.
+"""Encoder inference side by side: bertjax's BERT encoder against transformers' `BertModel`.
 
 The forward pass of the encoder and pooler only (no heads, no gradient, dropout off) on synthetic
 batches, bf16 weights and compute on an accelerator, float32 on a CPU (`--dtype`). bertjax's
@@ -9,7 +9,7 @@ process, alternating for `--rounds` rounds, and one table is printed:
   python benchmarks/inference.py --config configs/mini.py             # batch 128, seq 128
   python benchmarks/inference.py --config configs/base.py --batch 64 --seq 512 --side bertjax
 
-TFLOP/s: the forward third of `bertjax.flops.training_flops_per_sequence` with no MLM positions.
+TFLOP/s: the forward third of the MLM+NSP objective's `flops_per_sequence` with no MLM positions.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from bertjax import convert, flops
-from bertjax.config import bert_config
+from bertjax.interop import hf_bert as convert
+from bertjax.models.bert import BERT, bert_model_config
+from bertjax.objectives.mlm_nsp import MlmNsp
+from bertjax.training import flops
 
 try:
     from benchmarks import common
@@ -48,26 +50,27 @@ COLUMNS = (
 
 
 def forward_flops(cfg, seq: int) -> float:
-    """Forward FLOPs of one sequence through encoder and pooler (see `bertjax.flops`)."""
-    return flops.training_flops_per_sequence(cfg, seq, 0) / 3
+    """Forward FLOPs of one sequence through encoder and pooler: a third of the pretraining
+    objective's training FLOPs with no MLM positions (the NSP head's 4H included, as ever)."""
+    return MlmNsp(mask_fn=None, max_predictions=0).flops_per_sequence(BERT, cfg, seq) / 3
 
 
 def measure_bertjax(args, config, batch: dict[str, np.ndarray]) -> dict[str, Any]:
     import jax
 
-    from bertjax.model import BertModel
+    from bertjax.models import Model
 
     device = jax.devices()[0]
-    cfg = bert_config(config.model)
-    model = BertModel(cfg)
-    inputs = [jax.device_put(batch[k]) for k in ("input_ids", "token_type_ids", "attention_mask")]
-    params = jax.jit(lambda rng: model.init(rng, *inputs)["params"])(jax.random.key(args.seed))
-    forward = jax.jit(lambda p, *x: model.apply({"params": p}, *x))
+    cfg = bert_model_config(config.model)
+    model = Model(BERT, cfg)  # the bare encoder: backbone (encoder and pooler), no heads
+    inputs = {k: jax.device_put(batch[k]) for k in BERT.input_fields}
+    params = jax.jit(lambda rng: model.init(rng, inputs)["params"])(jax.random.key(args.seed))
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
     started = time.perf_counter()
-    compiled = forward.lower(params, *inputs).compile()
+    compiled = forward.lower(params, inputs).compile()
     compile_s = time.perf_counter() - started
     blocks = common.time_steps(
-        lambda: compiled(params, *inputs),
+        lambda: compiled(params, inputs),
         args.warmup,
         args.steps,
         jax.block_until_ready,
@@ -91,7 +94,7 @@ def measure_torch(args, config, batch: dict[str, np.ndarray]) -> dict[str, Any]:
     import transformers
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = bert_config(config.model)
+    cfg = bert_model_config(config.model)
     use_compile = device == "cuda" if args.compile is None else args.compile
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -147,7 +150,7 @@ def measure(args: argparse.Namespace, side: str) -> dict[str, Any]:
     config = common.load_benchmark_config(args, accelerator=accelerator_present(side))
     if config.model.dtype == "bfloat16":
         config.model.param_dtype = "bfloat16"  # inference keeps bf16 weights
-    cfg = bert_config(config.model)
+    cfg = bert_model_config(config.model)
     rs = np.random.default_rng(args.seed)
     batch = common.synthetic_batch(rs, args.batch, args.seq, cfg.vocab_size)
     run = measure_bertjax if side == "bertjax" else measure_torch

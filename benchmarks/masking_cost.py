@@ -1,8 +1,9 @@
 """Cost of dynamic MLM masking inside the jitted pretraining step.
 
-Times a jitted forward + backward of `BertForPreTraining` (`bertjax.train.pretraining_losses`,
+Times a jitted forward + backward of the BERT pretraining model (the MLM+NSP objective's `sums`,
 dropout on) twice: once masking the batch inside the jit with the real masking function
-(`bertjax.pretrain.make_mask_fn` over the synthetic vocabulary of `benchmarks/common.py`), once fed
+(`objective.mask_fn` of `bertjax.objectives.make_objective` over the synthetic vocabulary of
+`benchmarks/common.py`), once fed
 the same batch masked beforehand; masking alone is timed too. The variants run interleaved (median
 of `--iters` after one warm-up, `block_until_ready`). Prints one result line:
 
@@ -25,10 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bertjax import train
-from bertjax.config import bert_config
-from bertjax.model import BertForPreTraining
-from bertjax.pretrain import make_mask_fn
+from bertjax.models import Model
+from bertjax.models.bert import BERT, bert_model_config
+from bertjax.objectives import make_objective
 
 try:
     from benchmarks import common
@@ -36,9 +36,9 @@ except ImportError:  # run as a script: this folder is on sys.path
     import common
 
 
-def pretraining_loss(params, batch, rng, model):
+def pretraining_loss(params, batch, rng, model, objective):
     """Mean MLM cross-entropy over masked positions plus mean NSP cross-entropy."""
-    sums = train.pretraining_losses(params, model, batch, rng)
+    sums = objective.sums(model, params, batch, rng)
     return (
         sums["mlm_loss"] / jnp.maximum(sums["mlm_count"], 1.0)
         + sums["nsp_loss"] / sums["nsp_count"]
@@ -70,9 +70,10 @@ def main(argv=None) -> dict[str, float]:
     args = common.parse_args(parser, argv)
     device = jax.devices()[0]
     config = common.load_benchmark_config(args, accelerator=device.platform != "cpu")
-    model = BertForPreTraining(bert_config(config.model))
     with tempfile.TemporaryDirectory() as tmp:
-        mask = make_mask_fn(config, common.write_vocab(config.model.vocab_size, tmp))
+        objective = make_objective(config, common.write_vocab(config.model.vocab_size, tmp))
+    model = Model(BERT, bert_model_config(config.model), tuple(objective.heads))
+    mask = objective.mask_fn
     rs = np.random.default_rng(args.seed)
     batch = jax.device_put(
         common.synthetic_batch(
@@ -81,10 +82,10 @@ def main(argv=None) -> dict[str, float]:
     )
     mask_rng, dropout_rng = jax.random.split(jax.random.key(args.seed))
     premasked = jax.jit(mask)(mask_rng, batch)
-    fields = [premasked[k] for k in ("input_ids", "token_type_ids", "attention_mask")]
-    init = lambda r: model.init(r, *fields, masked_positions=premasked["masked_positions"])
+    fields = (*BERT.input_fields, "masked_positions")
+    init = lambda r: model.init(r, {k: premasked[k] for k in fields})
     params = nn.meta.unbox(jax.jit(init)(jax.random.key(args.seed))["params"])
-    grad = jax.grad(functools.partial(pretraining_loss, model=model))
+    grad = jax.grad(functools.partial(pretraining_loss, model=model, objective=objective))
 
     step_premasked = jax.jit(lambda p, b, r: grad(p, b, r))
     step_masking = jax.jit(lambda p, b, m, r: grad(p, mask(m, b), r))

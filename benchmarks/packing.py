@@ -2,8 +2,8 @@
 
 For a prepared dataset (`bertjax prepare`, or `benchmarks/prepare_data.py --out DIR`) this reports
 the share of real tokens in the rows with and without `config.data.pack_sequences`, and times the
-real pretraining job's step (`bertjax.pretrain.setup`: its input pipeline, masking inside the
-jitted step) on both. Rows per second stay the same shape of work; what packing buys is
+real pretraining job's step (`bertjax.training.pretrain.setup`: its input pipeline, masking inside
+the jitted step) on both. Rows per second stay the same shape of work; what packing buys is
 instances and real tokens per row. Prints one table:
 
   python benchmarks/prepare_data.py --max-seq-len 512 --out /tmp/prep512
@@ -21,10 +21,10 @@ from typing import Any
 
 import jax
 
-from bertjax import sharding
 from bertjax.config import load_config
-from bertjax.pretrain import setup
-from bertjax.pretraining_data import load_metadata
+from bertjax.data.pretraining import load_metadata
+from bertjax.training import sharding
+from bertjax.training.pretrain import setup
 
 try:
     from benchmarks import common
@@ -70,10 +70,11 @@ def measure(args: argparse.Namespace, packed: bool, workdir: str) -> dict[str, A
             weights = local.get("nsp_weights")
             instances += float(len(local["input_ids"]) if weights is None else weights.sum())
             real_tokens += int((local["attention_mask"] > 0).sum())
-    rows = args.steps * args.batch
+    rows, train_rows = args.steps * args.batch, len(job.train_source)
+    job.close()
     return {
         "packing": f"max {args.max_pack_size}" if packed else "off",
-        "rows": len(job.train_source),
+        "rows": train_rows,
         "real_token_share": real_tokens / (rows * metadata["max_seq_len"]),
         "instances_per_row": instances / rows,
         "step_ms": 1e3 * timed / args.steps,

@@ -1,8 +1,9 @@
 """Peer check: bertjax and transformers pretraining from the same weights on the same batches.
 
-Both sides start from one bertjax initialisation, exported with `bertjax.checkpoint.export_hf` and
-loaded in `transformers.BertForPreTraining`. The masked batches are drawn once on the host with
-bertjax's masking (`mask_fn(fold_in(key, step), batch)`) and the same arrays feed both sides.
+Both sides start from one bertjax initialisation, exported with
+`bertjax.interop.model_dir.export_hf` (`hf_bert.params_to_hf`) and loaded in
+`transformers.BertForPreTraining`. The masked batches are drawn once on the host with bertjax's
+masking (`objective.mask_fn(fold_in(key, step), batch)`) and the same arrays feed both sides.
 Dropout is off, everything is float32, and the optimizers are the same: AdamW (b1 0.9, b2 0.999,
 eps 1e-6 outside the square root, decoupled decay `lr * wd * param` on all but biases and LayerNorm
 scales), linear warmup then linear decay, global-norm clipping at 1.0. The loss is the mean MLM loss
@@ -28,13 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bertjax import checkpoint, train
-from bertjax.config import bert_config, load_config
-from bertjax.model import BertForPreTraining
-from bertjax.optimizer import decay_mask, make_optimizer
-from bertjax.pretrain import BUILTIN_CORPUS, make_mask_fn, prepare_data
-from bertjax.pretraining_data import PretrainingSource
-from bertjax.tokenizer import read_vocab
+from bertjax.config import load_config
+from bertjax.data.corpus import BUILTIN_CORPUS
+from bertjax.data.pretraining import PretrainingSource
+from bertjax.data.tokenizer import read_vocab
+from bertjax.interop import model_dir
+from bertjax.interop.model_dir import PRETRAINING_HEADS
+from bertjax.models import Model
+from bertjax.models.bert import BERT, bert_model_config
+from bertjax.objectives import make_objective
+from bertjax.training.optimizer import decay_mask, make_optimizer
+from bertjax.training.pretrain import prepare_data
 
 try:
     from benchmarks import torch_peer
@@ -71,12 +76,12 @@ def make_config(args: argparse.Namespace):
     return config
 
 
-def masked_batches(config, data_dir, vocab, steps: int) -> list[dict[str, np.ndarray]]:
+def masked_batches(config, objective, data_dir, vocab, steps: int) -> list[dict[str, np.ndarray]]:
     """`steps` batches masked by bertjax on the host: step s uses `fold_in(key, s)`."""
     source = PretrainingSource(data_dir, "train", vocab_path=vocab)
     batch_size = config.train.global_batch_size
     order = np.random.default_rng(config.train.seed).permutation(len(source))
-    mask_fn = jax.jit(make_mask_fn(config, vocab))
+    mask_fn = jax.jit(objective.mask_fn)
     key = jax.random.key(config.train.seed + 1)
     batches = []
     for step in range(steps):
@@ -87,15 +92,17 @@ def masked_batches(config, data_dir, vocab, steps: int) -> list[dict[str, np.nda
     return batches
 
 
-def jax_losses(config, cfg, params, batches) -> tuple[list[dict[str, float]], list[float]]:
+def jax_losses(
+    config, cfg, objective, params, batches
+) -> tuple[list[dict[str, float]], list[float]]:
     """Trains with optax on pre-masked batches; the losses before each update, and the lrs."""
-    model = BertForPreTraining(cfg)
+    model = Model(BERT, cfg, PRETRAINING_HEADS)
     tx, schedule = make_optimizer(config.optim, config.train.num_steps)
 
     @jax.jit
     def step(params, opt_state, batch):
         def loss_fn(params):
-            sums = train.pretraining_losses(params, model, batch, None)
+            sums = objective.sums(model, params, batch, None)
             mlm = sums["mlm_loss"] / jnp.maximum(sums["mlm_count"], 1.0)
             nsp = sums["nsp_loss"] / sums["nsp_count"]
             return mlm + nsp, {"mlm": mlm, "nsp": nsp}
@@ -203,12 +210,13 @@ def main(argv: list[str] | None = None) -> dict:
         workdir = pathlib.Path(args.workdir or tmp)
         data_dir, vocab = prepare_data(config, workdir)
         config.model.vocab_size = len(read_vocab(vocab))
-        cfg = bert_config(config.model)
-        params = checkpoint.init_params(cfg, seed=args.seed)
-        checkpoint.save_model(workdir / "model", params, cfg, vocab, overwrite=True)
-        hf_dir = checkpoint.export_hf(workdir / "model", workdir / "hf", overwrite=True)
-        batches = masked_batches(config, data_dir, vocab, args.steps)
-        jx, jax_lrs = jax_losses(config, cfg, params, batches)
+        cfg = bert_model_config(config.model)
+        objective = make_objective(config, vocab)
+        params = model_dir.init_params(cfg, heads=PRETRAINING_HEADS, seed=args.seed)
+        model_dir.save_model(workdir / "model", params, cfg, vocab, overwrite=True)
+        hf_dir = model_dir.export_hf(workdir / "model", workdir / "hf", overwrite=True)
+        batches = masked_batches(config, objective, data_dir, vocab, args.steps)
+        jx, jax_lrs = jax_losses(config, cfg, objective, params, batches)
         th, torch_lrs, torch_decayed = torch_losses(config, hf_dir, batches)
     worst = report(jx, th, args.log_every)
     lr_gap = max(abs(a - b) for a, b in zip(jax_lrs, torch_lrs, strict=True))

@@ -17,7 +17,7 @@ import resource
 import tempfile
 import time
 
-from bertjax import pretraining_data
+from bertjax.data import pretraining as pretraining_data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CORPORA = ("pretrain-gutenberg", "pretrain-british-novels", "pretrain-wikipedia-sample")

@@ -1,12 +1,12 @@
 """Held-out MLM accuracy of a short BERT-mini pretraining run against the unigram baseline.
 
 Trains `configs/mini.py` (L4/H256/A4) with the bert-base-uncased vocabulary on the real corpora
-`$BERTJAX_DATA/pretrain-*` through `bertjax.pretrain.pretrain` (prepare, train, final eval), then
-compares the final held-out MLM accuracy with the accuracy of always predicting the most frequent
-token. That token is the mode of the train split's tokens ([CLS], [SEP], [PAD], [UNK], [MASK]
-excluded); its accuracy is its frequency among the eval split's real tokens (all but [CLS], [SEP],
-[PAD]), since every masked position is a real token chosen uniformly within its sequence (up to the
-`max_predictions` cap and per-sequence rounding). Prints one result line:
+`$BERTJAX_DATA/pretrain-*` through `bertjax.training.pretrain.pretrain` (prepare, train, final
+eval), then compares the final held-out MLM accuracy with the accuracy of always predicting the most
+frequent token. That token is the mode of the train split's tokens ([CLS], [SEP], [PAD], [UNK],
+[MASK] excluded); its accuracy is its frequency among the eval split's real tokens (all but [CLS],
+[SEP], [PAD]), since every masked position is a real token chosen uniformly within its sequence (up
+to the `max_predictions` cap and per-sequence rounding). Prints one result line:
 
   python benchmarks/pretrain_quality.py                       # 600 steps, batch 32, seq 128
   python benchmarks/pretrain_quality.py --steps 100 --workdir /tmp/quality
@@ -25,9 +25,9 @@ import time
 import numpy as np
 
 from bertjax.config import load_config
-from bertjax.pretrain import pretrain
-from bertjax.pretraining_data import load_metadata, shard_filename
-from bertjax.tokenizer import load_tokenizer, read_vocab, special_token_ids
+from bertjax.data.pretraining import load_metadata, shard_filename
+from bertjax.data.tokenizer import load_tokenizer, read_vocab, special_token_ids
+from bertjax.training.pretrain import pretrain
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CORPORA = ("pretrain-gutenberg", "pretrain-british-novels", "pretrain-wikipedia-sample")

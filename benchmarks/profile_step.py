@@ -1,8 +1,8 @@
 """Where a jitted step's time goes: a `jax.profiler` trace, summed by the model's op names.
 
 Compiles the real pretraining step (`train_throughput.build`: masking, forward, backward, update)
-or, with `--forward`, the encoder's forward (`BertModel`), runs `--steps` steps under
-`jax.profiler.trace` and matches the trace's events to the compiled HLO's instructions, whose
+or, with `--forward`, the encoder's forward (`Model(BERT, cfg)`, no heads), runs `--steps` steps
+under `jax.profiler.trace` and matches the trace's events to the compiled HLO's instructions, whose
 metadata names the module and operation each came from. Prints the most expensive instructions
 and the time per model scope (layers folded together; `bwd` marks the backward pass):
 
@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from bertjax.config import bert_config
-from bertjax.model import BertModel
+from bertjax.models import Model
+from bertjax.models.bert import BERT, bert_model_config
 
 try:
     from benchmarks import common, train_throughput
@@ -44,27 +44,28 @@ def compiled_step(args: argparse.Namespace, config):
     """(compiled function, its arguments) for the training step or the encoder forward."""
     if not args.forward:
         with tempfile.TemporaryDirectory() as tmp:
-            _, steps, batch = train_throughput.build(
+            _, steps, batch, _ = train_throughput.build(
                 config, common.write_vocab(config.model.vocab_size, tmp)
             )
         state = steps.init_state(jax.random.key(args.seed))
         return train_throughput.compile_train_step(steps, state, batch), [state, batch]
-    cfg = bert_config(config.model)
+    cfg = bert_model_config(config.model)
     local = common.synthetic_batch(
         np.random.default_rng(args.seed), args.batch, args.seq, cfg.vocab_size
     )
-    inputs = [local[k] for k in ("input_ids", "token_type_ids", "attention_mask")]
-    model = BertModel(cfg)
-    params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(args.seed), *inputs))
-    return jax.jit(model.apply).lower(params, *inputs).compile(), [params, *inputs]
+    inputs = {k: local[k] for k in BERT.input_fields}
+    model = Model(BERT, cfg)  # the bare encoder: backbone, no heads
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(args.seed), inputs))
+    return jax.jit(model.apply).lower(params, inputs).compile(), [params, inputs]
 
 
 def scope(op_name: str) -> str:
-    """'jit(train_step)/transpose(jvp(BertForPreTraining))/bert/encoder/layer_2/mlp/wi/dot_general'
-    -> 'bwd bert/encoder/layer_*/mlp'; ops outside the model keep their last two parts."""
+    """'jit(train_step)/transpose(jvp(Model))/backbone/encoder/layer_2/mlp/wi/dot_general'
+    -> 'bwd backbone/encoder/layer_*/mlp' (heads: 'heads/mlm/...'); ops outside the model keep
+    their last two parts."""
     direction = "bwd " if "transpose(" in op_name else ""
     parts = op_name.split("/")
-    model = next((i for i, p in enumerate(parts) if re.search(r"Bert\w+\)*$", p)), None)
+    model = next((i for i, p in enumerate(parts) if re.search(r"^(?:\w+\()*Model\)*$", p)), None)
     if model is None:
         return direction + "/".join(parts[-2:])
     inside = [re.sub(r"layer_\d+", "layer_*", p) for p in parts[model + 1 : -1]]

@@ -11,8 +11,8 @@ Timed like `train_throughput.py` (`torch.cuda.synchronize` on a GPU):
 
   python benchmarks/torch_peer.py --config configs/mini.py --batch 32 --seq 128
 
-TFLOP/s use `bertjax.flops` with the MLM head on every position (P = seq), the work this model
-does; its seq/s compare directly with bertjax's.
+TFLOP/s use the MLM+NSP objective's `flops_per_sequence` with the MLM head on every position
+(P = seq), the work this model does; its seq/s compare directly with bertjax's.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from bertjax import convert, flops
-from bertjax.config import bert_config
+from bertjax.interop import hf_bert as convert
+from bertjax.models.bert import BERT, bert_model_config
+from bertjax.objectives.mlm_nsp import MlmNsp
+from bertjax.training import flops
+from bertjax.training.optimizer import warmup_steps
 
 try:
     from benchmarks import common
@@ -98,16 +101,17 @@ def adamw(model, *, lr, weight_decay, betas, eps, warmup_steps, num_steps, devic
 
 
 def make_optimizer(model, config, device: str):
-    """`adamw` with the hyperparameters of `config.optim` over `config.train.num_steps`."""
-    optim = config.optim
+    """`adamw` with the hyperparameters of `config.optim` over `config.train.num_steps` (the
+    warmup as bertjax resolves it: `optim.warmup_steps` when > 0, else `warmup_fraction`)."""
+    optim, num_steps = config.optim, config.train.num_steps
     return adamw(
         model,
         lr=optim.learning_rate,
         weight_decay=optim.weight_decay,
         betas=(optim.b1, optim.b2),
         eps=optim.eps,
-        warmup_steps=optim.warmup_steps,
-        num_steps=config.train.num_steps,
+        warmup_steps=warmup_steps(optim, num_steps),
+        num_steps=num_steps,
         device=device,
     )
 
@@ -124,7 +128,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     config = common.load_benchmark_config(args, accelerator=device == "cuda")
-    cfg = bert_config(config.model)
+    cfg = bert_model_config(config.model)
     use_compile = device == "cuda" if args.compile is None else args.compile
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -164,7 +168,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     sync(step())
     first_step_s = time.perf_counter() - started
     blocks = common.time_steps(step, args.warmup, args.steps, sync, args.repeats)
-    per_sequence = flops.training_flops_per_sequence(cfg, args.seq, args.seq)
+    per_sequence = MlmNsp(mask_fn=None, max_predictions=args.seq).flops_per_sequence(
+        BERT, cfg, args.seq
+    )
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     peak = flops.peak_tflops(types.SimpleNamespace(device_kind=name), config.train.peak_tflops)
     memory, memory_kind = peak_memory(torch, device)

@@ -1,18 +1,18 @@
 """Training throughput of bertjax: the real jitted pretraining step on synthetic batches.
 
-Builds the step with `bertjax.train.compile_steps` and the real masking function
-(`bertjax.pretrain.make_mask_fn`) bound to a synthetic vocabulary of `config.model.vocab_size`
-ids, so masking, forward, backward and the optimizer update are all timed, inside one jit, on
-every device `config.mesh` covers. Compilation (`lower().compile()`) is timed on its own; the
-timed blocks start after `--warmup` steps and end on `jax.block_until_ready`. Prints one line
-and, with `--json_out`, writes every figure:
+Builds the step with `bertjax.training.step.compile_steps` and the real MLM+NSP objective
+(`bertjax.objectives.make_objective`, its masking function) bound to a synthetic vocabulary of
+`config.model.vocab_size` ids, so masking, forward, backward and the optimizer update are all
+timed, inside one jit, on every device `config.mesh` covers. Compilation (`lower().compile()`) is
+timed on its own; the timed blocks start after `--warmup` steps and end on
+`jax.block_until_ready`. Prints one line and, with `--json_out`, writes every figure:
 
   python benchmarks/train_throughput.py --config configs/mini.py --batch 32 --seq 128
   python benchmarks/train_throughput.py --config configs/base.py --batch 64 --seq 512 \
       --config.data.max_predictions=76 --config.model.remat_policy=dots --dtype bfloat16
 
-TFLOP/s and MFU use `bertjax.flops` (MFU only where the device's peak is known or
-`--peak_tflops` is given).
+TFLOP/s and MFU use the objective's `flops_per_sequence` and `bertjax.training.flops` (MFU only
+where the device's peak is known or `--peak_tflops` is given).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from bertjax import flops, sharding, train
-from bertjax.config import bert_config
-from bertjax.model import BertForPreTraining
-from bertjax.optimizer import make_optimizer
-from bertjax.pretrain import make_mask_fn
+from bertjax.models import Model
+from bertjax.models.bert import BERT, bert_model_config
+from bertjax.objectives import make_objective
+from bertjax.training import flops, sharding
+from bertjax.training.optimizer import make_optimizer
+from bertjax.training.step import CompiledSteps, compile_steps
 
 try:
     from benchmarks import common
@@ -40,8 +41,8 @@ except ImportError:  # run as a script: this folder is on sys.path
 
 
 def build(config, vocab_path):
-    """Mesh, compiled steps and one global synthetic batch for `config`."""
-    cfg = bert_config(config.model)
+    """(model config, compiled steps, one global synthetic batch, objective) for `config`."""
+    cfg = bert_model_config(config.model)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
     rs = np.random.default_rng(config.train.seed)
@@ -53,20 +54,21 @@ def build(config, vocab_path):
         config.data.short_seq_prob,
     )
     tx, schedule = make_optimizer(config.optim, config.train.num_steps)
-    steps = train.compile_steps(
-        BertForPreTraining(cfg),
+    objective = make_objective(config, vocab_path)
+    steps = compile_steps(
+        Model(BERT, cfg, tuple(objective.heads)),
+        objective,
         tx,
         schedule,
-        make_mask_fn(config, vocab_path),
         local,
         mesh,
         rules,
         grad_accum_steps=config.train.grad_accum_steps,
     )
-    return cfg, steps, sharding.global_batch(local, mesh)
+    return cfg, steps, sharding.global_batch(local, mesh), objective
 
 
-def compile_train_step(steps: train.CompiledSteps, state, batch):
+def compile_train_step(steps: CompiledSteps, state, batch):
     """AOT-compiles the jitted train step (the function `compile_steps` wraps in its mesh)."""
     with jax.set_mesh(steps.mesh), nn.logical_axis_rules(steps.rules):
         return steps.train_step.__wrapped__.lower(state, batch).compile()
@@ -89,7 +91,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     config.train.seed = args.seed
     with tempfile.TemporaryDirectory() as tmp:
         vocab_path = common.write_vocab(config.model.vocab_size, tmp)
-        cfg, steps, batch = build(config, vocab_path)
+        cfg, steps, batch, objective = build(config, vocab_path)
     state = steps.init_state(jax.random.key(config.train.seed))
     started = time.perf_counter()
     compiled = compile_train_step(steps, state, batch)
@@ -101,9 +103,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return state, metrics
 
     blocks = common.time_steps(step, args.warmup, args.steps, jax.block_until_ready, args.repeats)
-    per_sequence = flops.training_flops_per_sequence(
-        cfg, config.data.max_seq_len, config.data.max_predictions
-    )
+    per_sequence = objective.flops_per_sequence(BERT, cfg, config.data.max_seq_len)
     result = {
         "name": "bertjax",
         "config": args.config,

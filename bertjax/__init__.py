@@ -1,4 +1,4 @@
-"""bertjax: BERT pretraining and fine-tuning in JAX/Flax.
+"""bertjax: BERT pretraining and fine-tuning in JAX/Flax, with model families behind one registry.
 
 The model classes and `load_pretrained` are imported on first use, so that numpy-only modules
 (data preparation, tokenizers) can be imported without importing jax.
@@ -7,19 +7,20 @@ The model classes and `load_pretrained` are imported on first use, so that numpy
 import importlib
 from typing import TYPE_CHECKING
 
-from bertjax.config import BertConfig
-
 __version__ = "0.1.0"
 
 _LAZY = {
-    "BertForPreTraining": "bertjax.model",
-    "BertModel": "bertjax.model",
-    "load_pretrained": "bertjax.checkpoint",
+    "BertConfig": "bertjax.models.bert",
+    "Model": "bertjax.models",
+    "get_family": "bertjax.models",
+    "model_config": "bertjax.models",
+    "load_pretrained": "bertjax.interop.model_dir",
 }
 
 if TYPE_CHECKING:
-    from bertjax.checkpoint import load_pretrained
-    from bertjax.model import BertForPreTraining, BertModel
+    from bertjax.interop.model_dir import load_pretrained
+    from bertjax.models import Model, get_family, model_config
+    from bertjax.models.bert import BertConfig
 
 
 def __getattr__(name: str):
@@ -28,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bertjax' has no attribute {name!r}")
 
 
-__all__ = ["BertConfig", "BertForPreTraining", "BertModel", "load_pretrained", "__version__"]
+__all__ = ["BertConfig", "Model", "get_family", "load_pretrained", "model_config", "__version__"]

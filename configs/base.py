@@ -1,36 +1,14 @@
-"""BERT-base (L12/H768/A12) pretraining: the base config every other config overrides."""
+"""BERT-base (L12/H768/A12) pretraining: the config every pretraining config overrides."""
 
 import ml_collections
 
+from configs import defaults
+
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-
-    config.model = model = ml_collections.ConfigDict()
-    model.vocab_size = 30522  # rows of the word embedding; >= the vocab file's size
-    model.hidden_size = 768  # H
-    model.num_layers = 12  # L
-    model.num_heads = 12  # A; hidden_size must be divisible by it
-    model.intermediate_size = 3072  # MLP width, 4H
-    model.max_position_embeddings = 512  # learned positions; >= data.max_seq_len
-    model.type_vocab_size = 2  # segments A and B
-    model.hidden_act = "gelu"  # "gelu" (exact, as BERT) or "gelu_tanh"
-    model.hidden_dropout = 0.1  # dropout on embeddings and residual branches
-    model.attention_dropout = 0.1  # dropout on attention probabilities (xla attention only)
-    model.layer_norm_eps = 1e-12  # LayerNorm epsilon, as BERT
-    model.initializer_range = 0.02  # stddev of the truncated-free normal initializer
-    model.pad_token_id = 0  # id of [PAD]
-    model.dtype = (
-        "float32"  # compute dtype: float32 or bfloat16 (softmax, LayerNorm, loss stay fp32)
-    )
-    model.param_dtype = "float32"  # storage dtype of parameters
-    model.attention_impl = (
-        "xla"  # "xla" anywhere; "cudnn" (NVIDIA GPUs) needs bf16, no attn dropout
-    )
-    model.scan_layers = False  # stack layers with nn.scan: faster compile for deep models
-    model.remat_policy = "none"  # "none", "full" or "dots": recompute activations in backward
-
-    config.data = data = ml_collections.ConfigDict()
+    config = defaults.get_config()
+    config.objective = "mlm_nsp"  # "mlm_nsp" (BERT) or "mlm" (no next-sentence prediction)
+    data = config.data
     data.corpus = ""  # text files or globs, comma-separated; prepared into workdir/data if set
     data.dir = ""  # prepared shards (bertjax prepare); default workdir/data
     data.vocab = ""  # vocab.txt; if empty a WordPiece vocab is trained on data.corpus
@@ -43,69 +21,5 @@ def get_config() -> ml_collections.ConfigDict:
     data.whole_word_masking = False  # mask all WordPiece pieces of a word together
     data.pack_sequences = False  # several instances per row, attention kept within each
     data.max_pack_size = 3  # instances per packed row at most
-    data.worker_count = 0  # grain worker processes for the input pipeline (0: in-process)
-    data.prefetch = 2  # batches prefetched to the device
 
-    config.optim = optim = ml_collections.ConfigDict()
-    optim.optimizer = "adamw"  # "adamw" (BERT's Adam with decoupled weight decay) or "lamb"
-    optim.learning_rate = 1e-4  # peak learning rate after warmup
-    optim.warmup_steps = 10_000  # linear warmup from 0
-    optim.b1 = 0.9
-    optim.b2 = 0.999
-    optim.eps = 1e-6
-    optim.weight_decay = 0.01  # not applied to LayerNorm parameters and biases
-    optim.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
-
-    config.train = train = ml_collections.ConfigDict()
-    train.global_batch_size = 256  # sequences per optimizer step, over all devices
-    train.grad_accum_steps = 1  # micro-batches per optimizer step
-    train.num_steps = 1_000_000  # optimizer steps; the schedule decays linearly to 0 here
-    train.seed = 0  # parameter init, masking, dropout and data order
-    train.log_every = 100  # steps between metric lines
-    train.eval_every = 10_000  # steps between held-out evaluations (0: only at the end)
-    train.eval_batches = 20  # batches per evaluation
-    train.peak_tflops = 0.0  # per-device peak for MFU; 0 looks it up from the device kind
-
-    config.mesh = mesh = ml_collections.ConfigDict()
-    mesh.data = -1  # pure data parallel; -1 takes all remaining devices
-    mesh.fsdp = 1  # parameters and optimizer state sharded over this axis
-    mesh.tensor = 1  # heads, MLP and vocabulary split over this axis
-    # Logical axis name -> mesh axis (or axes, or None for replicated).
-    mesh.logical_axis_rules = [
-        ("act_batch", ("data", "fsdp")),
-        ("act_length", None),
-        ("act_embed", None),
-        ("act_heads", "tensor"),
-        ("act_kv", None),
-        ("act_mlp", "tensor"),
-        ("act_vocab", "tensor"),
-        ("vocab", "tensor"),
-        ("embed", "fsdp"),
-        ("heads", "tensor"),
-        ("kv", None),
-        ("mlp", "tensor"),
-        ("position", None),
-        ("token_type", None),
-        ("norm", None),
-        ("classes", None),
-        ("layers", None),
-    ]
-
-    config.checkpoint = checkpoint = ml_collections.ConfigDict()
-    checkpoint.every_steps = 10_000  # steps between checkpoints (and one at the end)
-    checkpoint.keep = 3  # most recent checkpoints kept
-    checkpoint.async_save = True  # write in the background while training continues
-
-    config.distributed = distributed = ml_collections.ConfigDict()
-    # "none": one process; "auto": jax.distributed.initialize() detects the cluster (TPU pod slice,
-    # SLURM, Open MPI); "explicit": the coordinator and process fields below (`bertjax launch` sets
-    # them). Explicit: one value per process (e.g. --config.distributed.process_id=$RANK).
-    distributed.mode = "none"
-    distributed.coordinator_address = ""  # explicit: HOST:PORT where process 0 runs the coordinator
-    distributed.num_processes = 1  # explicit: processes in the job
-    distributed.process_id = 0  # explicit: this process, in [0, num_processes)
-    distributed.initialization_timeout = 300  # seconds to wait for all processes to connect
-    distributed.heartbeat_timeout = 100  # seconds without heartbeats before the job is stopped
-    distributed.shutdown_timeout = 300  # seconds a finished process waits for the others
-    distributed.cpu_collectives = "gloo"  # CPU devices across processes: "gloo" or "mpi"
     return config

@@ -43,7 +43,7 @@ def prepared(tmp_path_factory) -> list[str]:
     """Overrides pointing configs/test.py at a vocabulary and instances made once per test run
     from the built-in corpus (Python's reference documentation)."""
     from bertjax.config import load_config
-    from bertjax.pretrain import BUILTIN_CORPUS, prepare_data
+    from bertjax.training.pretrain import BUILTIN_CORPUS, prepare_data
 
     workdir = tmp_path_factory.mktemp("prepared")
     corpus = f"--config.data.corpus={BUILTIN_CORPUS}"

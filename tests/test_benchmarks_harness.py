@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from bertjax import masking
+from bertjax.objectives import masking
 from tests.conftest import REPO
 
 SMOKE = [

@@ -12,8 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, cli, convert
-from bertjax.config import BertConfig
+from bertjax import cli
+from bertjax.interop import hf_bert as convert
+from bertjax.interop import model_dir as checkpoint
+from bertjax.models.bert import BertConfig
 
 TOL = 1e-4
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -76,7 +78,9 @@ def torch_outputs(model, ids, token_types, mask):
 
 def max_diffs(path, reference, inputs, **kwargs):
     model, params = checkpoint.load_pretrained(path, **kwargs)
-    out = model.apply({"params": params}, *inputs)
+    ids, types, mask = inputs
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    out = model.apply({"params": params}, batch)
     mlm = float(np.abs(np.asarray(out["mlm_logits"]) - reference[0]).max())
     nsp = float(np.abs(np.asarray(out["nsp_logits"]) - reference[1]).max())
     return mlm, nsp
@@ -146,10 +150,13 @@ def random_params(config: BertConfig) -> dict:
     import flax.linen as nn
     import jax
 
-    from bertjax.model import BertForPreTraining
+    from bertjax.models import Model
+    from bertjax.models.bert import BERT
 
     ids = jax.ShapeDtypeStruct((1, 1), np.int32)
-    shapes = jax.eval_shape(BertForPreTraining(config).init, jax.random.key(0), ids, ids, ids)
+    inputs = {"input_ids": ids, "token_type_ids": ids, "attention_mask": ids}
+    model = Model(BERT, config, checkpoint.PRETRAINING_HEADS)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), inputs)
     rng = np.random.default_rng(0)
     return jax.tree.map(
         lambda s: rng.normal(size=s.shape).astype(np.float32), nn.meta.unbox(shapes["params"])
@@ -173,16 +180,18 @@ def test_encoder_only_old_style_checkpoint_gets_fresh_heads():
     fresh = random_params(config)
     back, initialised = convert.params_from_hf(state, config, init_fn=lambda: fresh)
     assert initialised == sorted(
-        ["bert/pooler/dense/kernel", "bert/pooler/dense/bias"]
-        + ["mlm_head/transform/kernel", "mlm_head/transform/bias", "mlm_head/output_bias"]
-        + ["mlm_head/layer_norm/scale", "mlm_head/layer_norm/bias"]
-        + ["nsp_head/kernel", "nsp_head/bias"]
+        ["backbone/pooler/dense/kernel", "backbone/pooler/dense/bias"]
+        + ["heads/mlm/transform/kernel", "heads/mlm/transform/bias", "heads/mlm/output_bias"]
+        + ["heads/mlm/layer_norm/scale", "heads/mlm/layer_norm/bias"]
+        + ["heads/nsp/dense/kernel", "heads/nsp/dense/bias"]
     )
-    layer = back["bert"]["encoder"]["layer_1"]["mlp_layer_norm"]["scale"]
+    layer = back["backbone"]["encoder"]["layer_1"]["mlp_layer_norm"]["scale"]
     np.testing.assert_array_equal(
-        layer, params["bert"]["encoder"]["layer_1"]["mlp_layer_norm"]["scale"]
+        layer, params["backbone"]["encoder"]["layer_1"]["mlp_layer_norm"]["scale"]
     )
-    np.testing.assert_array_equal(back["nsp_head"]["kernel"], fresh["nsp_head"]["kernel"])
+    np.testing.assert_array_equal(
+        back["heads"]["nsp"]["dense"]["kernel"], fresh["heads"]["nsp"]["dense"]["kernel"]
+    )
     with pytest.raises(ValueError, match="no init_fn"):
         convert.params_from_hf(state, config)
 
@@ -298,7 +307,9 @@ def test_minilm_real_weights_match_transformers():
     assert mask.min() == 0  # the batch is padded
 
     model, params = checkpoint.load_pretrained(path, with_heads=False)
-    out = model.apply({"params": params}, ids, types, mask)
+    out = model.apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )
     reference = transformers.BertModel.from_pretrained(path).eval()
     with torch.no_grad():
         hf = reference(
@@ -318,13 +329,13 @@ def test_minilm_import_reports_fresh_heads(tmp_path, capsys):
     path = minilm_dir()
     assert cli.main(["import-hf", str(path), str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    assert "mlm_head/output_bias" in printed and "nsp_head/kernel" in printed
-    assert "bert/pooler" not in printed  # all-MiniLM-L6-v2 has a pooler
+    assert "heads/mlm/output_bias" in printed and "heads/nsp/dense/kernel" in printed
+    assert "backbone/pooler" not in printed  # all-MiniLM-L6-v2 has a pooler
     options = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
     assert options["lowercase"] is True
     config, params = checkpoint.load_model_dir(tmp_path / "out")
     assert (config.num_layers, config.hidden_size) == (6, 384)
-    assert params["bert"]["embeddings"]["word_embeddings"]["embedding"].shape == (30522, 384)
+    assert params["backbone"]["embeddings"]["word_embeddings"]["embedding"].shape == (30522, 384)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,7 +374,7 @@ def test_import_other_architecture(hf_small, tmp_path, capsys, model_type):
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
     err = import_error(hf_dir, tmp_path / "out", capsys)
-    assert f"model_type='{model_type}'" in err and "only BERT" in err
+    assert f"model_type='{model_type}'" in err and "bertjax converts ['bert']" in err
     assert_nothing_written(tmp_path / "out")
 
 
@@ -445,12 +456,14 @@ def test_save_model_errors_leave_nothing(tmp_path):
         vocab_size=99, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=48
     )
     write_vocab(tmp_path / "vocab.txt", 99)
-    with pytest.raises(ValueError, match="params have no 'bert'"):
+    with pytest.raises(ValueError, match="params have no 'backbone'"):
         checkpoint.save_model(tmp_path / "out", {"x": np.zeros(2)}, config, tmp_path / "vocab.txt")
     assert_nothing_written(tmp_path / "out")
     # Fails after config.json and vocab.txt were written.
-    with pytest.raises(TypeError, match=r"parameters \['bert'\] are not numeric"):
-        checkpoint.save_model(tmp_path / "out", {"bert": object()}, config, tmp_path / "vocab.txt")
+    with pytest.raises(TypeError, match=r"parameters \['backbone'\] are not numeric"):
+        checkpoint.save_model(
+            tmp_path / "out", {"backbone": object()}, config, tmp_path / "vocab.txt"
+        )
     assert_nothing_written(tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="has no weights"):
         (tmp_path / "model").mkdir()

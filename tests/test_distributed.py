@@ -17,10 +17,12 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, distributed, input_pipeline
 from bertjax.config import load_config
-from bertjax.pretrain import BUILTIN_CORPUS, prepare_data, pretrain
-from bertjax.pretraining_data import PretrainingSource
+from bertjax.data import pipeline as input_pipeline
+from bertjax.data.pretraining import PretrainingSource
+from bertjax.interop import model_dir as checkpoint
+from bertjax.training import distributed
+from bertjax.training.pretrain import BUILTIN_CORPUS, prepare_data, pretrain
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
@@ -246,7 +248,7 @@ def test_two_processes_resume_a_one_process_checkpoint_exactly(prepared, referen
 
 @pytest.mark.slow
 def test_fine_tuning_on_two_processes_equals_one_process(shared_data, tmp_path):
-    from bertjax.config import BertConfig
+    from bertjax.models.bert import BertConfig
 
     vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
     cfg = BertConfig(
@@ -263,7 +265,7 @@ def test_fine_tuning_on_two_processes_equals_one_process(shared_data, tmp_path):
         "--config",
         str(REPO / "configs" / "finetune" / "sst2.py"),
         f"--config.init_from={tmp_path / 'init'}",
-        "--config.train.batch_size=16",
+        "--config.train.global_batch_size=16",
         "--config.train.num_epochs=1.0",
         "--config.task.max_train_examples=64",
         "--config.task.max_eval_examples=32",
@@ -288,7 +290,7 @@ def test_fine_tuning_on_two_processes_equals_one_process(shared_data, tmp_path):
         [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
         for run in ("one", "two")
     ]
-    losses = [[r["train_loss"] for r in run if "train_loss" in r] for run in records]
+    losses = [[r["loss"] for r in run if "loss" in r] for run in records]
     assert len(losses[0]) == 4
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     assert (tmp_path / "one" / "predictions.tsv").read_text() == (

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from bertjax import checkpoint, cli
+from bertjax import cli
 from bertjax.commands.fill_mask import fill_mask
+from bertjax.interop import model_dir as checkpoint
 
 WORDS = (
     "[PAD] [UNK] [CLS] [SEP] [MASK] . , ! ? the a cat dog sat ran on in under mat house big small "

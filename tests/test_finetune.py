@@ -13,10 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from bertjax import checkpoint
-from bertjax.config import BertConfig, load_config
-from bertjax.finetune import finetune, load_encoder
-from bertjax.heads import BertForSequenceClassification
+from bertjax.config import load_config
+from bertjax.interop import model_dir as checkpoint
+from bertjax.models.bert import BertConfig
+from bertjax.training.finetune import finetune, load_encoder, make_model
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs" / "finetune"
@@ -30,7 +30,7 @@ TINY = dict(
 )
 COMMON = [
     "--config.model.hidden_size=32",
-    "--config.train.batch_size=16",
+    "--config.train.global_batch_size=16",
     "--config.train.num_epochs=1.0",
     "--config.train.log_every=2",
     "--config.optim.learning_rate=1e-3",
@@ -79,7 +79,7 @@ def tiny_model(tmp_path_factory):
         pytest.skip(f"real data folder {data_dir()} is absent (set BERTJAX_DATA)")
     cfg = BertConfig(**TINY)
     out = tmp_path_factory.mktemp("tiny") / "model"
-    checkpoint.save_model(out, checkpoint.init_params(cfg, with_heads=False, seed=3), cfg, vocab)
+    checkpoint.save_model(out, checkpoint.init_params(cfg, heads=(), seed=3), cfg, vocab)
     return out
 
 
@@ -101,7 +101,7 @@ def _check_outputs(task, workdir, metrics, n_eval):
     assert saved == pytest.approx(metrics)
     assert all(np.isfinite(v) for v in saved.values())
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    assert any("train_loss" in json.loads(line) for line in lines)
+    assert any("loss" in json.loads(line) for line in lines)
     if task == "squad":
         return
     rows = (workdir / "predictions.tsv").read_text().splitlines()
@@ -125,7 +125,7 @@ def test_regression_and_tagging_train_and_evaluate(task, tiny_model, tmp_path):
 
 
 def test_qa_trains_and_predicts_every_eval_question(tiny_model, tmp_path):
-    from bertjax.finetune import read_split
+    from bertjax.training.finetune import read_split
 
     config = _config("squad", tiny_model)
     metrics = finetune(config, tmp_path)
@@ -139,10 +139,10 @@ def test_encoder_loads_from_init_checkpoint_and_head_is_fresh(tiny_model):
     config = _config("sst2", tiny_model)
     _, bert, _, _ = load_encoder(config)
     _, stored = checkpoint.load_model_dir(tiny_model)
-    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), bert, stored["bert"])
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), bert, stored["backbone"])
     assert all(jax.tree.leaves(same))
     # The train state's encoder is the checkpoint's, before any step; the head is new.
-    from bertjax.finetune import setup
+    from bertjax.training.finetune import setup
 
     config.train.num_steps = 1
     import tempfile
@@ -152,11 +152,14 @@ def test_encoder_loads_from_init_checkpoint_and_head_is_fresh(tiny_model):
         params = jax.device_get(job.state.params)
         job.manager.close()
         job.writer.close()
-    same = jax.tree.map(lambda a, b: bool(np.allclose(a, b)), params["bert"], stored["bert"])
+    same = jax.tree.map(
+        lambda a, b: bool(np.allclose(a, b)), params["backbone"], stored["backbone"]
+    )
     assert all(jax.tree.leaves(same))
-    assert set(params) == {"bert", "classifier"}
-    assert params["classifier"]["kernel"].shape == (32, 2)
-    assert not np.allclose(params["classifier"]["kernel"], 0.0)
+    assert set(params) == {"backbone", "heads"} and set(params["heads"]) == {"classifier"}
+    head = params["heads"]["classifier"]["dense"]
+    assert head["kernel"].shape == (32, 2)
+    assert not np.allclose(head["kernel"], 0.0)
 
 
 def test_mismatching_init_checkpoint_fails_before_training(tiny_model, tmp_path):
@@ -177,40 +180,39 @@ def test_eval_only_reproduces_eval_metrics(sst2_run, tmp_path):
 
 
 def test_heads_return_float32_logits_with_class_axes():
-    from bertjax.heads import BertForQuestionAnswering, BertForTokenClassification
-
     cfg = BertConfig(**{**TINY, "vocab_size": 100})
     ids = jax.ShapeDtypeStruct((2, 8), np.int32)
+    inputs = {"input_ids": ids, "token_type_ids": ids, "attention_mask": ids}
     cases = [
-        (BertForSequenceClassification(cfg, 3), "classifier", {"logits": (2, 3)}),
-        (BertForTokenClassification(cfg, 5), "classifier", {"logits": (2, 8, 5)}),
-        (
-            BertForQuestionAnswering(cfg),
-            "qa_outputs",
-            {"start_logits": (2, 8), "end_logits": (2, 8)},
-        ),
+        (make_model("classification", cfg, 3), "classifier", {"logits": (2, 3)}),
+        (make_model("tagging", cfg, 5), "tagger", {"logits": (2, 8, 5)}),
+        (make_model("qa", cfg), "span", {"start_logits": (2, 8), "end_logits": (2, 8)}),
     ]
     for model, head, shapes in cases:
-        variables = jax.eval_shape(model.init, jax.random.key(0), ids, ids, ids)
-        assert variables["params"][head]["kernel"].names == ("embed", "classes")
-        out = jax.eval_shape(model.apply, nn.meta.unbox(variables), ids, ids, ids)
+        variables = jax.eval_shape(model.init, jax.random.key(0), inputs)
+        kernel = variables["params"]["heads"][head]["dense"]["kernel"]
+        assert kernel.names == ("embed", "classes")
+        out = jax.eval_shape(
+            lambda v, x, m=model: m.apply(v, x, only=(head,)), nn.meta.unbox(variables), inputs
+        )
+        out = {k: v for k, v in out.items() if k not in ("sequence_output", "pooled_output")}
         assert {k: v.shape for k, v in out.items()} == shapes
         assert all(v.dtype == np.float32 for v in out.values())
 
 
 def test_rerun_on_finished_workdir_resumes_without_training(sst2_run, tiny_model):
     workdir, metrics = sst2_run
-    before = (workdir / "metrics.jsonl").read_text().count("train_loss")
+    before = (workdir / "metrics.jsonl").read_text().count('"loss"')
     again = finetune(_config("sst2", tiny_model), workdir)
     assert again == pytest.approx(metrics)
-    assert (workdir / "metrics.jsonl").read_text().count("train_loss") == before
+    assert (workdir / "metrics.jsonl").read_text().count('"loss"') == before
 
 
 @pytest.mark.interop
 def test_export_to_transformers_gives_the_same_logits(sst2_run, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from bertjax.finetune import export_hf
+    from bertjax.training.finetune import export_hf
 
     workdir, _ = sst2_run
     out = export_hf(workdir, tmp_path / "hf")
@@ -222,7 +224,9 @@ def test_export_to_transformers_gives_the_same_logits(sst2_run, tmp_path):
     types = np.zeros_like(ids)
     mask = np.ones_like(ids)
     mask[1, 7:] = 0
-    ours = BertForSequenceClassification(cfg, 2).apply({"params": params}, ids, types, mask)
+    ours = make_model("classification", cfg, 2).apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )
     with torch.no_grad():
         theirs = hf_model(
             input_ids=torch.tensor(ids, dtype=torch.long),
@@ -237,13 +241,15 @@ def test_export_to_transformers_gives_the_same_logits(sst2_run, tmp_path):
 
 def _fake_finetuned_workdir(root, model_dir, kind, label_names):
     """A fine-tuned workdir (model/ with a random head, finetune.json) without training."""
-    from bertjax.finetune import TASK_FILE, make_model
+    from bertjax.training.finetune import TASK_FILE
 
     cfg, stored = checkpoint.load_model_dir(model_dir)
     ids = np.zeros((1, 8), np.int32)
     num_labels = 2 if kind == "qa" else len(label_names)
-    variables = make_model(kind, cfg, num_labels).init(jax.random.key(1), ids, ids, ids + 1)
-    params = {**nn.meta.unbox(variables["params"]), "bert": stored["bert"]}
+    variables = make_model(kind, cfg, num_labels).init(
+        jax.random.key(1), {"input_ids": ids, "token_type_ids": ids, "attention_mask": ids + 1}
+    )
+    params = {**nn.meta.unbox(variables["params"]), "backbone": stored["backbone"]}
     checkpoint.save_model(root / "model", params, cfg, model_dir / checkpoint.VOCAB_NAME)
     document = {"kind": kind, "label_names": list(label_names)}
     (root / TASK_FILE).write_text(json.dumps(document) + "\n")
@@ -260,7 +266,6 @@ def test_export_hf_command_exports_tagging_and_qa_heads_with_the_same_logits(
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from bertjax.cli import main
-    from bertjax.finetune import make_model
 
     labels = ["B-PER", "I-PER", "O"] if kind == "tagging" else []
     cfg, params = _fake_finetuned_workdir(tmp_path / "run", tiny_model, kind, labels)
@@ -274,7 +279,9 @@ def test_export_hf_command_exports_tagging_and_qa_heads_with_the_same_logits(
     types, mask = np.zeros_like(ids), np.ones_like(ids)
     types[:, 6:] = 1
     mask[1, 7:] = 0
-    ours = make_model(kind, cfg, len(labels)).apply({"params": params}, ids, types, mask)
+    ours = make_model(kind, cfg, len(labels)).apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )
     with torch.no_grad():
         theirs = hf_model(
             input_ids=torch.tensor(ids, dtype=torch.long),
@@ -282,6 +289,7 @@ def test_export_hf_command_exports_tagging_and_qa_heads_with_the_same_logits(
             attention_mask=torch.tensor(mask, dtype=torch.long),
         )
     real = mask.astype(bool)  # bertjax's QA head scores padding -1e9; compare real tokens
+    ours = {k: v for k, v in ours.items() if k not in ("sequence_output", "pooled_output")}
     for name in ours:
         np.testing.assert_allclose(
             np.asarray(ours[name])[real], getattr(theirs, name).numpy()[real], atol=1e-4
@@ -290,7 +298,7 @@ def test_export_hf_command_exports_tagging_and_qa_heads_with_the_same_logits(
 
 def test_export_hf_command_keeps_pretrained_models_on_the_pretraining_path(tiny_model, tmp_path):
     from bertjax.cli import main
-    from bertjax.finetune import finetuned_workdir
+    from bertjax.training.finetune import finetuned_workdir
 
     assert finetuned_workdir(tiny_model) is None
     # tiny_model has no pretraining heads: the pretraining exporter's own error, not the task one
@@ -352,9 +360,11 @@ def test_eval_file_without_labels_fails_before_training(tiny_model, tmp_path):
 
 
 def test_global_batch_not_divisible_by_devices_fails_naming_the_field(tiny_model, tmp_path):
-    config = _config("sst2", tiny_model, "--config.train.batch_size=12")
+    config = _config("sst2", tiny_model, "--config.train.global_batch_size=12")
     _fails_before_training(
-        config, tmp_path / "w", r"config\.train\.batch_size=12 \(the global batch\).*of 8"
+        config,
+        tmp_path / "w",
+        r"config\.train\.global_batch_size=12 must be a positive multiple of 8",
     )
     assert not (tmp_path / "w").exists()
 
@@ -377,7 +387,7 @@ def test_init_checkpoint_vocab_mismatch_fails_before_training(tiny_model, tmp_pa
 def test_truncation_cut_tags_and_unmatched_answers_are_warned_and_recorded(
     tiny_model, tmp_path, caplog
 ):
-    from bertjax.finetune import Task, build_task, write_data_stats
+    from bertjax.training.finetune import TaskData, build_task, write_data_stats
 
     tokenizer = checkpoint.load_model_tokenizer(tiny_model)
     long_row = " ".join(["word"] * 40) + "\t1\n"
@@ -411,10 +421,10 @@ def test_truncation_cut_tags_and_unmatched_answers_are_warned_and_recorded(
     }
     for kind, task_config in configs.items():
         caplog.clear()
-        with caplog.at_level("WARNING", logger="bertjax.finetune"):
+        with caplog.at_level("WARNING", logger="bertjax.tasks.common"):
             task = build_task(task_config, tokenizer)
         key, count, message = expected[kind]
-        assert isinstance(task, Task) and task.train.stats[key] == count
+        assert isinstance(task, TaskData) and task.train.stats[key] == count
         assert any(message in r.getMessage() for r in caplog.records), kind
         write_data_stats(tmp_path, task)
         saved = json.loads((tmp_path / "data_stats.json").read_text())
@@ -452,7 +462,7 @@ def _run_finetune_cli(workdir, model_dir, *, wait=True):
 def _train_losses(workdir):
     path = workdir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
-    return {r["step"]: r["train_loss"] for r in map(json.loads, lines) if "train_loss" in r}
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 
-from bertjax import finetune_data as fd
-from bertjax.tokenizer import load_tokenizer
+from bertjax.data.tokenizer import load_tokenizer
+from bertjax.tasks import classification, common, qa, tagging
 
 # A tiny vocabulary for hand-checked layouts: ids 0-4 are the specials, then 5, 6, ...
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -30,14 +30,14 @@ def uncased(shared_data):
 
 @functools.cache
 def _squad(path: str, split=None, seed=0):
-    return fd.read_squad(path, split=split, seed=seed)
+    return qa.read_squad(path, split=split, seed=seed)
 
 
 # ----------------------------------------------------------------------------- text classification
 
 
 def test_reads_glue_files_with_source_counts(shared_data):
-    read = fd.read_text_classification
+    read = classification.read_text_classification
     sst_train = read(shared_data / "sst2" / "train.tsv", text_a="sentence", label="label")
     sst_dev = read(shared_data / "sst2" / "dev.tsv", text_a="sentence", label="label")
     # SOURCE.md: train 67,349 (0: 29,780 / 1: 37,569); dev 872 (428 / 444).
@@ -67,13 +67,13 @@ def test_wrong_column_count_names_file_and_line(tmp_path):
     path = tmp_path / "bad.tsv"
     path.write_text("sentence\tlabel\ngood row\t1\nbad\trow\t0\n", encoding="utf-8")
     with pytest.raises(ValueError, match=rf"{path}:3: expected 2 columns, found 3"):
-        fd.read_text_classification(path, text_a="sentence", label="label")
+        classification.read_text_classification(path, text_a="sentence", label="label")
 
 
 def test_reads_csv_jsonl_bom_index_columns_and_skip_rows(tmp_path):
     tsv = tmp_path / "t.tsv"
     tsv.write_text('\ufeffjunk line\n"quoted"\tb\t1\nx\ty\t0\n', encoding="utf-8")
-    examples = fd.read_text_classification(
+    examples = classification.read_text_classification(
         tsv, text_a=0, text_b=1, label=2, header=False, skip_rows=1
     )
     assert [(e.text_a, e.text_b, e.label) for e in examples] == [
@@ -84,33 +84,35 @@ def test_reads_csv_jsonl_bom_index_columns_and_skip_rows(tmp_path):
 
     csv_path = tmp_path / "t.csv"
     csv_path.write_text('\ufefftext,label\n"a, b",pos\n', encoding="utf-8")
-    (example,) = fd.read_text_classification(csv_path, text_a="text", label="label")
+    (example,) = classification.read_text_classification(csv_path, text_a="text", label="label")
     assert (example.text_a, example.label) == ("a, b", "pos")
 
     jsonl = tmp_path / "t.jsonl"
     jsonl.write_text('{"s": "hi", "y": 1}\n\n{"s": "yo"}\n', encoding="utf-8")
-    (example, unlabelled) = fd.read_text_classification(jsonl, text_a="s")
+    (example, unlabelled) = classification.read_text_classification(jsonl, text_a="s")
     assert (example.text_a, example.label, unlabelled.text_a) == ("hi", None, "yo")
     with pytest.raises(ValueError, match=rf"{jsonl}:3: missing key 'y'"):
-        fd.read_text_classification(jsonl, text_a="s", label="y")
+        classification.read_text_classification(jsonl, text_a="s", label="y")
 
 
 def test_label_map_sorted_and_unknown_label_lists_known_labels(tmp_path):
     path = tmp_path / "d.tsv"
     path.write_text("s\tl\na\tpos\nb\tneg\nc\tneutral\n", encoding="utf-8")
-    examples = fd.read_text_classification(path, text_a="s", label="l")
-    assert fd.build_label_map(examples) == {"neg": 0, "neutral": 1, "pos": 2}
+    examples = classification.read_text_classification(path, text_a="s", label="l")
+    assert common.build_label_map(examples) == {"neg": 0, "neutral": 1, "pos": 2}
     message = rf"{path}:4: unknown label 'neutral'; known labels: \['neg', 'pos'\]"
     with pytest.raises(ValueError, match=message):
-        fd.build_label_map(examples, labels=["neg", "pos"])
+        common.build_label_map(examples, labels=["neg", "pos"])
 
 
 def test_classification_layout_and_longest_first_truncation(tiny_tokenizer):
     examples = [
-        fd.TextExample("the cat sat", "the cats", "1", "x:2"),  # a = 3 pieces, b = 3 pieces
-        fd.TextExample("cat", "mat", "0", "x:3"),
+        classification.TextExample(
+            "the cat sat", "the cats", "1", "x:2"
+        ),  # a = 3 pieces, b = 3 pieces
+        classification.TextExample("cat", "mat", "0", "x:3"),
     ]
-    features = fd.featurize_text_classification(
+    features = classification.featurize_text_classification(
         examples, tiny_tokenizer, max_len=8, label_map={"0": 0, "1": 1}
     )
     # Room for 8 - 3 = 5 pieces: 3 + 3 is one too many; on a tie B loses its last piece.
@@ -139,21 +141,25 @@ def test_longest_first_matches_the_pop_loop():
         for len_b in range(12):
             for budget in range(2, 14):
                 expected = _pop_longest(len_a, len_b, budget)
-                assert fd._longest_first(len_a, len_b, budget) == expected
+                assert classification._longest_first(len_a, len_b, budget) == expected
 
 
 def test_regression_labels_are_float32_and_unlabelled_sets_have_none(shared_data, uncased):
     stsb = dict(text_a="sentence1", text_b="sentence2", label="score")
-    dev = fd.read_text_classification(shared_data / "glue-stsb" / "dev.tsv", **stsb)[:50]
-    features = fd.featurize_text_classification(dev, uncased, max_len=64, regression=True)
+    dev = classification.read_text_classification(shared_data / "glue-stsb" / "dev.tsv", **stsb)[
+        :50
+    ]
+    features = classification.featurize_text_classification(
+        dev, uncased, max_len=64, regression=True
+    )
     assert features.arrays["labels"].dtype == np.float32
     np.testing.assert_allclose(features.arrays["labels"][:2], [5.0, 4.75])
     assert features.arrays["input_ids"][0, 0] == 101 and features.arrays["input_ids"].shape == (
         50,
         64,
     )
-    unlabelled = [fd.TextExample(e.text_a, e.text_b, None, e.source) for e in dev]
-    assert "labels" not in fd.featurize_text_classification(unlabelled, uncased).arrays
+    unlabelled = [classification.TextExample(e.text_a, e.text_b, None, e.source) for e in dev]
+    assert "labels" not in classification.featurize_text_classification(unlabelled, uncased).arrays
 
 
 # ----------------------------------------------------------------------------- tagging
@@ -162,13 +168,13 @@ def test_regression_labels_are_float32_and_unlabelled_sets_have_none(shared_data
 def test_iob1_to_iob2_hand_case():
     iob1 = ["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-LOC", "I-ORG", "O", "B-MISC", "I-MISC"]
     iob2 = ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "B-ORG", "O", "B-MISC", "I-MISC"]
-    assert fd.iob1_to_iob2(iob1) == iob2
+    assert tagging.iob1_to_iob2(iob1) == iob2
 
 
 def test_read_conll_real_counts_and_iob2(shared_data):
     counts = {"train": (14041, 203621), "valid": (3250, 51362), "test": (3453, 46435)}
     for split, (n_sentences, n_tokens) in counts.items():
-        sentences = fd.read_conll(shared_data / "conll2003" / f"{split}.txt", scheme="IOB1")
+        sentences = tagging.read_conll(shared_data / "conll2003" / f"{split}.txt", scheme="IOB1")
         assert len(sentences) == n_sentences
         assert sum(len(s.tokens) for s in sentences) == n_tokens
         for s in sentences:  # IOB2: an I-X always follows B-X or I-X
@@ -177,19 +183,19 @@ def test_read_conll_real_counts_and_iob2(shared_data):
                 not t.startswith("I-") or p[2:] == t[2:]
                 for p, t in zip(previous, s.tags, strict=True)
             )
-    first = fd.read_conll(shared_data / "conll2003" / "train.txt", scheme="IOB1")[0]
+    first = tagging.read_conll(shared_data / "conll2003" / "train.txt", scheme="IOB1")[0]
     assert first.tokens[:3] == ("EU", "rejects", "German")
     assert first.tags[:3] == ("B-ORG", "O", "B-MISC") and first.source.endswith("train.txt:3")
     for split, n in {"train": 3394, "dev": 1009, "test": 1287}.items():  # tab-separated, IOB2
-        assert len(fd.read_conll(shared_data / "wnut17" / f"{split}.txt")) == n
+        assert len(tagging.read_conll(shared_data / "wnut17" / f"{split}.txt")) == n
 
 
 def test_tagging_labels_first_piece_and_reports_cut_words(tiny_tokenizer):
-    sentence = fd.TaggedSentence(
+    sentence = tagging.TaggedSentence(
         ("The", "cats", "hugely", "sat"), ("O", "B-PER", "I-PER", "O"), "x:1"
     )
     label_map = {"B-PER": 0, "I-PER": 1, "O": 2}
-    full = fd.featurize_tagging([sentence], tiny_tokenizer, max_len=10, label_map=label_map)
+    full = tagging.featurize_tagging([sentence], tiny_tokenizer, max_len=10, label_map=label_map)
     # the | cat ##s | hu ##ge ##ly | sat
     np.testing.assert_array_equal(
         full.arrays["input_ids"][0], [CLS, THE, CAT, S, HU, GE, LY, SAT, SEP, PAD]
@@ -201,24 +207,24 @@ def test_tagging_labels_first_piece_and_reports_cut_words(tiny_tokenizer):
     assert full.stats["words_cut"] == 0
 
     # max_len 5 leaves 3 pieces: "the cat ##s"; "hugely" (I-PER) and "sat" (O) are cut.
-    cut = fd.featurize_tagging([sentence], tiny_tokenizer, max_len=5, label_map=label_map)
+    cut = tagging.featurize_tagging([sentence], tiny_tokenizer, max_len=5, label_map=label_map)
     np.testing.assert_array_equal(cut.arrays["input_ids"][0], [CLS, THE, CAT, S, SEP])
     assert cut.stats == dict(
         num_sentences=1, num_truncated=1, words_cut=2, tagged_words_cut=1, words_without_pieces=0
     )
     # Predicting the gold ids back gives the gold tags, with "O" for the two cut words.
     names = list(label_map)
-    tags, missing = fd.predictions_to_tags(cut.arrays["labels"].clip(0), cut, names)
+    tags, missing = tagging.predictions_to_tags(cut.arrays["labels"].clip(0), cut, names)
     assert (tags, missing) == ([["O", "B-PER", "O", "O"]], 2)
-    tags, missing = fd.predictions_to_tags(full.arrays["labels"].clip(0), full, names)
+    tags, missing = tagging.predictions_to_tags(full.arrays["labels"].clip(0), full, names)
     assert (tags, missing) == ([list(sentence.tags)], 0)
 
 
 def test_tagging_real_conll_round_trips_gold_tags(shared_data, uncased):
-    sentences = fd.read_conll(shared_data / "conll2003" / "valid.txt", scheme="IOB1")[:300]
-    label_map = fd.build_label_map(sentences)
-    features = fd.featurize_tagging(sentences, uncased, max_len=128, label_map=label_map)
-    tags, missing = fd.predictions_to_tags(
+    sentences = tagging.read_conll(shared_data / "conll2003" / "valid.txt", scheme="IOB1")[:300]
+    label_map = common.build_label_map(sentences)
+    features = tagging.featurize_tagging(sentences, uncased, max_len=128, label_map=label_map)
+    tags, missing = tagging.predictions_to_tags(
         features.arrays["labels"].clip(0), features, list(label_map)
     )
     assert missing == 0 and features.stats["num_truncated"] == 0
@@ -237,7 +243,7 @@ def test_squad_split_by_article_is_disjoint_and_deterministic(shared_data):
     train_titles, eval_titles = {e.title for e in train}, {e.title for e in eval_}
     assert not train_titles & eval_titles
     assert len(eval_titles) == round(0.2 * 48) and len(train_titles) == 48 - 10
-    assert [e.id for e in fd.read_squad(path, split="eval")] == [e.id for e in eval_]
+    assert [e.id for e in qa.read_squad(path, split="eval")] == [e.id for e in eval_]
     assert {e.title for e in _squad(path, "eval", seed=1)} != eval_titles
     assert sum(len(e.answers) for e in everything) == 34726
     first = everything[0]
@@ -248,7 +254,7 @@ def test_qa_windows_recover_every_answer_that_fits(shared_data, uncased):
     examples = _squad(str(shared_data / "squad-v1.1" / "dev-v1.1.json"), "eval")[:200]
     # Short windows so that most contexts split into several overlapping ones.
     max_len = 96
-    features = fd.featurize_qa(examples, uncased, max_len=max_len, doc_stride=32, is_training=True)
+    features = qa.featurize_qa(examples, uncased, max_len=max_len, doc_stride=32, is_training=True)
     arrays, meta = features.arrays, features.meta
     assert features.stats["num_features"] > 2 * len(examples)
     assert set(meta["example_index"].tolist()) == set(range(len(examples)))
@@ -277,14 +283,14 @@ def test_qa_windows_recover_every_answer_that_fits(shared_data, uncased):
 
 def test_postprocess_returns_gold_text_from_one_hot_logits(shared_data, uncased):
     examples = _squad(str(shared_data / "squad-v1.1" / "dev-v1.1.json"), "eval")[200:400]
-    features = fd.featurize_qa(examples, uncased, max_len=128, doc_stride=48)
+    features = qa.featurize_qa(examples, uncased, max_len=128, doc_stride=48)
     starts, ends = features.arrays["start_positions"], features.arrays["end_positions"]
     n, length = features.arrays["input_ids"].shape
     start_logits = np.zeros((n, length), np.float32)
     end_logits = np.zeros((n, length), np.float32)
     start_logits[np.arange(n), starts] = 10.0
     end_logits[np.arange(n), ends] = 10.0
-    predictions = fd.postprocess_qa(examples, features, start_logits, end_logits)
+    predictions = qa.postprocess_qa(examples, features, start_logits, end_logits)
     assert set(predictions) == {e.id for e in examples}
     # Questions whose first answer lies in some window and spans at most 30 pieces.
     inside = (starts > 0) & (ends - starts < 30)
@@ -298,8 +304,8 @@ def test_postprocess_returns_gold_text_from_one_hot_logits(shared_data, uncased)
 
 
 def test_postprocess_respects_length_limit_and_context_only(tiny_tokenizer):
-    example = fd.QAExample("q1", "t", "cat", "the cat sat on the mat", (fd.Answer("mat", 19),))
-    features = fd.featurize_qa([example], tiny_tokenizer, max_len=16)
+    example = qa.QAExample("q1", "t", "cat", "the cat sat on the mat", (qa.Answer("mat", 19),))
+    features = qa.featurize_qa([example], tiny_tokenizer, max_len=16)
     # [CLS] cat [SEP] the cat sat on the mat [SEP]: context pieces are positions 3..8
     np.testing.assert_array_equal(features.meta["offsets"][0, 3:9, 0], [0, 4, 8, 12, 15, 19])
     assert (features.arrays["start_positions"][0], features.arrays["end_positions"][0]) == (8, 8)
@@ -307,25 +313,25 @@ def test_postprocess_respects_length_limit_and_context_only(tiny_tokenizer):
     start[0, 1], end[0, 1] = 100.0, 100.0  # the question piece is never an answer
     start[0, 4], end[0, 7] = 5.0, 5.0  # "cat sat on the", 4 pieces
     end[0, 5] = 4.0  # "cat sat"
-    assert fd.postprocess_qa([example], features, start, end) == {"q1": "cat sat on the"}
-    limited = fd.postprocess_qa([example], features, start, end, max_answer_length=3)
+    assert qa.postprocess_qa([example], features, start, end) == {"q1": "cat sat on the"}
+    limited = qa.postprocess_qa([example], features, start, end, max_answer_length=3)
     assert limited == {"q1": "cat sat"}
 
 
 def test_training_skips_mismatched_answers_with_a_warning(tiny_tokenizer, caplog):
-    good = fd.QAExample("a", "t", "cat", "the cat sat", (fd.Answer("sat", 8),))
-    bad = fd.QAExample("b", "t", "cat", "the cat sat", (fd.Answer("mat", 8),))
+    good = qa.QAExample("a", "t", "cat", "the cat sat", (qa.Answer("sat", 8),))
+    bad = qa.QAExample("b", "t", "cat", "the cat sat", (qa.Answer("mat", 8),))
     with caplog.at_level(logging.WARNING, logger="bertjax.finetune_data"):
-        features = fd.featurize_qa([good, bad], tiny_tokenizer, max_len=16, is_training=True)
+        features = qa.featurize_qa([good, bad], tiny_tokenizer, max_len=16, is_training=True)
     assert features.stats["answers_mismatched"] == 1
     assert features.meta["example_index"].tolist() == [0]
     assert "skipped 1 of 2 training examples" in caplog.text
-    kept = fd.featurize_qa([good, bad], tiny_tokenizer, max_len=16)
+    kept = qa.featurize_qa([good, bad], tiny_tokenizer, max_len=16)
     assert kept.meta["example_index"].tolist() == [0, 1]
     assert kept.arrays["start_positions"].tolist() == [5, 0]
 
 
 def test_windows_cover_the_context_with_stride():
-    assert fd._windows(10, 4, 3) == [(0, 4), (3, 7), (6, 10)]
-    assert fd._windows(3, 4, 3) == [(0, 3)]
-    assert fd._windows(0, 4, 3) == [(0, 0)]
+    assert qa._windows(10, 4, 3) == [(0, 4), (3, 7), (6, 10)]
+    assert qa._windows(3, 4, 3) == [(0, 3)]
+    assert qa._windows(0, 4, 3) == [(0, 0)]

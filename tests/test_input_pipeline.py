@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bertjax import input_pipeline
+from bertjax.data import pipeline as input_pipeline
 
 N, L = 103, 6
 

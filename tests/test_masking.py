@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bertjax import masking
+from bertjax.objectives import masking
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 TOKENS = np.arange(10, 60)  # ids the synthetic sequences use

@@ -8,16 +8,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bertjax import sharding
-from bertjax.config import BertConfig, bert_config, load_config
-from bertjax.model import BertForPreTraining, BertModel, attention
+from bertjax.config import load_config
+from bertjax.interop.model_dir import PRETRAINING_HEADS
+from bertjax.models import Model
+from bertjax.models.bert import BERT, BertConfig, bert_model_config
+from bertjax.models.layers import attention
+from bertjax.training import sharding
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
 
 
 def _config(**overrides) -> BertConfig:
-    return dataclasses.replace(bert_config(load_config(TEST_CONFIG).model), **overrides)
+    return dataclasses.replace(bert_model_config(load_config(TEST_CONFIG).model), **overrides)
+
+
+def _pretraining_model(cfg):
+    return Model(BERT, cfg, PRETRAINING_HEADS)
+
+
+def _encoder_model(cfg):
+    return Model(BERT, cfg)
+
+
+def _batch(ids, types, mask, **extra):
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, **extra}
 
 
 def _inputs(batch=8, length=16, vocab=128, seed=0):
@@ -30,21 +45,33 @@ def _inputs(batch=8, length=16, vocab=128, seed=0):
 
 
 def _init(model, ids, types, mask, **kw):
-    return model.init(jax.random.key(0), ids, types, mask, **kw)
+    return model.init(
+        jax.random.key(0), {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}, **kw
+    )
 
 
 def test_forward_shapes_and_dtypes():
     cfg = _config()
     ids, types, mask = _inputs()
-    model = BertForPreTraining(cfg)
+    model = _pretraining_model(cfg)
     params = nn.meta.unbox(_init(model, ids, types, mask)["params"])
     positions = np.tile(np.arange(4, dtype=np.int32), (8, 1))
-    out = model.apply({"params": params}, ids, types, mask, masked_positions=positions)
+    out = model.apply(
+        {"params": params},
+        {
+            "input_ids": ids,
+            "token_type_ids": types,
+            "attention_mask": mask,
+            "masked_positions": positions,
+        },
+    )
     assert out["sequence_output"].shape == (8, 16, 32)
     assert out["pooled_output"].shape == (8, 32)
     assert out["mlm_logits"].shape == (8, 4, 128)
     assert out["nsp_logits"].shape == (8, 2)
-    full = model.apply({"params": params}, ids, types, mask)
+    full = model.apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )
     assert full["mlm_logits"].shape == (8, 16, 128)
     # The gathered head equals the full head at the gathered positions.
     np.testing.assert_allclose(out["mlm_logits"], full["mlm_logits"][:, :4], atol=1e-5)
@@ -53,13 +80,17 @@ def test_forward_shapes_and_dtypes():
 def test_bfloat16_compute_keeps_float32_params_and_logits():
     cfg = _config(dtype="bfloat16")
     ids, types, mask = _inputs()
-    model = BertForPreTraining(cfg)
+    model = _pretraining_model(cfg)
     params = nn.meta.unbox(_init(model, ids, types, mask)["params"])
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
-    out = model.apply({"params": params}, ids, types, mask)
+    out = model.apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )
     assert out["sequence_output"].dtype == jnp.bfloat16
     assert out["mlm_logits"].dtype == jnp.float32
-    ref = BertForPreTraining(_config()).apply({"params": params}, ids, types, mask)
+    ref = _pretraining_model(_config()).apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )
     assert np.abs(np.asarray(out["nsp_logits"]) - np.asarray(ref["nsp_logits"])).max() < 0.05
 
 
@@ -67,10 +98,12 @@ def test_padding_does_not_change_real_tokens():
     cfg = _config()
     ids, types, mask = _inputs(batch=1)
     n = int(mask.sum())
-    model = BertModel(cfg)
+    model = _encoder_model(cfg)
     params = nn.meta.unbox(_init(model, ids, types, mask)["params"])
-    padded = model.apply({"params": params}, ids, types, mask)["sequence_output"][:, :n]
-    short = model.apply({"params": params}, ids[:, :n], types[:, :n], mask[:, :n])
+    padded = model.apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )["sequence_output"][:, :n]
+    short = model.apply({"params": params}, _batch(ids[:, :n], types[:, :n], mask[:, :n]))
     np.testing.assert_allclose(padded, short["sequence_output"], atol=1e-5)
 
 
@@ -89,7 +122,7 @@ def test_attention_dropout_path_matches_fused_path_without_dropout():
 def test_every_parameter_has_one_logical_axis_per_dimension(scan):
     cfg = _config(scan_layers=scan)
     ids, types, mask = _inputs()
-    boxed = jax.eval_shape(lambda: _init(BertForPreTraining(cfg), ids, types, mask))["params"]
+    boxed = jax.eval_shape(lambda: _init(_pretraining_model(cfg), ids, types, mask))["params"]
     leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     assert len(leaves) > 20
     for leaf in leaves:
@@ -97,7 +130,7 @@ def test_every_parameter_has_one_logical_axis_per_dimension(scan):
         assert len(leaf.names) == leaf.value.ndim, (leaf.names, leaf.value.shape)
         assert all(isinstance(n, str) for n in leaf.names)
     if scan:
-        kernel = boxed["bert"]["encoder"]["layers"]["attention"]["query"]["kernel"]
+        kernel = boxed["backbone"]["encoder"]["layers"]["attention"]["query"]["kernel"]
         assert kernel.names == ("layers", "embed", "heads", "kv")
         assert kernel.value.shape == (2, 32, 4, 8)
 
@@ -107,9 +140,11 @@ def _sharded_setup(cfg, mesh_sizes):
     config.mesh.update(mesh_sizes)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
-    model = BertForPreTraining(cfg)
+    model = _pretraining_model(cfg)
     ids, types, mask = _inputs()
-    init_fn = lambda rng: model.init(rng, ids, types, mask)["params"]
+    init_fn = lambda rng: model.init(
+        rng, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )["params"]
     init, _, shardings = sharding.sharded_init(init_fn, mesh, rules)
     params = init(jax.random.key(0))
     return model, params, shardings, mesh, rules, (ids, types, mask)
@@ -120,8 +155,8 @@ def test_large_weights_are_split_on_a_data_fsdp_tensor_mesh(scan):
     cfg = _config(scan_layers=scan)
     _, params, _, mesh, _, _ = _sharded_setup(cfg, {"data": 2, "fsdp": 2, "tensor": 2})
     assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
-    word = params["bert"]["embeddings"]["word_embeddings"]["embedding"]
-    layers = params["bert"]["encoder"]["layers" if scan else "layer_0"]
+    word = params["backbone"]["embeddings"]["word_embeddings"]["embedding"]
+    layers = params["backbone"]["encoder"]["layers" if scan else "layer_0"]
     wi = layers["mlp"]["wi"]["kernel"]
     query = layers["attention"]["query"]["kernel"]
     for array in (word, wi, query):
@@ -138,12 +173,19 @@ def test_sharded_forward_equals_single_device_forward():
         cfg, {"data": 2, "fsdp": 2, "tensor": 2}
     )
     host_params = jax.device_get(params)
-    reference = jax.jit(lambda p: model.apply({"params": p}, ids, types, mask))(host_params)
+    reference = jax.jit(
+        lambda p: model.apply(
+            {"params": p}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+        )
+    )(host_params)
     batch = sharding.global_batch({"ids": ids, "types": types, "mask": mask}, mesh)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        out = jax.jit(lambda p, b: model.apply({"params": p}, b["ids"], b["types"], b["mask"]))(
-            params, batch
-        )
+        out = jax.jit(
+            lambda p, b: model.apply(
+                {"params": p},
+                {"input_ids": b["ids"], "token_type_ids": b["types"], "attention_mask": b["mask"]},
+            )
+        )(params, batch)
     assert len(out["sequence_output"].sharding.device_set) == 8
     for name in ("sequence_output", "pooled_output", "mlm_logits", "nsp_logits"):
         np.testing.assert_allclose(out[name], reference[name], atol=1e-5, err_msg=name)
@@ -151,17 +193,20 @@ def test_sharded_forward_equals_single_device_forward():
 
 def test_scan_and_unrolled_layers_compute_the_same_function():
     ids, types, mask = _inputs()
-    unrolled = BertForPreTraining(_config())
+    unrolled = _pretraining_model(_config())
     params = nn.meta.unbox(_init(unrolled, ids, types, mask)["params"])
-    layers = [params["bert"]["encoder"].pop(f"layer_{i}") for i in range(2)]
+    layers = [params["backbone"]["encoder"].pop(f"layer_{i}") for i in range(2)]
     stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *layers)
     scanned_params = jax.tree_util.tree_map(lambda x: x, params)
-    scanned_params["bert"]["encoder"] = {"layers": stacked}
-    params["bert"]["encoder"] = {f"layer_{i}": layer for i, layer in enumerate(layers)}
-    a = unrolled.apply({"params": params}, ids, types, mask)
+    scanned_params["backbone"]["encoder"] = {"layers": stacked}
+    params["backbone"]["encoder"] = {f"layer_{i}": layer for i, layer in enumerate(layers)}
+    a = unrolled.apply(
+        {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    )
     for policy in ("none", "full"):
-        b = BertForPreTraining(_config(scan_layers=True, remat_policy=policy)).apply(
-            {"params": scanned_params}, ids, types, mask
+        b = _pretraining_model(_config(scan_layers=True, remat_policy=policy)).apply(
+            {"params": scanned_params},
+            {"input_ids": ids, "token_type_ids": types, "attention_mask": mask},
         )
         np.testing.assert_allclose(a["mlm_logits"], b["mlm_logits"], atol=1e-5)
 
@@ -218,7 +263,7 @@ def test_config_overrides_are_typed_and_unknown_fields_rejected():
     with pytest.raises(ValueError, match="cannot parse as int"):
         load_config(TEST_CONFIG, ["--config.model.num_layers=two"])
     with pytest.raises(ValueError, match="unknown fields"):
-        bert_config({**load_config(TEST_CONFIG).model.to_dict(), "hiden_size": 3})
+        bert_model_config({**load_config(TEST_CONFIG).model.to_dict(), "hiden_size": 3})
 
 
 @pytest.mark.parametrize("name", ["tiny", "mini", "small", "medium", "base", "large"])
@@ -231,13 +276,15 @@ def test_size_configs_build_the_published_shapes(name):
         "base": (12, 768, 12),
         "large": (24, 1024, 16),
     }
-    cfg = bert_config(load_config(REPO / "configs" / f"{name}.py").model)
+    cfg = bert_model_config(load_config(REPO / "configs" / f"{name}.py").model)
     assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads) == sizes[name]
     assert cfg.intermediate_size == 4 * cfg.hidden_size
     if name == "base":
         ids = jnp.zeros((1, 8), jnp.int32)
         shapes = jax.eval_shape(
-            lambda: BertForPreTraining(cfg).init(jax.random.key(0), ids, ids, ids)
+            lambda: _pretraining_model(cfg).init(
+                jax.random.key(0), {"input_ids": ids, "token_type_ids": ids, "attention_mask": ids}
+            )
         )
         n = sum(x.size for x in jax.tree_util.tree_leaves(nn.meta.unbox(shapes)))
         # BERT-base with pretraining heads: 110M encoder + MLM transform/bias + NSP.
@@ -261,11 +308,20 @@ def test_packed_row_equals_its_instances_run_alone():
         alone[i, :n], alone_types[i, :n], alone_mask[i, :n] = ids[i], types[i], 1
         packed[0, start : start + n], packed_types[0, start : start + n] = ids[i], types[i]
         segments[0, start : start + n] = i + 1
-    model = BertForPreTraining(cfg)
+    model = _pretraining_model(cfg)
     params = nn.meta.unbox(_init(model, alone, alone_types, alone_mask)["params"])
-    one = model.apply({"params": params}, alone, alone_types, alone_mask)
+    one = model.apply(
+        {"params": params},
+        {"input_ids": alone, "token_type_ids": alone_types, "attention_mask": alone_mask},
+    )
     many = model.apply(
-        {"params": params}, packed, packed_types, segments, nsp_positions=starts[None]
+        {"params": params},
+        {
+            "input_ids": packed,
+            "token_type_ids": packed_types,
+            "attention_mask": segments,
+            "nsp_positions": starts[None],
+        },
     )
     for i, (n, start) in enumerate(zip(lengths, starts, strict=True)):
         np.testing.assert_allclose(
@@ -273,5 +329,7 @@ def test_packed_row_equals_its_instances_run_alone():
         )
     np.testing.assert_allclose(many["nsp_logits"][0], one["nsp_logits"], atol=2e-5)
     # Without the segments the instances would see each other: the check above is not vacuous.
-    mixed = model.apply({"params": params}, packed, packed_types, (segments > 0).astype(np.int32))
+    mixed = model.apply(
+        {"params": params}, _batch(packed, packed_types, (segments > 0).astype(np.int32))
+    )
     assert np.abs(mixed["sequence_output"][0, :7] - one["sequence_output"][0, :7]).max() > 1e-3

@@ -13,10 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from bertjax import checkpoint, optimizer, sharding, train
 from bertjax.config import load_config
-from bertjax.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
-from bertjax.pretraining_data import PretrainingSource
+from bertjax.data.pretraining import PretrainingSource
+from bertjax.interop import model_dir as checkpoint
+from bertjax.objectives import base as train
+from bertjax.training import checkpoints, optimizer, sharding
+from bertjax.training.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
@@ -39,17 +41,17 @@ def test_schedule_warms_up_then_decays_linearly_to_zero():
 
 def test_weight_decay_skips_biases_and_layer_norm():
     params = {
-        "bert": {
+        "backbone": {
             "embeddings": {"layer_norm": {"scale": 1, "bias": 1}, "position_embeddings": 1},
             "encoder": {"layer_0": {"mlp": {"wi": {"kernel": 1, "bias": 1}}}},
         },
-        "mlm_head": {"output_bias": 1},
+        "heads": {"mlm": {"output_bias": 1}},
     }
     mask = optimizer.decay_mask(params)
-    assert mask["bert"]["embeddings"]["layer_norm"] == {"scale": False, "bias": False}
-    assert mask["bert"]["embeddings"]["position_embeddings"] is True
-    assert mask["bert"]["encoder"]["layer_0"]["mlp"]["wi"] == {"kernel": True, "bias": False}
-    assert mask["mlm_head"]["output_bias"] is False
+    assert mask["backbone"]["embeddings"]["layer_norm"] == {"scale": False, "bias": False}
+    assert mask["backbone"]["embeddings"]["position_embeddings"] is True
+    assert mask["backbone"]["encoder"]["layer_0"]["mlp"]["wi"] == {"kernel": True, "bias": False}
+    assert mask["heads"]["mlm"]["output_bias"] is False
     with pytest.raises(ValueError, match="config.optim.optimizer='sgd'"):
         optim = load_config(TEST_CONFIG).optim
         optim.optimizer = "sgd"
@@ -82,7 +84,7 @@ def test_sharded_steps_lower_the_loss(prepared, tmp_path, mesh):
     config = _config(prepared, "--config.optim.warmup_steps=0", "--config.optim.learning_rate=5e-3")
     config.mesh.update(mesh)
     job = setup(config, tmp_path)
-    embedding = job.state.params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    embedding = job.state.params["backbone"]["embeddings"]["word_embeddings"]["embedding"]
     assert not embedding.sharding.is_fully_replicated
     batch = _fixed_batch(job)
     losses = []
@@ -93,7 +95,7 @@ def test_sharded_steps_lower_the_loss(prepared, tmp_path, mesh):
     assert int(job.state.step) == 8
     assert losses[-1] < losses[0] - 0.4, losses
     # The optimizer state is sharded like the parameters (ZeRO-style on fsdp).
-    mu = job.state.opt_state[1][0].mu["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    mu = job.state.opt_state[1][0].mu["backbone"]["embeddings"]["word_embeddings"]["embedding"]
     assert mu.sharding == embedding.sharding
 
 
@@ -120,8 +122,8 @@ def test_packed_rows_train_with_one_nsp_example_per_instance(prepared, tmp_path)
         assert sums["nsp_count"] == instances
         losses.append(sums["mlm_loss"] / sums["mlm_count"] + sums["nsp_loss"] / sums["nsp_count"])
     assert losses[-1] < losses[0] - 0.4, losses
-    evaluated = evaluate(job, job.state.params)
-    assert np.isfinite(evaluated["eval_loss"])
+    evaluated = evaluate(job)
+    assert np.isfinite(evaluated["loss"])
     with pytest.raises(ValueError, match="config.data.pack_sequences=True"):
         cudnn = ["--config.model.attention_impl=cudnn", "--config.model.attention_dropout=0.0"]
         setup(_config(prepared, *packing, *cudnn, "--config.model.dtype=bfloat16"), tmp_path / "c")
@@ -184,7 +186,8 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["12", "6"]
     model, params = checkpoint.load_pretrained(tmp_path / "model")
     ids = jnp.ones((1, 8), jnp.int32)
-    out = model.apply({"params": params}, ids, jnp.zeros_like(ids), ids)
+    batch = {"input_ids": ids, "token_type_ids": jnp.zeros_like(ids), "attention_mask": ids}
+    out = model.apply({"params": params}, batch)
     assert out["sequence_output"].shape == (1, 8, 32)
     # The workdir itself loads too: the latest checkpoint's parameters, equal to the final model.
     _, workdir_params = checkpoint.load_pretrained(tmp_path)
@@ -206,7 +209,7 @@ def test_a_half_written_checkpoint_is_never_loaded(prepared, tmp_path):
     ckpts = tmp_path / "checkpoints"
     # A write of step 4 cut off by a crash: orbax writes into a temporary folder, renamed when done.
     (ckpts / "4").rename(ckpts / "4.orbax-checkpoint-tmp-1700000000")
-    manager = checkpoint.train_checkpoint_manager(ckpts, config.checkpoint)
+    manager = checkpoints.checkpoint_manager(ckpts, config.checkpoint)
     assert manager.latest_step() == 2
     job = setup(config, tmp_path)
     assert int(job.state.step) == 2

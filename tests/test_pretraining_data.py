@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from bertjax import pretraining_data as pdata
-from bertjax import tokenizer as tokenizer_lib
+from bertjax.data import pretraining as pdata
+from bertjax.data import tokenizer as tokenizer_lib
 
 L = 32
 NUM_DOCS = 40

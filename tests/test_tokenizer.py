@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bertjax import tokenizer as tokenizer_lib
+from bertjax.data import tokenizer as tokenizer_lib
 
 KOREAN = [
     "대한민국의 수도는 서울입니다.",

@@ -28,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertjax import checkpoint, finetune
+    from bertjax.interop import model_dir
+    from bertjax.training import finetune
 
     try:
         workdir = finetune.finetuned_workdir(args.ckpt)
         if workdir is None:
-            checkpoint.export_hf(args.ckpt, args.out, overwrite=args.overwrite)
+            model_dir.export_hf(args.ckpt, args.out, overwrite=args.overwrite)
         else:
             finetune.export_hf(workdir, args.out, overwrite=args.overwrite)
     except (ValueError, OSError) as e:

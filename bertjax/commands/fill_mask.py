@@ -34,7 +34,7 @@ def fill_mask(model, params, tokenizer, text: str, *, top_k: int = 5) -> list[li
     """Top-k predictions for each [MASK] in `text`.
 
     Args:
-      model: A `BertForPreTraining` (e.g. from `bertjax.load_pretrained`).
+      model: A model with the MLM head (e.g. from `bertjax.load_pretrained`).
       params: Its unboxed parameters.
       tokenizer: A `tokenizers.Tokenizer` that keeps [MASK] whole and adds [CLS] ... [SEP].
       text: The input; must contain at least one [MASK].
@@ -58,13 +58,13 @@ def fill_mask(model, params, tokenizer, text: str, *, top_k: int = 5) -> list[li
     limit = model.config.max_position_embeddings
     if ids.size > limit:
         raise ValueError(f"the text is {ids.size} tokens long; the model takes at most {limit}")
-    out = model.apply(
-        {"params": params},
-        ids[None],
-        np.asarray(encoding.type_ids, np.int32)[None],
-        np.asarray(encoding.attention_mask, np.int32)[None],
-        masked_positions=positions[None],
-    )
+    inputs = {
+        "input_ids": ids[None],
+        "token_type_ids": np.asarray(encoding.type_ids, np.int32)[None],
+        "attention_mask": np.asarray(encoding.attention_mask, np.int32)[None],
+        "masked_positions": positions[None],
+    }
+    out = model.apply({"params": params}, inputs, only=("mlm",))
     probs = np.asarray(jax.nn.softmax(out["mlm_logits"][0], axis=-1))  # [masks, vocab]
     results = []
     for position, row in zip(positions, probs, strict=True):
@@ -88,7 +88,7 @@ def fill_mask(model, params, tokenizer, text: str, *, top_k: int = 5) -> list[li
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertjax.checkpoint import load_model_tokenizer, load_pretrained
+    from bertjax.interop.model_dir import load_model_tokenizer, load_pretrained
 
     try:
         tokenizer = load_model_tokenizer(args.model)

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bertjax.commands import setup_logging
     from bertjax.config import load_config
-    from bertjax.finetune import finetune
+    from bertjax.training.finetune import finetune
 
     setup_logging()
     config = load_config(args.config, args.overrides)

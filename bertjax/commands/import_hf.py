@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertjax.checkpoint import import_hf
+    from bertjax.interop.model_dir import import_hf
 
     try:
         initialised = import_hf(

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertjax.distributed import launch
+    from bertjax.training.distributed import launch
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:

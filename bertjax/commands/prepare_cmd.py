@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from bertjax import pretraining_data
+from bertjax.data import pretraining as pretraining_data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

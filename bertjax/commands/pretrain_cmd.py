@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bertjax.commands import setup_logging
     from bertjax.config import load_config
-    from bertjax.pretrain import pretrain
+    from bertjax.training.pretrain import pretrain
 
     setup_logging()
     config = load_config(args.config, args.overrides)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from bertjax import pretraining_data, tokenizer
+from bertjax.data import pretraining as pretraining_data
+from bertjax.data import tokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

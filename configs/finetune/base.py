@@ -1,22 +1,20 @@
 """Shared fine-tuning defaults; each task config imports this and sets `config.task`.
 
-The encoder's architecture comes from `config.init_from`; `config.model.vocab_size` and
-`config.model.hidden_size`, when set (non-zero), must agree with it (checked before training), and the numerics fields
-(dropout, dtypes, attention_impl, scan_layers, remat_policy) are taken from here.
+The same groups and field names as pretraining (`configs/defaults.py`); the encoder's architecture
+comes from `config.init_from`: `config.model.vocab_size` and `config.model.hidden_size`, when set
+(non-zero), must agree with it (checked before training), and the numerics fields (dropout,
+dtypes, attention_impl, scan_layers, remat_policy) are taken from here.
 """
 
 import ml_collections
 
-from configs import base
+from configs import defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
-    pretrain = base.get_config()
-    config = ml_collections.ConfigDict()
+    config = defaults.get_config()
     config.init_from = ""  # bertjax model dir or transformers BERT dir; may start $BERTJAX_DATA
     config.eval_only = False  # True: evaluate a fine-tuned workdir given as init_from, no training
-
-    config.model = pretrain.model  # same fields as configs/base.py (architecture from init_from)
     # 0: whatever init_from has; a size set here must equal init_from's (checked before training).
     config.model.vocab_size = 0
     config.model.hidden_size = 0
@@ -45,29 +43,13 @@ def get_config() -> ml_collections.ConfigDict:
     task.max_train_examples = 0  # use only the first N training examples (0: all)
     task.max_eval_examples = 0  # use only the first N eval examples (0: all)
 
-    config.optim = optim = ml_collections.ConfigDict()
-    optim.optimizer = "adamw"  # "adamw" or "lamb"
-    optim.learning_rate = 2e-5  # peak learning rate after warmup
-    optim.warmup_fraction = 0.1  # share of the steps with linear warmup from 0
-    optim.b1 = 0.9
-    optim.b2 = 0.999
-    optim.eps = 1e-6
-    optim.weight_decay = 0.01  # not applied to LayerNorm parameters and biases
-    optim.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
-
-    config.train = train = ml_collections.ConfigDict()
-    train.batch_size = 32  # global batch (train and eval); divisible by the device count
-    train.num_epochs = 3.0  # passes over the training features
-    train.num_steps = 0  # > 0 overrides num_epochs
-    train.seed = 0  # head init, dropout and data order
-    train.log_every = 50  # steps between metric lines
-    train.eval_every = 0  # steps between evaluations (0: only at the end)
-
-    config.mesh = pretrain.mesh  # device mesh and logical axis rules, as in pretraining
-
-    config.checkpoint = checkpoint = ml_collections.ConfigDict()
-    checkpoint.every_steps = 1000  # steps between checkpoints (and one at the end)
-    checkpoint.keep = 1  # most recent checkpoints kept
-    checkpoint.async_save = True  # write in the background while training continues
-    config.distributed = pretrain.distributed  # multi-process settings, as in pretraining
+    config.optim.update(learning_rate=2e-5, warmup_steps=0, warmup_fraction=0.1)
+    config.train.update(
+        global_batch_size=32,  # train and eval; divisible by the device count
+        num_steps=0,  # > 0 overrides num_epochs
+        num_epochs=3.0,
+        log_every=50,
+        eval_every=0,  # steps between evaluations (0: only at the end)
+    )
+    config.checkpoint.update(every_steps=1000, keep=1)
     return config

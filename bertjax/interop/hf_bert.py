@@ -2,9 +2,9 @@
 
 Pure functions on one side of the border (HF state dicts of numpy arrays keyed like
 `bert.encoder.layer.0.attention.self.query.weight`, HF `config.json` dicts) and the other (the bertjax
-parameter tree of `BertForPreTraining`, unscanned or scanned, and `BertConfig`), plus readers and
-writers of the HF files themselves. Directory-level operations (atomic writes, the bertjax model
-directory, `load_pretrained`) live in `bertjax.checkpoint`.
+parameter tree `{"backbone": ..., "heads": {"mlm": ..., "nsp": ...}}`, unscanned or scanned, and
+`BertConfig`), plus readers and writers of the HF files themselves. Directory-level operations
+(atomic writes, the bertjax model directory, `load_pretrained`) live in `bertjax.interop.model_dir`.
 
 PyTorch `Linear` weights are [out, in]; Flax kernels are [in, out]. Attention kernels are 3-D in
 bertjax: query/key/value [hidden, heads, head_dim] and the output projection [heads, head_dim, hidden].
@@ -17,17 +17,18 @@ import json
 import logging
 import pathlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from bertjax.config import BertConfig
+from bertjax.models.bert import BertConfig
 
 logger = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 
+MODEL_TYPES = ("bert",)  # transformers model_type values this converter reads
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
@@ -57,6 +58,9 @@ _HARMLESS_KEY = re.compile(r"(^|\.)(position_ids|token_type_ids)$")
 _DECODER_WEIGHT = "cls.predictions.decoder.weight"
 _DECODER_BIAS = "cls.predictions.decoder.bias"
 _WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+# bertjax parameter paths of the pretraining heads
+PRETRAINING_HEADS = ("mlm", "nsp")
+MLM, NSP = ("heads", "mlm"), ("heads", "nsp")
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,7 +163,7 @@ def _linear(
 def _entries(config: BertConfig) -> list[_Entry]:
     """The one-to-one map between bertjax parameters and HF keys of `BertForPreTraining`."""
     h, m = config.hidden_size, config.intermediate_size
-    emb, hf_emb = ("bert", "embeddings"), "bert.embeddings"
+    emb, hf_emb = ("backbone", "embeddings"), "bert.embeddings"
     entries = [
         _Entry(
             (*emb, "word_embeddings", "embedding"),
@@ -185,7 +189,7 @@ def _entries(config: BertConfig) -> list[_Entry]:
         *_norm((*emb, "layer_norm"), f"{hf_emb}.LayerNorm", h, "encoder"),
     ]
     for i in range(config.num_layers):
-        ours, theirs = ("bert", "encoder", f"layer_{i}"), f"bert.encoder.layer.{i}"
+        ours, theirs = ("backbone", "encoder", f"layer_{i}"), f"bert.encoder.layer.{i}"
         for name in ("query", "key", "value"):
             entries += _linear(
                 (*ours, "attention", name),
@@ -207,23 +211,19 @@ def _entries(config: BertConfig) -> list[_Entry]:
         entries += _linear((*ours, "mlp", "wi"), f"{theirs}.intermediate.dense", (m, h), "encoder")
         entries += _linear((*ours, "mlp", "wo"), f"{theirs}.output.dense", (h, m), "encoder")
         entries += _norm((*ours, "mlp_layer_norm"), f"{theirs}.output.LayerNorm", h, "encoder")
-    entries += _linear(("bert", "pooler", "dense"), "bert.pooler.dense", (h, h), "pooler")
-    entries += _linear(
-        ("mlm_head", "transform"), "cls.predictions.transform.dense", (h, h), "mlm_head"
-    )
-    entries += _norm(
-        ("mlm_head", "layer_norm"), "cls.predictions.transform.LayerNorm", h, "mlm_head"
-    )
+    entries += _linear(("backbone", "pooler", "dense"), "bert.pooler.dense", (h, h), "pooler")
+    entries += _linear((*MLM, "transform"), "cls.predictions.transform.dense", (h, h), "mlm_head")
+    entries += _norm((*MLM, "layer_norm"), "cls.predictions.transform.LayerNorm", h, "mlm_head")
     entries.append(
         _Entry(
-            ("mlm_head", "output_bias"),
+            (*MLM, "output_bias"),
             "cls.predictions.bias",
             (config.vocab_size,),
             "copy",
             "mlm_head",
         )
     )
-    entries += _linear(("nsp_head",), "cls.seq_relationship", (2, h), "nsp_head")
+    entries += _linear((*NSP, "dense"), "cls.seq_relationship", (2, h), "nsp_head")
     return entries
 
 
@@ -364,9 +364,9 @@ def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
 
     The tied decoder (`cls.predictions.decoder.*`) is left out, as transformers itself saves it.
     """
-    if "mlm_head" not in params or "nsp_head" not in params:
+    if any(head not in params.get("heads", {}) for head in PRETRAINING_HEADS):
         raise ValueError(
-            "params_to_hf needs BertForPreTraining parameters (with mlm_head, nsp_head)"
+            f"params_to_hf needs pretraining parameters (with heads {PRETRAINING_HEADS})"
         )
     if config.scan_layers:
         params = unstack_layers(params, config.num_layers)
@@ -384,7 +384,7 @@ def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
 
 def stack_layers(params: Params, num_layers: int) -> Params:
     """Unscanned `bert/encoder/layer_{i}` -> scanned `bert/encoder/layers` (leading layer axis)."""
-    encoder = params["bert"]["encoder"]
+    encoder = params["backbone"]["encoder"]
     layers = [encoder[f"layer_{i}"] for i in range(num_layers)]
     stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
     return _replace_encoder(params, {"layers": stacked})
@@ -392,7 +392,7 @@ def stack_layers(params: Params, num_layers: int) -> Params:
 
 def unstack_layers(params: Params, num_layers: int) -> Params:
     """Scanned `bert/encoder/layers` -> unscanned `bert/encoder/layer_{i}`."""
-    stacked = params["bert"]["encoder"]["layers"]
+    stacked = params["backbone"]["encoder"]["layers"]
     layers = {
         f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(num_layers)
     }
@@ -400,8 +400,8 @@ def unstack_layers(params: Params, num_layers: int) -> Params:
 
 
 def _replace_encoder(params: Params, encoder: Params) -> Params:
-    bert = {**params["bert"], "encoder": encoder}
-    return {**params, "bert": bert}
+    backbone = {**params["backbone"], "encoder": encoder}
+    return {**params, "backbone": backbone}
 
 
 def _tree_map(fn, *trees):
@@ -514,6 +514,13 @@ def write_hf_files(
     save_file(state, out_dir / SAFETENSORS_NAME, metadata={"format": "pt"})
     hf_config = config_to_hf(config)
     (out_dir / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+    _write_tokenizer_files(out_dir, config, vocab_file, tokenizer_options)
+
+
+def _write_tokenizer_files(
+    out_dir: pathlib.Path, config: BertConfig, vocab_file, tokenizer_options
+):
+    """`vocab.txt` and the transformers `tokenizer_config.json` of bertjax tokenizer options."""
     (out_dir / VOCAB_NAME).write_bytes(pathlib.Path(vocab_file).read_bytes())
     options = dict(tokenizer_options or {})
     tokenizer_config = {
@@ -550,3 +557,65 @@ def hf_tokenizer_options(hf_dir: str | pathlib.Path) -> dict[str, Any]:
         "strip_accents": source.get("strip_accents"),
         "handle_chinese_chars": bool(source.get("tokenize_chinese_chars", True)),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuned models: BertFor{Sequence,Token}Classification, BertForQuestionAnswering
+# --------------------------------------------------------------------------------------------
+
+# task kind -> (transformers architecture, bertjax head, transformers head prefix)
+HF_TASK_HEADS = {
+    "classification": ("BertForSequenceClassification", "classifier", "classifier"),
+    "regression": ("BertForSequenceClassification", "classifier", "classifier"),
+    "tagging": ("BertForTokenClassification", "tagger", "classifier"),
+    "qa": ("BertForQuestionAnswering", "span", "qa_outputs"),
+}
+
+
+def task_config_to_hf(config: BertConfig, kind: str, label_names: Sequence[str]) -> dict[str, Any]:
+    """The transformers `config.json` of a fine-tuned model of task `kind`."""
+    hf = config_to_hf(config)
+    hf["architectures"] = [HF_TASK_HEADS[kind][0]]
+    if kind == "regression":
+        hf.update(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, problem_type="regression")
+    elif kind in ("classification", "tagging"):
+        hf["id2label"] = {str(i): name for i, name in enumerate(label_names)}
+        hf["label2id"] = {name: i for i, name in enumerate(label_names)}
+        if kind == "classification":
+            hf["problem_type"] = "single_label_classification"
+    return hf
+
+
+def task_params_to_hf(params: Params, config: BertConfig, kind: str) -> dict[str, np.ndarray]:
+    """The transformers state dict of a fine-tuned model: encoder, pooler and the task head."""
+    if config.scan_layers:
+        params = unstack_layers(params, config.num_layers)
+    out = {}
+    for entry in _entries(config):
+        if entry.group in ("encoder", "pooler"):
+            array = np.asarray(_get(params, entry.path))
+            out[entry.key] = np.ascontiguousarray(_to_hf(entry.kind, array, config))
+    _, head, prefix = HF_TASK_HEADS[kind]
+    dense = params["heads"][head]["dense"]
+    out[f"{prefix}.weight"] = np.ascontiguousarray(np.asarray(dense["kernel"]).T)
+    out[f"{prefix}.bias"] = np.asarray(dense["bias"])
+    return out
+
+
+def write_hf_task_files(
+    out_dir: pathlib.Path,
+    params: Params,
+    config: BertConfig,
+    kind: str,
+    label_names: Sequence[str],
+    vocab_file: str | pathlib.Path,
+    tokenizer_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Writes a fine-tuned model as a transformers directory of the task's head class."""
+    from safetensors.numpy import save_file
+
+    state = task_params_to_hf(params, config, kind)
+    save_file(state, out_dir / SAFETENSORS_NAME, metadata={"format": "pt"})
+    _write_tokenizer_files(out_dir, config, vocab_file, tokenizer_options)
+    hf = task_config_to_hf(config, kind, label_names)
+    (out_dir / CONFIG_NAME).write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")

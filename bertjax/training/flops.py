@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import jax
 
-from bertjax.config import BertConfig
-
 # Dense bf16 peak TFLOP/s per device, from the vendors' data sheets.
 PEAK_TFLOPS = {
     "H100": 989.0,  # H100 SXM
@@ -27,17 +25,6 @@ PEAK_TFLOPS = {
     "TPU v5": 459.0,  # v5p
     "TPU v6 lite": 918.0,  # v6e (Trillium)
 }
-
-
-def training_flops_per_sequence(cfg: BertConfig, seq_len: int, max_predictions: int) -> float:
-    """Model FLOPs of one training step on one sequence (see the module docstring)."""
-    h, layers, inter, vocab = cfg.hidden_size, cfg.num_layers, cfg.intermediate_size, cfg.vocab_size
-    encoder_params = layers * (4 * h * h + 2 * h * inter)
-    encoder = 6 * encoder_params * seq_len
-    attention = 12 * layers * seq_len * seq_len * h
-    mlm = 6 * max_predictions * (h * h + h * vocab)
-    pooler_nsp = 6 * (h * h + 2 * h)
-    return float(encoder + attention + mlm + pooler_nsp)
 
 
 def peak_tflops(device: jax.Device | None = None, override: float = 0.0) -> float | None:

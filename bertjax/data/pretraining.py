@@ -54,7 +54,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from bertjax import tokenizer as tokenizer_lib
+from bertjax.data import tokenizer as tokenizer_lib
 
 logger = logging.getLogger(__name__)
 

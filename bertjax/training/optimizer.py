@@ -13,10 +13,21 @@ OPTIMIZERS = ("adamw", "lamb")
 NO_DECAY_LEAVES = ("bias", "output_bias", "scale")
 
 
+def warmup_steps(optim: Mapping[str, Any], num_steps: int) -> int:
+    """`optim.warmup_steps` when > 0, else `optim.warmup_fraction` of `num_steps` (as
+    transformers' warmup_steps / warmup_ratio)."""
+    if optim["warmup_steps"] > 0:
+        return int(optim["warmup_steps"])
+    fraction = float(optim.get("warmup_fraction", 0.0))
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"config.optim.warmup_fraction={fraction} must be in [0, 1]")
+    return int(round(fraction * num_steps))
+
+
 def learning_rate_schedule(optim: Mapping[str, Any], num_steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to `optim.learning_rate` over `optim.warmup_steps`, then linear decay
-    to 0 at `num_steps`."""
-    peak, warmup = float(optim["learning_rate"]), int(optim["warmup_steps"])
+    """Linear warmup from 0 to `optim.learning_rate` over `warmup_steps(optim, num_steps)`, then
+    linear decay to 0 at `num_steps`."""
+    peak, warmup = float(optim["learning_rate"]), warmup_steps(optim, num_steps)
     if warmup > num_steps:
         raise ValueError(
             f"config.optim.warmup_steps={warmup} exceeds config.train.num_steps={num_steps}"

@@ -1,0 +1,33 @@
+"""Where pretraining text comes from: files or globs, or the corpus that ships with Python."""
+
+from __future__ import annotations
+
+import pathlib
+
+BUILTIN_CORPUS = "builtin:python-docs"  # Python's reference documentation (pydoc_data)
+
+
+def write_builtin_corpus(out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Writes the Python reference documentation that ships with CPython, one topic per file."""
+    from pydoc_data.topics import topics
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in sorted(topics.items()):
+        path = out_dir / f"{name}.txt"
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+def corpus_files(spec: str, workdir: pathlib.Path) -> list[str]:
+    """The files of `config.data.corpus`: comma-separated files or globs, or `BUILTIN_CORPUS`
+    (written to `workdir/corpus`)."""
+    if not spec:
+        raise ValueError(
+            "no training data: set config.data.corpus (text files or globs, comma-separated, or "
+            f"{BUILTIN_CORPUS!r}) or config.data.dir (a folder made by `bertjax prepare`)"
+        )
+    if spec == BUILTIN_CORPUS:
+        return [str(p) for p in write_builtin_corpus(workdir / "corpus")]
+    return [part.strip() for part in spec.split(",") if part.strip()]

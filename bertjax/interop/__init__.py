@@ -1,0 +1,1 @@
+"""Model directories, `load_pretrained`, and the Hugging Face converters per family."""

@@ -1,0 +1,487 @@
+"""bertjax model directories, Hugging Face import/export, and `load_pretrained`.
+
+A bertjax model directory holds:
+  config.json            {"format": "bertjax", "family": "bert", "model": {config fields}}
+  vocab.txt              the WordPiece vocabulary, one token per line
+  tokenizer_config.json  optional: lowercase, strip_accents, handle_chinese_chars
+  params/                the parameter tree {"backbone": ..., "heads": {...}}, written with orbax
+
+Directories written before the model registry (no "family", parameters under "bert",
+"mlm_head", "nsp_head", "classifier", "qa_outputs") load unchanged: `upgrade_params` maps them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import pathlib
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import tokenizers
+
+from bertjax.data.tokenizer import load_tokenizer, read_vocab
+from bertjax.models import Model, head_spec, model_config
+from bertjax.models.registry import FAMILIES, family_of
+
+logger = logging.getLogger(__name__)
+
+Params = dict[str, Any]
+
+MODEL_FORMAT = "bertjax"
+MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers directory
+PARAMS_DIR = "params"
+VOCAB_NAME = "vocab.txt"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars")
+PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))
+# parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
+_LEGACY_HEADS = {
+    "mlm_head": ("mlm", False),
+    "nsp_head": ("nsp", True),
+    "classifier": ("classifier", True),
+    "qa_outputs": ("span", True),
+}
+
+
+@contextlib.contextmanager
+def _atomic_dir(out_dir: str | pathlib.Path, *, overwrite: bool) -> Iterator[pathlib.Path]:
+    """Yields a temporary sibling of `out_dir` to fill; renames it to `out_dir` on success.
+
+    On any error the temporary directory is removed, so `out_dir` is never left half-written.
+    An existing non-empty `out_dir` is refused unless `overwrite`, and then replaced only at the end.
+    """
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output directory {out} exists and is not empty (use overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+atomic_dir = _atomic_dir
+
+
+def check_vocab(vocab_file: str | pathlib.Path, config: Any, config_source: str) -> None:
+    """Raises unless `vocab_file` exists and has exactly `config.vocab_size` entries."""
+    vocab_file = pathlib.Path(vocab_file)
+    if not vocab_file.is_file():
+        raise FileNotFoundError(f"vocabulary file {vocab_file} does not exist")
+    size = len(read_vocab(vocab_file))
+    if size != config.vocab_size:
+        raise ValueError(
+            f"vocabulary {vocab_file} has {size} entries but the model's word embedding has "
+            f"vocab_size={config.vocab_size} rows ({config_source}); they must be equal"
+        )
+
+
+def example_inputs(family, length: int = 1) -> dict[str, jax.Array]:
+    """A [1, length] batch of the family's input fields, for `init` and `eval_shape`."""
+    ids = jnp.zeros((1, length), jnp.int32)
+    return {
+        name: jnp.ones_like(ids) if name == "attention_mask" else ids
+        for name in family.input_fields
+    }
+
+
+def init_params(config: Any, *, heads=PRETRAINING_HEADS, seed: int = 0) -> Params:
+    """Fresh unboxed parameters of `Model(family_of(config), config, heads)` as numpy arrays."""
+    family = family_of(config)
+    model = Model(family, config, tuple(heads))
+    variables = jax.jit(model.init)(jax.random.key(seed), example_inputs(family))
+    return jax.device_get(nn.meta.unbox(variables["params"]))
+
+
+def upgrade_params(params: Params) -> Params:
+    """Maps a parameter tree of the pre-registry layout (`bert`, `mlm_head`, ...) to
+    `{"backbone": ..., "heads": {...}}`; a tree already in that layout is returned unchanged.
+    The leaves keep their order, so optimizer states of the old layout map the same way."""
+    if "bert" not in params:
+        return params
+    heads = {}
+    for old, tree in params.items():
+        if old == "bert":
+            continue
+        if old not in _LEGACY_HEADS:
+            raise ValueError(f"unknown parameter subtree {old!r} in a pre-registry checkpoint")
+        name, wrap = _LEGACY_HEADS[old]
+        heads[name] = {"dense": tree} if wrap else tree
+    return {"backbone": params["bert"], **({"heads": heads} if heads else {})}
+
+
+def save_model(
+    out_dir: str | pathlib.Path,
+    params: Params,
+    config: Any,
+    vocab_file: str | pathlib.Path,
+    tokenizer_config: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Writes a bertjax model directory atomically.
+
+    Args:
+      out_dir: The directory to create; a non-empty one is refused unless `overwrite`.
+      params: Unboxed parameters `{"backbone": ..., "heads": {...}}`, in the layout of
+        `config.scan_layers`.
+      config: The architecture (a registered family's config dataclass).
+      vocab_file: `vocab.txt`; it must have exactly `config.vocab_size` entries.
+      tokenizer_config: Tokenizer options (lowercase, strip_accents, handle_chinese_chars).
+      overwrite: Replace an existing non-empty `out_dir` (only once the new one is complete).
+
+    Returns:
+      The path of the written directory.
+    """
+    family = family_of(config)
+    check_vocab(vocab_file, config, "the config passed to save_model")
+    if "backbone" not in params:
+        raise ValueError("save_model: params have no 'backbone' subtree; pass unboxed params")
+    unknown = sorted(set(tokenizer_config or {}) - set(TOKENIZER_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"tokenizer_config has unknown fields {unknown}; allowed {TOKENIZER_OPTIONS}"
+        )
+    with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        _write_json(tmp / MODEL_CONFIG_NAME, config_document(config))
+        shutil.copyfile(vocab_file, tmp / VOCAB_NAME)
+        if tokenizer_config is not None:
+            _write_json(tmp / TOKENIZER_CONFIG_NAME, dict(tokenizer_config))
+        _write_params(tmp / PARAMS_DIR, params)
+    logger.debug("wrote %s model to %s", family.name, out_dir)
+    return pathlib.Path(out_dir)
+
+
+def _write_params(path: pathlib.Path, params: Params) -> None:
+    # Written by this process alone (in a multi-process job: process 0, from gathered host
+    # arrays; orbax refuses process-local jax.Arrays there).
+    alone = ocp.options.MultiprocessingOptions(
+        primary_host=jax.process_index(), active_processes={jax.process_index()}
+    )
+    arrays = jax.tree.map(np.asarray, params)
+    leaves = jax.tree_util.tree_leaves_with_path(arrays)
+    bad = [jax.tree_util.keystr(path) for path, x in leaves if x.dtype == object]
+    if bad:
+        raise TypeError(f"save_model: parameters {', '.join(bad)} are not numeric arrays")
+    checkpointer = ocp.StandardCheckpointer(multiprocessing_options=alone)
+    checkpointer.save(path.absolute(), arrays)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+
+
+def config_document(config: Any) -> dict[str, Any]:
+    """The `config.json` document of a bertjax model directory or training workdir."""
+    return {
+        "format": MODEL_FORMAT,
+        "family": family_of(config).name,
+        "model": dataclasses.asdict(config),
+    }
+
+
+def read_model_config(path: str | pathlib.Path) -> Any:
+    """The frozen model config of a bertjax `config.json` (a model directory or a workdir)."""
+    path = pathlib.Path(path)
+    document = _read_json(path / MODEL_CONFIG_NAME)
+    if document.get("format") != MODEL_FORMAT or "model" not in document:
+        raise ValueError(
+            f"{path / MODEL_CONFIG_NAME} is not a bertjax model config "
+            f'(expected {{"format": "{MODEL_FORMAT}", "model": {{...}}}})'
+        )
+    _, config = model_config({"family": document.get("family", "bert"), **document["model"]})
+    return config
+
+
+def load_model_dir(path: str | pathlib.Path) -> tuple[Any, Params]:
+    """Reads a bertjax model directory: (config, unboxed params on the default device)."""
+    path = pathlib.Path(path)
+    config = read_model_config(path)
+    params_dir = (path / PARAMS_DIR).absolute()
+    if not params_dir.is_dir():
+        raise FileNotFoundError(f"bertjax model directory {path} has no weights ({PARAMS_DIR}/)")
+    checkpointer = ocp.StandardCheckpointer()
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+        checkpointer.metadata(params_dir).item_metadata.tree,
+    )
+    params = checkpointer.restore(params_dir, abstract)
+    checkpointer.close()
+    return config, upgrade_params(params)
+
+
+def hf_family(path: str | pathlib.Path):
+    """The family whose converter reads the transformers directory `path` (by `model_type`)."""
+    from bertjax.interop.hf_bert import read_hf_config
+
+    model_type = read_hf_config(path).get("model_type")
+    for family in FAMILIES.values():
+        if family.hf is not None and model_type in family.converter().MODEL_TYPES:
+            return family
+    supported = sorted(t for f in FAMILIES.values() if f.hf for t in f.converter().MODEL_TYPES)
+    raise ValueError(
+        f"{path}/config.json has model_type={model_type!r}; bertjax converts {supported}"
+    )
+
+
+def load_hf_config(path: str | pathlib.Path, **overrides: Any) -> Any:
+    """The frozen model config of a transformers directory's `config.json`."""
+    hf = hf_family(path).converter()
+    return hf.config_from_hf(hf.read_hf_config(path), **overrides)
+
+
+def load_hf_dir(
+    path: str | pathlib.Path, *, with_heads: bool = True, **overrides: Any
+) -> tuple[Any, Params, list[str]]:
+    """Reads a transformers directory: (config, numpy params, paths initialised fresh).
+
+    `overrides` are config fields set on top of config.json (e.g. `scan_layers=True`).
+    """
+    hf = hf_family(path).converter()
+    config = hf.config_from_hf(hf.read_hf_config(path), **overrides)
+    state = hf.read_hf_weights(path)
+    params, initialised = hf.params_from_hf(
+        state, config, with_heads=with_heads, init_fn=lambda: _fresh_heads(config, with_heads)
+    )
+    return config, params, initialised
+
+
+def _fresh_heads(config: Any, with_heads: bool = True) -> Params:
+    """Fresh parameters to take the pooler and heads from (not the encoder layers).
+
+    Those do not depend on the depth, so a one-layer model is initialised: a fraction of the
+    compile time of a deep one.
+    """
+    shallow = dataclasses.replace(config, num_layers=1, scan_layers=False)
+    return init_params(shallow, heads=PRETRAINING_HEADS if with_heads else ())
+
+
+def import_hf(
+    hf_dir: str | pathlib.Path,
+    out_dir: str | pathlib.Path,
+    *,
+    overwrite: bool = False,
+    scan_layers: bool = False,
+) -> list[str]:
+    """Converts a transformers directory into a bertjax model directory.
+
+    Returns:
+      The parameters initialised fresh because the checkpoint lacks them (e.g. the MLM and NSP
+      heads of an encoder-only checkpoint), as `/`-joined paths.
+    """
+    hf_dir = pathlib.Path(hf_dir)
+    config, params, initialised = load_hf_dir(hf_dir, scan_layers=scan_layers)
+    vocab = hf_dir / VOCAB_NAME
+    if not vocab.is_file():
+        raise FileNotFoundError(f"{hf_dir} has no {VOCAB_NAME}; bertjax needs a WordPiece vocab")
+    check_vocab(vocab, config, f"vocab_size in {hf_dir / MODEL_CONFIG_NAME}")
+    options = family_of(config).converter().hf_tokenizer_options(hf_dir)
+    save_model(out_dir, params, config, vocab, options, overwrite=overwrite)
+    return initialised
+
+
+def export_hf(
+    model_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *, overwrite: bool = False
+) -> pathlib.Path:
+    """Writes a bertjax model directory as a transformers pretraining directory (for BERT,
+    `BertForPreTraining`): `config.json`, `model.safetensors`, `vocab.txt`,
+    `tokenizer_config.json`."""
+    model_dir = pathlib.Path(model_dir)
+    config, params = load_model_dir(model_dir)
+    hf = family_of(config).converter()
+    missing = [name for name, _ in PRETRAINING_HEADS if name not in params.get("heads", {})]
+    if missing:
+        raise ValueError(f"{model_dir} holds no pretraining heads {missing}; nothing to export")
+    options = _read_json(model_dir / TOKENIZER_CONFIG_NAME, missing_ok=True)
+    params = jax.device_get(params)
+    with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        hf.write_hf_files(tmp, params, config, model_dir / VOCAB_NAME, options)
+    return pathlib.Path(out_dir)
+
+
+def detect_format(path: str | pathlib.Path) -> str:
+    """The format of a model directory: "bertjax", "workdir" (a training workdir) or "hf"."""
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    if not (path / MODEL_CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{path} has no {MODEL_CONFIG_NAME}: not a bertjax model or transformers directory"
+        )
+    document = _read_json(path / MODEL_CONFIG_NAME)
+    if document.get("format") == MODEL_FORMAT:
+        return (
+            "workdir"
+            if (path / "checkpoints").is_dir() and not (path / PARAMS_DIR).exists()
+            else "bertjax"
+        )
+    if "model_type" in document:
+        return "hf"
+    raise ValueError(
+        f"{path / MODEL_CONFIG_NAME} has neither format 'bertjax' nor a transformers model_type"
+    )
+
+
+def _load_bertjax(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
+    config, params = load_model_dir(path)
+    present = params.get("heads", {})
+    missing = [name for name, _ in PRETRAINING_HEADS if name not in present]
+    if with_heads and missing:
+        fresh = _fresh_heads(config)["heads"]
+        params = {**params, "heads": {**present, **{name: fresh[name] for name in missing}}}
+        logger.warning("%s has no %s heads; initialised fresh", path, missing)
+    return config, params
+
+
+def _load_hf(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
+    config, params, _ = load_hf_dir(path, with_heads=with_heads)
+    return config, params
+
+
+def _load_workdir(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
+    from bertjax.training.checkpoints import latest_params
+
+    return read_model_config(path), latest_params(path / "checkpoints")
+
+
+# format -> loader(path, with_heads) -> (config, params in the layout of config.scan_layers)
+_LOADERS: dict[str, Callable[[pathlib.Path, bool], tuple[Any, Params]]] = {
+    "bertjax": _load_bertjax,
+    "hf": _load_hf,
+    "workdir": _load_workdir,
+}
+
+
+def load_params(path: str | pathlib.Path, *, with_heads: bool = True) -> tuple[Any, Params]:
+    """(config, params) of a bertjax model directory, training workdir or transformers directory
+    (detected from its config.json); with `with_heads`, missing pretraining heads start fresh."""
+    path = pathlib.Path(path)
+    return _LOADERS[detect_format(path)](path, with_heads)
+
+
+def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Params]:
+    """Params (and config) in the scanned or unscanned layer layout."""
+    if scan_layers == config.scan_layers:
+        return config, params
+    from bertjax.interop.hf_bert import stack_layers, unstack_layers
+
+    move = stack_layers if scan_layers else unstack_layers
+    params = move(jax.device_get(params), config.num_layers)
+    return dataclasses.replace(config, scan_layers=scan_layers), params
+
+
+def load_pretrained(
+    path: str | pathlib.Path,
+    *,
+    dtype: str | None = None,
+    with_heads: bool = True,
+    scan_layers: bool | None = None,
+) -> tuple[nn.Module, Params]:
+    """Loads a bertjax model directory, training workdir or transformers directory.
+
+    Args:
+      path: The directory (format detected from its config.json).
+      dtype: Compute dtype override ("float32", "bfloat16", "float16"); parameters keep their
+        stored dtype (`config.param_dtype`).
+      with_heads: With the MLM and NSP heads (heads the checkpoint lacks are initialised fresh,
+        with a warning); False gives the bare backbone.
+      scan_layers: Override the layer layout (None keeps the stored one).
+
+    Returns:
+      (model, params): `model.apply({"params": params}, {"input_ids": ..., "token_type_ids":
+      ..., "attention_mask": ...})` returns `sequence_output` [batch, length, hidden],
+      `pooled_output` [batch, hidden] and, with heads, `mlm_logits` and `nsp_logits`.
+    """
+    config, params = load_params(path, with_heads=with_heads)
+    if with_heads:
+        params = {
+            "backbone": params["backbone"],
+            "heads": {n: params["heads"][n] for n in ("mlm", "nsp")},
+        }
+    else:
+        params = {"backbone": params["backbone"]}
+    if scan_layers is not None:
+        config, params = relayout(config, params, scan_layers)
+    if dtype is not None:
+        config = dataclasses.replace(config, dtype=dtype)
+    model = Model(family_of(config), config, PRETRAINING_HEADS if with_heads else ())
+    return model, jax.tree.map(jnp.asarray, params)
+
+
+def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
+    """The WordPiece tokenizer of a bertjax or transformers model directory.
+
+    Uses `vocab.txt` with the options of `tokenizer_config.json` (bertjax's keys, or transformers'
+    `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`). Special tokens ([CLS], [SEP],
+    [MASK], ...) are matched whole in the text, and encoding adds [CLS] ... [SEP].
+    """
+    path = pathlib.Path(path)
+    vocab = path / VOCAB_NAME
+    if not vocab.is_file():
+        raise FileNotFoundError(f"model directory {path} has no {VOCAB_NAME}")
+    options = tokenizer_options(path)
+    lowercase = options.get("lowercase", True)
+    strip_accents = options.get("strip_accents")
+    return load_tokenizer(
+        vocab,
+        lowercase=lowercase,
+        strip_accents=lowercase if strip_accents is None else strip_accents,
+        handle_chinese_chars=options.get("handle_chinese_chars", True),
+    )
+
+
+def tokenizer_options(model_dir: str | pathlib.Path) -> dict[str, Any]:
+    """The tokenizer options of a bertjax or transformers model directory ({} if none)."""
+    model_dir = pathlib.Path(model_dir)
+    if detect_format(model_dir) == "hf":
+        return hf_family(model_dir).converter().hf_tokenizer_options(model_dir)
+    return _read_json(model_dir / TOKENIZER_CONFIG_NAME, missing_ok=True)
+
+
+def _write_json(path: pathlib.Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def _read_json(path: pathlib.Path, *, missing_ok: bool = False) -> dict[str, Any]:
+    if missing_ok and not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def write_model_files(workdir: str | pathlib.Path, config: Any, vocab_file) -> None:
+    """Writes `config.json` and `vocab.txt` of a training workdir (the params live in checkpoints)."""
+    workdir = pathlib.Path(workdir)
+    check_vocab(vocab_file, config, f"{workdir / MODEL_CONFIG_NAME}")
+    _write_json(workdir / MODEL_CONFIG_NAME, config_document(config))
+    if pathlib.Path(vocab_file).resolve() != (workdir / VOCAB_NAME).resolve():
+        shutil.copyfile(vocab_file, workdir / VOCAB_NAME)
+    tokenizer_config = pathlib.Path(vocab_file).parent / TOKENIZER_CONFIG_NAME
+    if (
+        tokenizer_config.is_file()
+        and tokenizer_config.resolve() != (workdir / TOKENIZER_CONFIG_NAME).resolve()
+    ):
+        shutil.copyfile(tokenizer_config, workdir / TOKENIZER_CONFIG_NAME)

@@ -1,0 +1,259 @@
+"""Layers shared by the model families: dense, LayerNorm, attention, MLP, the layer stack.
+
+Every parameter carries one logical axis name per dimension (`nn.with_logical_partitioning`);
+activations are pinned at layer boundaries with `nn.with_logical_constraint`. The mapping from
+logical names to mesh axes lives only in the config (`config.mesh.logical_axis_rules`).
+
+A family's config dataclass is passed to these layers as `config`; they read only the fields they
+need (`dtype`, `param_dtype`, `initializer_range`, `layer_norm_eps`, `hidden_size`, `num_heads`,
+`intermediate_size`, `hidden_act`, `attention_dropout`, `attention_impl`, `num_layers`,
+`scan_layers`, `remat_policy`), so GPT, ELECTRA or a new family reuse them unchanged.
+
+Logical axes used:
+  parameters: vocab, embed, heads, kv, mlp, position, token_type, norm, classes, layers
+  activations: act_batch, act_length, act_embed, act_heads, act_kv, act_mlp, act_vocab
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def normal_init(config: Any, names: tuple[str, ...]):
+    """Normal(0, config.initializer_range) with logical axis `names`."""
+    return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
+
+
+def zeros_init(names: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def ones_init(names: tuple[str, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
+
+
+def activation(config: Any):
+    """GELU, exact (erf) for `hidden_act="gelu"` or the tanh approximation for "gelu_tanh"."""
+    return functools.partial(nn.gelu, approximate=config.hidden_act == "gelu_tanh")
+
+
+def layer_norm(config: Any, name: str) -> nn.LayerNorm:
+    """LayerNorm with float32 statistics whatever the compute dtype, output in the compute dtype."""
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_eps,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        force_float32_reductions=True,
+        scale_init=ones_init(("norm",)),
+        bias_init=zeros_init(("norm",)),
+        name=name,
+    )
+
+
+class Dense(nn.Module):
+    """A dense layer over the last `len(in_axes)` dims whose kernel is created at its true shape.
+
+    (Flax's DenseGeneral initialises multi-dimensional kernels flat, which breaks per-dimension
+    logical constraints; this keeps one logical name per real dimension.)
+    """
+
+    config: Any
+    features: tuple[int, ...]
+    kernel_axes: tuple[str, ...]  # logical names: input dims then output dims
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        n_in = len(self.kernel_axes) - len(self.features)
+        shape = (*x.shape[x.ndim - n_in :], *self.features)
+        kernel = self.param("kernel", normal_init(cfg, self.kernel_axes), shape, cfg.param_dtype)
+        bias_axes = self.kernel_axes[n_in:]
+        bias = self.param("bias", zeros_init(bias_axes), self.features, cfg.param_dtype)
+        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+        y = jax.lax.dot_general(
+            jnp.asarray(x, cfg.dtype), jnp.asarray(kernel, cfg.dtype), (contract, ((), ()))
+        )
+        return y + jnp.asarray(bias, cfg.dtype)
+
+
+def dense(config: Any, features, axes: tuple[str, ...], name: str) -> Dense:
+    """A `Dense` with `features` (an int or a tuple) and logical kernel `axes`."""
+    features = (features,) if isinstance(features, int) else tuple(features)
+    return Dense(config, features, axes, name=name)
+
+
+def segment_positions(attention_mask: Array) -> Array:
+    """Position ids [batch, length] that restart at 0 at the start of every segment.
+
+    `attention_mask` holds segment numbers: 1 for the tokens of an ordinary row (0 for padding),
+    or 1, 2, ... for the instances packed into one row. Padding keeps its absolute position, so
+    an ordinary row gets 0, 1, 2, ... everywhere, as in BERT.
+    """
+    index = jnp.arange(attention_mask.shape[1], dtype=jnp.int32)[None, :]
+    previous = jnp.pad(attention_mask[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+    starts = jax.lax.cummax(jnp.where(attention_mask != previous, index, 0), axis=1)
+    return jnp.where(attention_mask > 0, index - starts, index)
+
+
+def segment_mask(attention_mask: Array, *, causal: bool = False) -> Array:
+    """Which keys each query sees, bool [batch, 1, length, length], from segment numbers [batch,
+    length] (see `segment_positions`): the keys of its own segment (and, if `causal`, only those
+    at or before it). A padding query sees every real key, as in BERT, so an ordinary row's mask
+    is the usual padding mask."""
+    query, key = attention_mask[:, :, None], attention_mask[:, None, :]
+    mask = (key > 0) & ((query == key) | (query == 0))
+    if causal:
+        length = attention_mask.shape[1]
+        mask = mask & jnp.tril(jnp.ones((length, length), bool))[None]
+    return mask[:, None]
+
+
+def attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    attention_mask: Array,
+    *,
+    implementation: str,
+    causal: bool = False,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+) -> Array:
+    """Scaled dot-product attention with a padding (and optionally causal) mask.
+
+    Args:
+      query, key, value: [batch, length, heads, head_dim].
+      attention_mask: [batch, length], 1 for real tokens and 0 for padding, or segment numbers
+        1, 2, ... of a packed row (`segment_mask`: attention stays inside each segment).
+      implementation: "xla" or "cudnn" (passed to `jax.nn.dot_product_attention`). cuDNN uses the
+        key lengths (real tokens per row), so it needs right-padded rows of one segment each, as
+        unpacked batches are.
+      causal: each query sees only the keys at or before its position (decoders).
+      dropout_rate, dropout_rng: dropout on the attention probabilities (training only). Neither
+        fused implementation has it, so that case is computed explicitly, with softmax in float32.
+
+    Returns:
+      [batch, length, heads, head_dim].
+    """
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        scale = query.shape[-1] ** -0.5
+        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+        logits = jnp.where(segment_mask(attention_mask, causal=causal), logits * scale, -1e10)
+        probs = jax.nn.softmax(logits, axis=-1)
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+    if implementation == "cudnn":  # one segment per row (packing needs "xla"; config checks)
+        lengths = (attention_mask > 0).sum(axis=-1).astype(jnp.int32)
+        return jax.nn.dot_product_attention(
+            query,
+            key,
+            value,
+            key_value_seq_lengths=lengths,
+            is_causal=causal,
+            implementation="cudnn",
+        )
+    return jax.nn.dot_product_attention(
+        query,
+        key,
+        value,
+        mask=segment_mask(attention_mask, causal=causal),
+        implementation=implementation,
+    )
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a padding (or causal) mask and an output projection."""
+
+    config: Any
+    causal: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array, *, deterministic: bool) -> Array:
+        """[batch, length, hidden] -> [batch, length, hidden]."""
+        cfg = self.config
+        heads = (cfg.num_heads, cfg.hidden_size // cfg.num_heads)
+        q = dense(cfg, heads, ("embed", "heads", "kv"), "query")(x)
+        k = dense(cfg, heads, ("embed", "heads", "kv"), "key")(x)
+        v = dense(cfg, heads, ("embed", "heads", "kv"), "value")(x)
+        q, k, v = (
+            nn.with_logical_constraint(t, ("act_batch", "act_length", "act_heads", "act_kv"))
+            for t in (q, k, v)
+        )
+        use_dropout = not deterministic and cfg.attention_dropout > 0.0
+        out = attention(
+            q,
+            k,
+            v,
+            attention_mask,
+            implementation=cfg.attention_impl,
+            causal=self.causal,
+            dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None,
+        )
+        out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", "act_kv"))
+        return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out")(out)
+
+
+class Mlp(nn.Module):
+    """The position-wise feed-forward block: dense, GELU, dense."""
+
+    config: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[batch, length, hidden] -> [batch, length, hidden]."""
+        cfg = self.config
+        h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "wi")(x)
+        h = activation(cfg)(h)
+        h = nn.with_logical_constraint(h, ("act_batch", "act_length", "act_mlp"))
+        return dense(cfg, cfg.hidden_size, ("mlp", "embed"), "wo")(h)
+
+
+def _remat(cfg: Any, layer_cls):
+    if cfg.remat_policy == "none":
+        return layer_cls
+    policy = None if cfg.remat_policy == "full" else jax.checkpoint_policies.checkpoint_dots
+    return nn.remat(layer_cls, policy=policy, prevent_cse=not cfg.scan_layers, static_argnums=(3,))
+
+
+class LayerStack(nn.Module):
+    """`config.num_layers` layers of `layer_cls`, unrolled (`layer_{i}`) or scanned (`layers`,
+    `config.scan_layers`), each rematerialised by `config.remat_policy`.
+
+    `layer_cls(config)` is called as `layer(x, attention_mask, deterministic) -> (x, None)`.
+    """
+
+    config: Any
+    layer_cls: Any
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array, *, deterministic: bool) -> Array:
+        cfg = self.config
+        layer_cls = _remat(cfg, self.layer_cls)
+        if cfg.scan_layers:
+            stack = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            x, _ = stack(cfg, name="layers")(x, attention_mask, deterministic)
+            return x
+        for i in range(cfg.num_layers):
+            x, _ = layer_cls(cfg, name=f"layer_{i}")(x, attention_mask, deterministic)
+        return x
+
+
+def gather_positions(x: Array, positions: Array) -> Array:
+    """[batch, length, hidden], [batch, n] -> [batch, n, hidden]."""
+    return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)

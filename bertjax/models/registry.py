@@ -1,0 +1,171 @@
+"""The model-family registry and the one model module that joins a backbone and its heads.
+
+A family (`Family`) is what `config.model.family` names: its frozen config dataclass, its backbone
+module, the heads it supports, the input fields it reads, its forward FLOPs, and its Hugging Face
+converter. `Model(family, config, heads)` runs the backbone and the requested heads; its
+parameters are `{"backbone": ..., "heads": {name: ...}}`, so fine-tuning loads the backbone and
+starts its heads fresh. Models take a mapping of named inputs and return a dict of named outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+Array = jax.Array
+HeadSpec = tuple[str, tuple[tuple[str, Any], ...]]  # (head name, sorted keyword arguments)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Family:
+    """One model family.
+
+    Attributes:
+      name: the value of `config.model.family`.
+      config_cls: frozen dataclass of the architecture; validates itself in `__post_init__`,
+        raising ValueError that names `config.model.<field>`.
+      backbone: Linen module class, `backbone(config)(inputs, deterministic=) -> dict` with at
+        least `sequence_output` [batch, length, hidden].
+      heads: head name -> Linen module class, `head(config, **kwargs)(features, inputs,
+        deterministic=) -> dict of named outputs` (features: the backbone's outputs).
+      input_fields: the batch fields the backbone reads.
+      forward_flops: (config, seq_len) -> matmul FLOPs of one backbone forward pass on one sequence.
+      hf: import path of the Hugging Face converter module (`bertjax.interop.hf_*`), or None.
+    """
+
+    name: str
+    config_cls: type
+    backbone: type[nn.Module]
+    heads: Mapping[str, type[nn.Module]]
+    input_fields: tuple[str, ...]
+    forward_flops: Callable[[Any, int], float]
+    hf: str | None = None
+
+    def converter(self):
+        """The Hugging Face converter module; raises when the family has none."""
+        if self.hf is None:
+            raise ValueError(f"model family {self.name!r} has no Hugging Face converter")
+        return importlib.import_module(self.hf)
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> Family:
+    """The registered family `name`; raises naming `config.model.family` and the choices."""
+    if name not in FAMILIES:
+        raise ValueError(
+            f"config.model.family={name!r} is invalid: allowed values are {tuple(FAMILIES)}"
+        )
+    return FAMILIES[name]
+
+
+def fail(field: str, value: Any, allowed: str) -> None:
+    """Raises the ValueError every config check uses: field, value and what is allowed."""
+    raise ValueError(f"config.model.{field}={value!r} is invalid: {allowed}")
+
+
+def check_positive(config: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value <= 0:
+            fail(name, value, "must be a positive integer")
+
+
+def model_config(model: Mapping[str, Any]) -> tuple[Family, Any]:
+    """(family, frozen config) from the `config.model` group; unknown fields are errors."""
+    values = dict(model.to_dict() if hasattr(model, "to_dict") else model)
+    family = get_family(values.pop("family", "bert"))
+    known = {f.name for f in dataclasses.fields(family.config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"config.model has unknown fields {unknown} for family {family.name!r}; "
+            f"known fields: {sorted(known)}"
+        )
+    return family, family.config_cls(**values)
+
+
+def head_spec(name: str, **kwargs: Any) -> HeadSpec:
+    return (name, tuple(sorted(kwargs.items())))
+
+
+class HeadSet(nn.Module):
+    """The heads of a model, as submodules named by head (parameters `heads/<name>`)."""
+
+    family: Family
+    config: Any
+    specs: tuple[HeadSpec, ...]
+
+    @nn.compact
+    def __call__(self, features, inputs, *, deterministic: bool, only) -> dict[str, Array]:
+        out: dict[str, Array] = {}
+        for name, kwargs in self.specs:
+            if only is None or name in only:
+                head = self.family.heads[name](self.config, **dict(kwargs), name=name)
+                out.update(head(features, inputs, deterministic=deterministic))
+        return out
+
+
+class Model(nn.Module):
+    """A family's backbone plus named heads: `{"backbone": ..., "heads": {name: ...}}`.
+
+    Attributes:
+      family: the `Family`.
+      config: its frozen config.
+      heads: `head_spec`s of the heads to build (all are created at init).
+    """
+
+    family: Family
+    config: Any
+    heads: tuple[HeadSpec, ...] = ()
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Mapping[str, Array],
+        *,
+        deterministic: bool = True,
+        only: tuple[str, ...] | None = None,
+    ) -> dict[str, Array]:
+        """Runs the backbone and the heads.
+
+        Args:
+          inputs: named [batch, ...] arrays; the backbone reads `family.input_fields`, heads read
+            what they need (e.g. `masked_positions`).
+          deterministic: False enables dropout (needs a "dropout" rng).
+          only: names of the heads to run (None: all).
+
+        Returns:
+          The backbone's array outputs (`sequence_output`, `pooled_output`, ...) and every run
+          head's outputs (e.g. `mlm_logits`, `logits`).
+        """
+        features = self.family.backbone(self.config, name="backbone")(
+            inputs, deterministic=deterministic
+        )
+        out = {k: v for k, v in features.items() if isinstance(v, jax.Array)}
+        if self.heads:
+            out.update(
+                HeadSet(self.family, self.config, self.heads, name="heads")(
+                    features, inputs, deterministic=deterministic, only=only
+                )
+            )
+        return out
+
+
+def family_of(config: Any) -> Family:
+    """The registered family whose config dataclass `config` is."""
+    for family in FAMILIES.values():
+        if isinstance(config, family.config_cls):
+            return family
+    raise ValueError(f"{type(config).__name__} is the config of no registered model family")

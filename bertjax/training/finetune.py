@@ -1,0 +1,383 @@
+"""The fine-tuning job: a task from the config, the backbone from a checkpoint, fresh heads, the
+same trainer as pretraining.
+
+`finetune(config, workdir)` is what `bertjax finetune` runs. It reads and featurizes the task
+(`bertjax.tasks`), loads the backbone from `config.init_from` (a bertjax model directory, a
+pretraining workdir or a transformers directory), trains (resuming from the workdir's latest
+checkpoint), and evaluates: `eval_metrics.json`, `predictions.tsv` (one row per eval example) or
+`predictions.json` (QA: id -> answer), `metrics.jsonl` and TensorBoard events. The fine-tuned
+model is saved to `workdir/model` with the task in `workdir/finetune.json`; with
+`config.eval_only=True` and `config.init_from` such a workdir, only the evaluation runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from bertjax import tasks
+from bertjax.interop import model_dir
+from bertjax.models.registry import family_of
+from bertjax.tasks.common import Features, build_label_map, report_data_stats
+from bertjax.training import distributed, sharding, trainer
+
+log = logging.getLogger(__name__)
+
+DATA_VAR = "BERTJAX_DATA"  # config paths may start with $BERTJAX_DATA
+# config.model fields that the run decides; every other architecture field comes from init_from.
+RUNTIME_FIELDS = (
+    "hidden_dropout",
+    "attention_dropout",
+    "dtype",
+    "param_dtype",
+    "attention_impl",
+    "scan_layers",
+    "remat_policy",
+)
+CHECKED_FIELDS = ("vocab_size", "hidden_size")  # must agree between config and init_from
+TASK_FILE = "finetune.json"  # task kind and label names of a fine-tuned workdir
+MODEL_DIR = "model"
+
+
+def data_root() -> pathlib.Path:
+    """The shared data folder: $BERTJAX_DATA, else `../shared/data` beside the repository."""
+    default = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+    return pathlib.Path(os.environ.get(DATA_VAR) or default)
+
+
+def resolve_path(path: str) -> pathlib.Path:
+    """Expands a leading `$BERTJAX_DATA` (at run time, so configs hold no absolute paths)."""
+    prefix = "$" + DATA_VAR
+    if path.startswith(prefix):
+        return data_root() / path[len(prefix) :].lstrip("/")
+    return pathlib.Path(path)
+
+
+class ArraySource:
+    """A random-access source over the device arrays of `Features` (for `make_iterator`)."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        self.arrays = dict(arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays["input_ids"])
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {k: v[index] for k, v in self.arrays.items()}
+
+
+@dataclasses.dataclass
+class TaskData:
+    """A featurized task: the task object, training features (None in eval-only mode), the eval
+    features and the eval examples they came from (one per prediction row)."""
+
+    task: Any
+    train: Features | None
+    eval: Features
+    eval_examples: list
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.task.label_names)
+
+
+def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
+    """Reads the train or eval examples of `config.task`, cut to `max_{split}_examples`."""
+    module = tasks.task_module(task_cfg.kind)
+    path = resolve_path(task_cfg[f"{split}_file"])
+    if not path.is_file():
+        raise FileNotFoundError(f"config.task.{split}_file: {path} does not exist")
+    examples = module.read(task_cfg, path, split)
+    limit = task_cfg[f"max_{split}_examples"]
+    return examples[:limit] if limit > 0 else examples
+
+
+def build_task(
+    config: ml_collections.ConfigDict, tokenizer, *, label_names: Sequence[str] | None = None
+) -> TaskData:
+    """Reads and featurizes the task of `config.task`.
+
+    Args:
+      config: the fine-tuning config.
+      tokenizer: the WordPiece tokenizer of the init checkpoint.
+      label_names: fixed label names (eval-only: those of the fine-tuned model); otherwise
+        `config.task.labels`, or the sorted labels seen in the train and eval files.
+    """
+    task_cfg = config.task
+    module = tasks.task_module(task_cfg.kind)
+    eval_examples = read_split(task_cfg, "eval")
+    if not module.labelled(eval_examples):
+        what = (
+            "answers" if task_cfg.kind == "qa" else f"labels (config.task.label={task_cfg.label!r})"
+        )
+        raise ValueError(
+            f"config.task.eval_file={task_cfg.eval_file!r} has no {what}; evaluation needs them"
+        )
+    train_examples = [] if config.eval_only else read_split(task_cfg, "train")
+    names: list[str] = []
+    if task_cfg.kind in ("classification", "tagging"):
+        fixed = label_names or list(task_cfg.labels) or None
+        names = list(build_label_map(train_examples + eval_examples, fixed))
+    task = module.make_task(task_cfg, names)
+    train_features = None
+    if not config.eval_only:
+        train_features = task.featurize(task_cfg, train_examples, tokenizer, training=True)
+        report_data_stats("train", train_features.stats, task_cfg)
+    eval_features = task.featurize(task_cfg, eval_examples, tokenizer, training=False)
+    report_data_stats("eval", eval_features.stats, task_cfg)
+    return TaskData(task, train_features, eval_features, eval_examples)
+
+
+def make_model(kind: str, cfg, num_labels: int = 0):
+    """The fine-tuning model of a task kind: the backbone of `cfg`'s family and the task's head."""
+    from bertjax.models import Model
+
+    names = [str(i) for i in range(num_labels)]
+    task = tasks.task_module(kind).make_task(ml_collections.ConfigDict({"kind": kind}), names)
+    return Model(family_of(cfg), cfg, task.heads)
+
+
+def check_init_config(config: ml_collections.ConfigDict, init_cfg, path) -> None:
+    """Raises naming both values when `init_from` disagrees with `config.model` (0: not checked,
+    the checkpoint decides)."""
+    for name in CHECKED_FIELDS:
+        want, have = config.model[name], getattr(init_cfg, name)
+        if want and want != have:
+            raise ValueError(
+                f"config.init_from={str(path)!r} has {name}={have} but "
+                f"config.model.{name}={want}; set --config.model.{name}={have} or use a "
+                "checkpoint that matches"
+            )
+
+
+def runtime_config(config: ml_collections.ConfigDict, init_cfg):
+    """The checkpoint's architecture with this run's numerics (`RUNTIME_FIELDS` it has)."""
+    fields = {f.name for f in dataclasses.fields(init_cfg)}
+    return dataclasses.replace(
+        init_cfg,
+        **{k: config.model[k] for k in RUNTIME_FIELDS if k in fields and k in config.model},
+    )
+
+
+def check_vocab(tokenizer, cfg, path) -> None:
+    """Raises when the checkpoint's vocabulary has ids beyond its word embedding's rows."""
+    n = tokenizer.get_vocab_size()
+    if n > cfg.vocab_size:
+        raise ValueError(
+            f"config.init_from={str(path)!r}: its vocabulary has {n} tokens but its word "
+            f"embedding only {cfg.vocab_size} rows (vocab_size); the vocabulary does not belong "
+            "to these weights"
+        )
+
+
+def load_encoder(config: ml_collections.ConfigDict):
+    """Loads the backbone of `config.init_from` and checks it against `config.model`.
+
+    Returns:
+      (model config, unboxed backbone parameters, tokenizer, the model directory).
+    """
+    if not config.init_from:
+        raise ValueError("config.init_from is empty: set it to a bertjax or transformers model")
+    path = resolve_path(config.init_from)
+    if model_dir.detect_format(path) == "hf":
+        init_cfg = model_dir.load_hf_config(path)
+    else:
+        init_cfg = model_dir.read_model_config(path)
+    check_init_config(config, init_cfg, path)  # before any weights are read
+    tokenizer = model_dir.load_model_tokenizer(path)
+    check_vocab(tokenizer, init_cfg, path)
+    cfg = runtime_config(config, init_cfg)
+    stored, params = model_dir.load_params(path, with_heads=False)
+    _, params = model_dir.relayout(stored, params, cfg.scan_layers)
+    return cfg, params["backbone"], tokenizer, path
+
+
+def _load_finetuned(config: ml_collections.ConfigDict):
+    """(model config, full params, label names, model dir) of a fine-tuned workdir (eval_only)."""
+    root = resolve_path(config.init_from)
+    task_file = root / TASK_FILE
+    if not task_file.is_file():
+        raise FileNotFoundError(
+            f"config.eval_only needs config.init_from to be a fine-tuned workdir; {root} has no "
+            f"{TASK_FILE}"
+        )
+    saved = json.loads(task_file.read_text())
+    if saved["kind"] != config.task.kind:
+        raise ValueError(
+            f"{root} was fine-tuned for kind {saved['kind']!r} but config.task.kind="
+            f"{config.task.kind!r}"
+        )
+    cfg, params = load_finetuned_params(root)
+    check_init_config(config, cfg, root)
+    cfg, params = model_dir.relayout(cfg, params, runtime_config(config, cfg).scan_layers)
+    return runtime_config(config, cfg), params, saved["label_names"], root / MODEL_DIR
+
+
+def load_finetuned_params(root: pathlib.Path):
+    """(config, params) of a fine-tuned workdir's model; heads of directories written before
+    the registry get their task's head name (a tagger was saved as `classifier`)."""
+    saved = json.loads((root / TASK_FILE).read_text())
+    cfg, params = model_dir.load_model_dir(root / MODEL_DIR)
+    heads = dict(params.get("heads", {}))
+    if saved["kind"] == "tagging" and "classifier" in heads:
+        heads["tagger"] = heads.pop("classifier")
+    return cfg, {**params, "heads": heads}
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
+    """Loads the init checkpoint (checked first), builds the task, the trainer and its state."""
+    distributed.initialize(config.distributed)  # before anything touches a device
+    workdir = pathlib.Path(workdir)
+    trainer.check_batch_size(config, sharding.make_mesh(config.mesh))
+    if config.eval_only:
+        cfg, loaded, label_names, source_dir = _load_finetuned(config)
+        tokenizer = model_dir.load_model_tokenizer(source_dir)
+        check_vocab(tokenizer, cfg, source_dir)
+    else:
+        cfg, backbone, tokenizer, source_dir = load_encoder(config)
+        loaded, label_names = {"backbone": backbone}, None
+    data = build_task(config, tokenizer, label_names=label_names)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_data_stats(workdir, data)
+    features = data.eval if config.eval_only else data.train
+    batch = config.train.global_batch_size
+    example = {k: np.repeat(v[:1], batch, 0) for k, v in features.arrays.items()}
+    job = trainer.build(
+        config,
+        workdir,
+        model_config=cfg,
+        objective=data.task,
+        example=example,
+        evaluate=evaluate,
+        train_source=None if config.eval_only else ArraySource(data.train.arrays),
+        eval_source=data,
+        num_steps=1 if config.eval_only else trainer.num_train_steps(config, len(features)),
+        loaded=loaded,
+    )
+    job.source_dir = source_dir  # where the tokenizer and vocabulary come from
+    return job
+
+
+def write_data_stats(workdir: pathlib.Path, data: TaskData) -> None:
+    """`data_stats.json`: the featurizers' counts (truncations, cut tags, skipped answers)."""
+    if jax.process_index() != 0:
+        return
+    stats = {"eval": data.eval.stats}
+    if data.train is not None:
+        stats["train"] = data.train.stats
+    stats = {split: {k: int(v) for k, v in counts.items()} for split, counts in stats.items()}
+    (workdir / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+
+
+def predict(job: trainer.Trainer, features: Features) -> dict[str, np.ndarray]:
+    """Outputs of every feature, in order: {name: float32 [N, ...]}."""
+    n, batch = len(features), job.global_batch_size
+    padded = math.ceil(n / batch) * batch
+    index = np.minimum(np.arange(padded), n - 1)  # repeat the last row to fill the last batch
+    local = batch // jax.process_count()
+    inputs = [k for k in features.arrays if k in family_of(job.model_config).input_fields]
+    outputs = []
+    for start in range(0, padded, batch):
+        first = start + jax.process_index() * local
+        rows = index[first : first + local]
+        local_batch = {k: features.arrays[k][rows] for k in inputs}
+        out = job.steps.predict_step(
+            job.state.params, sharding.global_batch(local_batch, job.steps.mesh)
+        )
+        outputs.append(jax.device_get(out))
+    keys = [k for k in outputs[0] if k not in ("sequence_output", "pooled_output")]
+    return {k: np.concatenate([o[k] for o in outputs])[:n] for k in keys}
+
+
+def evaluate(job: trainer.Trainer) -> dict[str, float]:
+    """Task metrics on the eval split; writes `eval_metrics.json` and the predictions."""
+    data: TaskData = job.eval_source
+    outputs = predict(job, data.eval)
+    predictions, references = data.task.outputs_to_predictions(
+        job.config.task, data.eval_examples, data.eval, outputs
+    )
+    metrics = data.task.metrics(predictions, references)
+    if jax.process_index() == 0:
+        data.task.write_predictions(job.workdir, data.eval_examples, predictions, references)
+        text = json.dumps(metrics, indent=2) + "\n"
+        (job.workdir / "eval_metrics.json").write_text(text)
+    return metrics
+
+
+def save_finetuned(job: trainer.Trainer) -> None:
+    """Writes `workdir/model` (a bertjax model directory with the head) and `finetune.json`."""
+    params = job.gathered_params()  # all processes take part
+    if jax.process_index() != 0:
+        return
+    vocab = job.source_dir / model_dir.VOCAB_NAME
+    options = model_dir.tokenizer_options(job.source_dir)
+    model_dir.save_model(
+        job.workdir / MODEL_DIR, params, job.model_config, vocab, options or None, overwrite=True
+    )
+    data: TaskData = job.eval_source
+    document = {"kind": data.kind, "label_names": data.label_names}
+    (job.workdir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+    """The whole job: set up (or resume), train, save, evaluate. Returns the eval metrics."""
+    job = setup(config, workdir)
+    if config.eval_only:
+        metrics = evaluate(job)
+    elif int(job.state.step) >= job.num_steps:
+        save_finetuned(job)
+        metrics = evaluate(job)
+    else:
+        last = trainer.train(job, desc="finetune")
+        save_finetuned(job)
+        metrics = {k[len("eval_") :]: v for k, v in last.items() if k.startswith("eval_")}
+    job.writer.write(int(job.state.step), {f"eval_{k}": v for k, v in metrics.items()})
+    job.close()
+    return metrics
+
+
+def finetuned_workdir(path: str | pathlib.Path) -> pathlib.Path | None:
+    """The fine-tuned workdir of `path` (the workdir itself or its `model/`), else None."""
+    path = pathlib.Path(path)
+    for root in (path, path.parent if path.name == MODEL_DIR else None):
+        if root is not None and (root / TASK_FILE).is_file() and (root / MODEL_DIR).is_dir():
+            return root
+    return None
+
+
+def export_hf(
+    workdir: str | pathlib.Path, out_dir: str | pathlib.Path, *, overwrite: bool = False
+) -> pathlib.Path:
+    """Writes a fine-tuned workdir as a transformers directory of the matching head class.
+
+    For BERT the result (`config.json` with the label names, `model.safetensors`, `vocab.txt`,
+    `tokenizer_config.json`) loads with `transformers.BertForSequenceClassification`,
+    `BertForTokenClassification` or `BertForQuestionAnswering` `.from_pretrained`. `out_dir` is
+    written atomically; a non-empty one is refused unless `overwrite`.
+    """
+    workdir = pathlib.Path(workdir)
+    saved = json.loads((workdir / TASK_FILE).read_text())
+    cfg, params = load_finetuned_params(workdir)
+    params = jax.device_get(params)
+    hf = family_of(cfg).converter()
+    vocab = workdir / MODEL_DIR / model_dir.VOCAB_NAME
+    options = model_dir.tokenizer_options(workdir / MODEL_DIR)
+    with model_dir.atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        hf.write_hf_task_files(
+            tmp, params, cfg, saved["kind"], saved["label_names"], vocab, options
+        )
+    return pathlib.Path(out_dir)

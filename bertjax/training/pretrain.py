@@ -1,0 +1,190 @@
+"""The pretraining job: corpus -> vocab -> instances -> the trainer with the config's objective.
+
+`pretrain(config, workdir)` is what `bertjax pretrain` runs. Rerunning it on the same workdir
+resumes from the latest complete checkpoint, including the data position.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bertjax import objectives
+from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
+from bertjax.data.pretraining import PackedSource, PretrainingSource, load_metadata, prepare
+from bertjax.data.tokenizer import read_vocab, train_wordpiece
+from bertjax.interop import model_dir
+from bertjax.models import model_config
+from bertjax.training import distributed, sharding, trainer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BUILTIN_CORPUS", "evaluate", "prepare_data", "pretrain", "setup"]
+
+
+def prepare_data(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Finds or makes the vocabulary and the prepared instances. Returns (data_dir, vocab)."""
+    data_dir = pathlib.Path(config.data.dir) if config.data.dir else workdir / "data"
+    if (data_dir / "metadata.json").exists():
+        vocab = pathlib.Path(config.data.vocab or load_metadata(data_dir)["vocab_file"])
+        return data_dir, vocab
+    if jax.process_count() > 1:  # one preparation, readable by every process
+        raise ValueError(
+            f"config.data.dir={config.data.dir!r} holds no prepared data: with "
+            f"{jax.process_count()} processes, prepare it once (`bertjax prepare`, or a "
+            "one-process run) and set config.data.dir to a folder every process can read"
+        )
+    if config.data.dir:
+        raise FileNotFoundError(
+            f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
+        )
+    files = corpus_files(config.data.corpus, workdir)
+    if config.data.vocab:
+        vocab = pathlib.Path(config.data.vocab)
+    else:
+        vocab = train_wordpiece(
+            files,
+            workdir / "tokenizer",
+            vocab_size=config.model.vocab_size,
+            lowercase=config.data.lowercase,
+        )
+    prepare(
+        files,
+        vocab,
+        data_dir,
+        max_seq_len=config.data.max_seq_len,
+        short_seq_prob=config.data.short_seq_prob,
+        eval_fraction=config.data.eval_fraction,
+        seed=config.train.seed,
+        documents_per_file=config.data.corpus == BUILTIN_CORPUS,
+        lowercase=config.data.lowercase,
+    )
+    return data_dir, vocab
+
+
+def check_config(config: ml_collections.ConfigDict, cfg, vocab_size: int) -> None:
+    """Cross-field checks that need the data: raise naming the fields."""
+    if vocab_size != cfg.vocab_size:
+        raise ValueError(
+            f"the vocabulary has {vocab_size} tokens but config.model.vocab_size={cfg.vocab_size}"
+        )
+    if config.data.max_seq_len > cfg.max_position_embeddings:
+        raise ValueError(
+            f"config.data.max_seq_len={config.data.max_seq_len} exceeds "
+            f"config.model.max_position_embeddings={cfg.max_position_embeddings}"
+        )
+    if config.data.pack_sequences and cfg.attention_impl == "cudnn":
+        raise ValueError(
+            "config.data.pack_sequences=True needs block-diagonal attention, which "
+            "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"
+        )
+    if config.data.pack_sequences and config.data.max_pack_size < 1:
+        raise ValueError(f"config.data.max_pack_size={config.data.max_pack_size} must be >= 1")
+
+
+def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:
+    packed = PackedSource(source, max_pack_size)
+    share = packed.real_tokens / (source.max_seq_len * len(source))
+    log.info(
+        "packing %s: %d instances into %d rows; real tokens %.1f%% of positions -> %.1f%%",
+        source.split,
+        len(source),
+        len(packed),
+        100 * share,
+        100 * packed.real_tokens / (source.max_seq_len * len(packed)),
+    )
+    return packed
+
+
+def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
+    train_source = PretrainingSource(data_dir, "train", vocab_path=vocab)
+    eval_source = PretrainingSource(data_dir, "eval", vocab_path=vocab)
+    if train_source.max_seq_len != config.data.max_seq_len:
+        raise ValueError(
+            f"config.data.max_seq_len={config.data.max_seq_len} but {data_dir} was prepared at "
+            f"length {train_source.max_seq_len}"
+        )
+    if config.data.pack_sequences:
+        return tuple(_packed(s, config.data.max_pack_size) for s in (train_source, eval_source))
+    return train_source, eval_source
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
+    """Builds data, model, objective and the trainer (with the initial or restored state)."""
+    distributed.initialize(config.distributed)  # before anything touches a device
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _, cfg = model_config(config.model)
+    data_dir, vocab = prepare_data(config, workdir)
+    if not config.data.vocab:  # a vocabulary trained here may be smaller than asked for
+        config.model.vocab_size = len(read_vocab(vocab))
+        _, cfg = model_config(config.model)
+    check_config(config, cfg, len(read_vocab(vocab)))
+    train_source, eval_source = _sources(config, data_dir, vocab)
+    if jax.process_index() == 0:
+        model_dir.write_model_files(workdir, cfg, vocab)
+    example = {k: np.asarray(v)[None] for k, v in train_source[0].items()}
+    example = {k: np.repeat(v, config.train.global_batch_size, 0) for k, v in example.items()}
+    return trainer.build(
+        config,
+        workdir,
+        model_config=cfg,
+        objective=objectives.make_objective(config, vocab),
+        example=example,
+        evaluate=evaluate,
+        train_source=train_source,
+        eval_source=eval_source,
+        num_steps=trainer.num_train_steps(config, len(train_source)),
+    )
+
+
+def evaluate(job: trainer.Trainer, params=None) -> dict[str, float]:
+    """The objective's held-out metrics (MLM loss/accuracy, NSP accuracy) with fixed corruption
+    per eval batch, over `config.train.eval_batches` batches."""
+    config = job.config
+    params = job.state.params if params is None else params
+    batch_size = min(config.train.global_batch_size, len(job.eval_source))
+    batch_size -= batch_size % jax.device_count()
+    if batch_size == 0:
+        raise ValueError(
+            f"the eval split has {len(job.eval_source)} instances, fewer than the "
+            f"{jax.device_count()} devices; raise config.data.eval_fraction"
+        )
+    iterator = trainer.make_iterator(
+        job.eval_source, config, seed=0, shuffle=False, num_epochs=1, global_batch=batch_size
+    )
+    eval_rng = jax.random.key(config.train.seed + 1)
+    totals = None
+    for index, local in zip(range(config.train.eval_batches), iterator, strict=False):
+        batch = sharding.global_batch(local, job.steps.mesh)
+        sums = job.steps.eval_step(params, batch, jax.random.fold_in(eval_rng, index))
+        totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+    return job.objective.summarize(jax.device_get(totals))
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
+    """The whole job: set up (or resume), train, evaluate, save the final model to workdir/model."""
+    job = setup(config, workdir)
+    if int(job.state.step) >= job.num_steps:
+        log.info("already trained to step %d; evaluating only", int(job.state.step))
+        last = {f"eval_{k}": v for k, v in evaluate(job).items()}
+    else:
+        last = trainer.train(job, desc="pretrain")
+    params = job.gathered_params()  # all processes take part
+    if jax.process_index() == 0:
+        vocab = job.workdir / model_dir.VOCAB_NAME
+        options = model_dir.tokenizer_options(job.workdir)
+        model_dir.save_model(
+            job.workdir / "model", params, job.model_config, vocab, options or None, overwrite=True
+        )
+        (job.workdir / "final_metrics.json").write_text(json.dumps(last, indent=2))
+    job.close()
+    return last
