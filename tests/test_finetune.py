@@ -193,7 +193,7 @@ def test_heads_return_float32_logits_with_class_axes():
         kernel = variables["params"]["heads"][head]["dense"]["kernel"]
         assert kernel.names == ("embed", "classes")
         out = jax.eval_shape(
-            lambda v, x, m=model: m.apply(v, x, only=(head,)), nn.meta.unbox(variables), inputs
+            lambda v, x, m=model, h=head: m.apply(v, x, only=(h,)), nn.meta.unbox(variables), inputs
         )
         out = {k: v for k, v in out.items() if k not in ("sequence_output", "pooled_output")}
         assert {k: v.shape for k, v in out.items()} == shapes
