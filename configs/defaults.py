@@ -82,6 +82,11 @@ def get_config() -> ml_collections.ConfigDict:
         ("norm", None),
         ("classes", None),
         ("layers", None),
+        # the recurrent family (bertjax.models.rnn); state axes stay local: no collective per step
+        ("rnn_in", "fsdp"),
+        ("rnn_gates", None),
+        ("rnn_hidden", None),
+        ("rnn_state", None),
     ]
 
     config.checkpoint = checkpoint = ml_collections.ConfigDict()

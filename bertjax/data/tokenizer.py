@@ -4,12 +4,19 @@ Both functions build on Hugging Face `tokenizers` with BERT's normalizer (clean 
 lowercasing and accent stripping, spaces around CJK characters) and pre-tokenizer (split on
 whitespace and punctuation). The normalization options live in `tokenizer_config.json` beside the
 vocabulary so that a vocabulary and the way it must be used travel together.
+
+Vocabularies trained here set `keep_hangul`: the text is recomposed (NFC) after normalization, so
+Hangul syllables, which BERT's accent stripping splits into conjoining jamo through NFD, stay whole.
+Vocabularies without the option (bert-base-*, models imported from transformers) are read as
+transformers reads them.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 import tokenizers
@@ -19,6 +26,8 @@ SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]"
 CONFIG_NAME = "tokenizer_config.json"
 VOCAB_NAME = "vocab.txt"
 CONTINUATION_PREFIX = "##"
+OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
+HANGUL_SYLLABLES = (0xAC00, 0xD7A3)  # first and last code point of the precomposed syllables
 
 
 def train_wordpiece(
@@ -30,11 +39,13 @@ def train_wordpiece(
     strip_accents: bool | None = None,
     handle_chinese_chars: bool = True,
     min_frequency: int = 2,
-    limit_alphabet: int = 1000,
+    limit_alphabet: int | None = 1000,
 ) -> pathlib.Path:
-    """Trains a WordPiece vocabulary on text files.
+    """Trains a WordPiece vocabulary on text files; the same files and options give the same bytes.
 
-    The five special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
+    The five special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4; then the
+    alphabet, its `##` continuations and the merged pieces in the order they were learnt. The
+    tokenizer options are written with `keep_hangul=True`.
 
     Args:
       files: UTF-8 text files to learn the vocabulary from.
@@ -42,10 +53,12 @@ def train_wordpiece(
       vocab_size: Size of the vocabulary, special tokens included.
       lowercase: Lowercase text before splitting it.
       strip_accents: Remove accents (NFD then drop combining marks); None follows `lowercase`,
-        as in the original BERT.
+        as in the original BERT. Hangul syllables are kept either way.
       handle_chinese_chars: Put spaces around CJK ideographs so each is its own word.
       min_frequency: Minimum count for a merge to enter the vocabulary.
-      limit_alphabet: Maximum number of distinct initial characters kept.
+      limit_alphabet: Maximum number of distinct characters kept besides Hangul syllables (every
+        syllable seen is kept: it has no smaller piece to fall back on); the most frequent win,
+        ties by code point. None keeps all.
 
     Returns:
       Path of the written `vocab.txt`.
@@ -58,29 +71,67 @@ def train_wordpiece(
         raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(
-        models.WordPiece(unk_token=SPECIAL_TOKENS["unk"]),
+    options = dict(
         lowercase=lowercase,
         strip_accents=strip_accents,
         handle_chinese_chars=handle_chinese_chars,
+        keep_hangul=True,
     )
+    tokenizer = _build_tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk"]), **options)
+    alphabet, inner = _alphabet(files, tokenizer, limit_alphabet)
+    # The tokenizers trainer gives the `##` pieces of the alphabet ids in hash-map order and breaks
+    # ties between merge counts by id, so two runs learn different vocabularies
+    # (https://github.com/huggingface/tokenizers/issues/1794). Fixing the alphabet here and passing
+    # the `##` pieces as special tokens gives every id before the first merge in sorted order.
+    continuations = [CONTINUATION_PREFIX + c for c in inner]
     trainer = tokenizers.trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        limit_alphabet=limit_alphabet,
-        special_tokens=list(SPECIAL_TOKENS.values()),
+        limit_alphabet=len(alphabet),  # drops exactly the characters not in `alphabet`
+        initial_alphabet=alphabet,
+        special_tokens=list(SPECIAL_TOKENS.values()) + continuations,
         continuing_subword_prefix=CONTINUATION_PREFIX,
         show_progress=False,
     )
     tokenizer.train(files, trainer)
     vocab = tokenizer.get_vocab()
+    group = dict.fromkeys(SPECIAL_TOKENS.values(), 0)
+    group |= dict.fromkeys(alphabet, 1) | dict.fromkeys(continuations, 2)
     vocab_path = out / VOCAB_NAME
-    _write_vocab(sorted(vocab, key=vocab.__getitem__), vocab_path)
-    config = dict(
-        lowercase=lowercase, strip_accents=strip_accents, handle_chinese_chars=handle_chinese_chars
-    )
-    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    _write_vocab(sorted(vocab, key=lambda t: (group.get(t, 3), vocab[t])), vocab_path)
+    (out / CONFIG_NAME).write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
     return vocab_path
+
+
+def _alphabet(
+    files: Sequence[str], tokenizer: tokenizers.Tokenizer, limit: int | None
+) -> tuple[list[str], list[str]]:
+    """The characters that `tokenizer`'s normalizer makes of `files`, and those that continue words.
+
+    Characters are counted in the text (in NFC, as the normalizer leaves it) and normalized one
+    at a time, which is much faster than normalizing the text and, as the normalizer works
+    character by character, gives the same characters.
+
+    Returns:
+      (alphabet, inner): the kept characters, and those of them that a word can continue with
+      (all but whitespace, punctuation and split CJK ideographs), both sorted by code point.
+    """
+    raw = collections.Counter()
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            while lines := f.readlines(1 << 20):  # about 1 MiB of whole lines at a time
+                raw.update(unicodedata.normalize("NFC", "".join(lines)))
+    normalize, words = tokenizer.normalizer.normalize_str, tokenizer.pre_tokenizer.pre_tokenize_str
+    counts = collections.Counter()
+    for c, n in raw.items():
+        for out in normalize(c):
+            counts[out] += n
+    first, last = HANGUL_SYLLABLES
+    seen = [c for c in counts if words(c)]  # whitespace makes no word
+    hangul = [c for c in seen if first <= ord(c) <= last]
+    others = sorted(set(seen) - set(hangul), key=lambda c: (-counts[c], c))
+    alphabet = sorted(hangul + others[:limit])
+    return alphabet, [c for c in alphabet if len(words(normalize("a" + c))) == 1]
 
 
 def load_tokenizer(
@@ -89,19 +140,23 @@ def load_tokenizer(
     lowercase: bool | None = None,
     strip_accents: bool | None = None,
     handle_chinese_chars: bool | None = None,
+    keep_hangul: bool | None = None,
 ) -> tokenizers.Tokenizer:
     """Loads a WordPiece `vocab.txt` as a fast BERT tokenizer.
 
     Options left as None come from `tokenizer_config.json` beside the vocabulary when present,
     otherwise from BERT's defaults (lowercase=True, strip_accents follows lowercase,
-    handle_chinese_chars=True). When the vocabulary has [CLS] and [SEP], encoding with
-    `add_special_tokens=True` gives `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with segment ids.
+    handle_chinese_chars=True, keep_hangul=False: the tokenization of transformers). When the
+    vocabulary has [CLS] and [SEP], encoding with `add_special_tokens=True` gives `[CLS] A [SEP]`
+    and `[CLS] A [SEP] B [SEP]` with segment ids.
 
     Args:
       vocab_path: One token per line; the line number is the id.
       lowercase: Lowercase text before splitting it.
       strip_accents: Remove accents; None follows `lowercase`.
       handle_chinese_chars: Put spaces around CJK ideographs.
+      keep_hangul: Recompose the normalized text (NFC) so that Hangul syllables stay whole; set
+        for every vocabulary `train_wordpiece` writes.
 
     Returns:
       A `tokenizers.Tokenizer`.
@@ -109,7 +164,7 @@ def load_tokenizer(
     vocab_path = pathlib.Path(vocab_path)
     if not vocab_path.is_file():
         raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
-    options = (lowercase, strip_accents, handle_chinese_chars)
+    options = (lowercase, strip_accents, handle_chinese_chars, keep_hangul)
     # Read the options file beside the vocabulary only for options not given.
     config = _read_config(vocab_path.parent / CONFIG_NAME) if None in options else {}
     if lowercase is None:
@@ -118,6 +173,8 @@ def load_tokenizer(
         strip_accents = config.get("strip_accents")
     if handle_chinese_chars is None:
         handle_chinese_chars = config.get("handle_chinese_chars", True)
+    if keep_hangul is None:
+        keep_hangul = config.get("keep_hangul", False)
     vocab = read_vocab(vocab_path)
     if SPECIAL_TOKENS["unk"] not in vocab:
         raise ValueError(f"vocabulary {vocab_path} has no {SPECIAL_TOKENS['unk']} token")
@@ -131,6 +188,7 @@ def load_tokenizer(
         lowercase=lowercase,
         strip_accents=strip_accents,
         handle_chinese_chars=handle_chinese_chars,
+        keep_hangul=keep_hangul,
     )
     # Special tokens written in text ("a [MASK] b") stay whole, as in BERT.
     tokenizer.add_special_tokens(
@@ -184,14 +242,18 @@ def _build_tokenizer(
     lowercase: bool,
     strip_accents: bool | None,
     handle_chinese_chars: bool,
+    keep_hangul: bool,
 ) -> tokenizers.Tokenizer:
     tokenizer = tokenizers.Tokenizer(model)
-    tokenizer.normalizer = normalizers.BertNormalizer(
+    bert = normalizers.BertNormalizer(
         clean_text=True,
         handle_chinese_chars=handle_chinese_chars,
         strip_accents=strip_accents,
         lowercase=lowercase,
     )
+    # NFC puts back together the Hangul syllables that accent stripping's NFD splits into jamo
+    # (and any other composition whose marks are not stripped); offsets still map to the input.
+    tokenizer.normalizer = normalizers.Sequence([bert, normalizers.NFC()]) if keep_hangul else bert
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
     return tokenizer
@@ -204,10 +266,9 @@ def _read_config(path: pathlib.Path) -> dict:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
-    allowed = {"lowercase", "strip_accents", "handle_chinese_chars"}
-    unknown = set(config) - allowed
+    unknown = set(config) - set(OPTIONS)
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {list(OPTIONS)}")
     return config
 
 

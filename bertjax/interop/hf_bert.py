@@ -535,6 +535,8 @@ def _write_tokenizer_files(
         "cls_token": "[CLS]",
         "mask_token": "[MASK]",
     }
+    if options.get("keep_hangul"):  # read back by hf_tokenizer_options; transformers ignores it
+        tokenizer_config["keep_hangul"] = True
     text = json.dumps(tokenizer_config, indent=2) + "\n"
     (out_dir / TOKENIZER_CONFIG_NAME).write_text(text, encoding="utf-8")
 
@@ -556,6 +558,7 @@ def hf_tokenizer_options(hf_dir: str | pathlib.Path) -> dict[str, Any]:
         "lowercase": bool(source.get("do_lower_case", True)),
         "strip_accents": source.get("strip_accents"),
         "handle_chinese_chars": bool(source.get("tokenize_chinese_chars", True)),
+        "keep_hangul": bool(source.get("keep_hangul", False)),
     }
 
 

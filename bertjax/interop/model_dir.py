@@ -3,7 +3,7 @@
 A bertjax model directory holds:
   config.json            {"format": "bertjax", "family": "bert", "model": {config fields}}
   vocab.txt              the WordPiece vocabulary, one token per line
-  tokenizer_config.json  optional: lowercase, strip_accents, handle_chinese_chars
+  tokenizer_config.json  optional: lowercase, strip_accents, handle_chinese_chars, keep_hangul
   params/                the parameter tree {"backbone": ..., "heads": {...}}, written with orbax
 
 Directories written before the model registry (no "family", parameters under "bert",
@@ -42,7 +42,7 @@ MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers direc
 PARAMS_DIR = "params"
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars")
+TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
 PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))
 # parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
 _LEGACY_HEADS = {
@@ -448,6 +448,7 @@ def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
         lowercase=lowercase,
         strip_accents=lowercase if strip_accents is None else strip_accents,
         handle_chinese_chars=options.get("handle_chinese_chars", True),
+        keep_hangul=options.get("keep_hangul", False),
     )
 
 
