@@ -200,7 +200,7 @@ def test_bad_input_is_repaired_or_skipped_and_counted(corpus, tmp_path, caplog):
     single = tmp_path / "single.txt"
     single.write_text("Only one sentence here.\n\nAnd another lonely one.\n\n\n")
     files = [good, bad_utf8, empty, binary, single]
-    with caplog.at_level(logging.WARNING, logger="bertjax.pretraining_data"):
+    with caplog.at_level(logging.WARNING, logger="bertjax.data.pretraining"):
         metadata = pdata.prepare(files, corpus[1], tmp_path / "out", max_seq_len=L, num_workers=0)
     stats = metadata["statistics"]
     assert stats["files"] == 5 and stats["files_empty"] == 1 and stats["files_skipped_binary"] == 1
