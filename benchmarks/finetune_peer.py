@@ -86,7 +86,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_config(args: argparse.Namespace):
     """configs/finetune/TASK.py with the benchmark's subset, sizes and hyperparameters."""
     from bertjax.config import load_config
-    from bertjax.interop.hf_bert import config_from_hf, read_hf_config
+    from bertjax.interop.hf_bert import config_from_hf
+    from bertjax.interop.hf_files import read_hf_config
 
     if str(REPO) not in sys.path:  # the task configs import `configs.finetune.base`
         sys.path.insert(0, str(REPO))

@@ -14,6 +14,7 @@ import pytest
 
 from bertjax import cli
 from bertjax.interop import hf_bert as convert
+from bertjax.interop import hf_files
 from bertjax.interop import model_dir as checkpoint
 from bertjax.models.bert import BertConfig
 
@@ -424,7 +425,7 @@ def test_pytorch_bin_without_torch_says_what_to_install(hf_small, tmp_path, monk
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"interop.*model\.safetensors"):
-        convert.read_hf_weights(tmp_path)
+        hf_files.read_hf_weights(tmp_path)
 
 
 def test_untied_decoder_and_partial_head_are_errors():

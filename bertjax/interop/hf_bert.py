@@ -22,17 +22,20 @@ from typing import Any
 
 import numpy as np
 
+from bertjax.interop.hf_files import (
+    CONFIG_NAME,
+    SAFETENSORS_NAME,
+    np_dtype,
+)
 from bertjax.models.bert import BertConfig
+from bertjax.models.layers import stack_layer_params, unstack_layer_params
 
 logger = logging.getLogger(__name__)
 
 Params = dict[str, Any]
 
 MODEL_TYPES = ("bert",)  # transformers model_type values this converter reads
-CONFIG_NAME = "config.json"
-SAFETENSORS_NAME = "model.safetensors"
-SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
-TORCH_NAME = "pytorch_model.bin"
+STACK_PATH = ("backbone", "encoder")  # where BertBackbone's LayerStack keeps its layers
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
@@ -319,7 +322,7 @@ def params_from_hf(
     if missing and init_fn is None:
         raise ValueError(f"checkpoint lacks {missing} and no init_fn was given to initialise them")
     fresh = init_fn() if missing else None
-    dtype = _np_dtype(config.param_dtype)
+    dtype = np_dtype(config.param_dtype)
     flat, initialised = {}, []
     for entry in entries:
         if entry.group in missing:
@@ -383,31 +386,13 @@ def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
 
 
 def stack_layers(params: Params, num_layers: int) -> Params:
-    """Unscanned `bert/encoder/layer_{i}` -> scanned `bert/encoder/layers` (leading layer axis)."""
-    encoder = params["backbone"]["encoder"]
-    layers = [encoder[f"layer_{i}"] for i in range(num_layers)]
-    stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
-    return _replace_encoder(params, {"layers": stacked})
+    """Unscanned `backbone/encoder/layer_{i}` -> scanned `backbone/encoder/layers`."""
+    return stack_layer_params(params, STACK_PATH, num_layers)
 
 
 def unstack_layers(params: Params, num_layers: int) -> Params:
-    """Scanned `bert/encoder/layers` -> unscanned `bert/encoder/layer_{i}`."""
-    stacked = params["backbone"]["encoder"]["layers"]
-    layers = {
-        f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(num_layers)
-    }
-    return _replace_encoder(params, layers)
-
-
-def _replace_encoder(params: Params, encoder: Params) -> Params:
-    backbone = {**params["backbone"], "encoder": encoder}
-    return {**params, "backbone": backbone}
-
-
-def _tree_map(fn, *trees):
-    if isinstance(trees[0], Mapping):
-        return {k: _tree_map(fn, *(t[k] for t in trees)) for k in trees[0]}
-    return fn(*trees)
+    """Scanned `backbone/encoder/layers` -> unscanned `backbone/encoder/layer_{i}`."""
+    return unstack_layer_params(params, STACK_PATH, num_layers)
 
 
 def _get(tree: Params, path: tuple[str, ...]) -> Any:
@@ -424,75 +409,6 @@ def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> Params:
             node = node.setdefault(name, {})
         node[path[-1]] = value
     return tree
-
-
-def _np_dtype(name: str) -> np.dtype:
-    """numpy dtype of a BertConfig dtype name ("bfloat16" comes from ml_dtypes, as in jax)."""
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-# --------------------------------------------------------------------------------------------
-# HF files: config.json, weights, tokenizer options
-# --------------------------------------------------------------------------------------------
-
-
-def read_hf_config(hf_dir: str | pathlib.Path) -> dict[str, Any]:
-    """Reads `config.json` of a transformers model directory (no checks beyond valid JSON)."""
-    path = pathlib.Path(hf_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{hf_dir} has no {CONFIG_NAME}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-
-
-def read_hf_weights(hf_dir: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """Reads the weights of a transformers model directory as numpy arrays.
-
-    Tries `model.safetensors`, then a sharded `model.safetensors.index.json`, then
-    `pytorch_model.bin` (loaded with `torch.load(weights_only=True)`, so no pickled code runs).
-    """
-    from safetensors.numpy import load_file
-
-    hf_dir = pathlib.Path(hf_dir)
-    if (hf_dir / SAFETENSORS_NAME).is_file():
-        return load_file(hf_dir / SAFETENSORS_NAME)
-    if (hf_dir / SAFETENSORS_INDEX_NAME).is_file():
-        index = json.loads((hf_dir / SAFETENSORS_INDEX_NAME).read_text(encoding="utf-8"))
-        state = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(hf_dir / shard))
-        return state
-    if (hf_dir / TORCH_NAME).is_file():
-        return _read_torch(hf_dir / TORCH_NAME)
-    present = sorted(p.name for p in hf_dir.iterdir()) if hf_dir.is_dir() else []
-    raise FileNotFoundError(
-        f"{hf_dir} has no weights: expected {SAFETENSORS_NAME}, {SAFETENSORS_INDEX_NAME} or "
-        f"{TORCH_NAME}; found {present}"
-    )
-
-
-def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(
-            f"reading {path} needs torch: install the interop extra "
-            "(pip install 'bertjax[interop]') or provide model.safetensors instead"
-        ) from e
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    out = {}
-    for key, tensor in state.items():
-        if tensor.dtype == torch.bfloat16:
-            out[key] = tensor.float().numpy().astype(_np_dtype("bfloat16"))
-        else:
-            out[key] = tensor.numpy()
-    return out
 
 
 def write_hf_files(

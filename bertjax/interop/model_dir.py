@@ -30,7 +30,9 @@ import orbax.checkpoint as ocp
 import tokenizers
 
 from bertjax.data.tokenizer import load_tokenizer, read_vocab
+from bertjax.interop.hf_files import read_hf_config, read_hf_weights
 from bertjax.models import Model, head_spec, model_config
+from bertjax.models.layers import stack_layer_params, unstack_layer_params
 from bertjax.models.registry import FAMILIES, family_of
 
 logger = logging.getLogger(__name__)
@@ -233,8 +235,6 @@ def load_model_dir(path: str | pathlib.Path) -> tuple[Any, Params]:
 
 def hf_family(path: str | pathlib.Path):
     """The family whose converter reads the transformers directory `path` (by `model_type`)."""
-    from bertjax.interop.hf_bert import read_hf_config
-
     model_type = read_hf_config(path).get("model_type")
     for family in FAMILIES.values():
         if family.hf is not None and model_type in family.converter().MODEL_TYPES:
@@ -247,8 +247,7 @@ def hf_family(path: str | pathlib.Path):
 
 def load_hf_config(path: str | pathlib.Path, **overrides: Any) -> Any:
     """The frozen model config of a transformers directory's `config.json`."""
-    hf = hf_family(path).converter()
-    return hf.config_from_hf(hf.read_hf_config(path), **overrides)
+    return hf_family(path).converter().config_from_hf(read_hf_config(path), **overrides)
 
 
 def load_hf_dir(
@@ -259,8 +258,8 @@ def load_hf_dir(
     `overrides` are config fields set on top of config.json (e.g. `scan_layers=True`).
     """
     hf = hf_family(path).converter()
-    config = hf.config_from_hf(hf.read_hf_config(path), **overrides)
-    state = hf.read_hf_weights(path)
+    config = hf.config_from_hf(read_hf_config(path), **overrides)
+    state = read_hf_weights(path)
     params, initialised = hf.params_from_hf(
         state, config, with_heads=with_heads, init_fn=lambda: _fresh_heads(config, with_heads)
     )
@@ -384,10 +383,9 @@ def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Param
     """Params (and config) in the scanned or unscanned layer layout."""
     if scan_layers == config.scan_layers:
         return config, params
-    from bertjax.interop.hf_bert import stack_layers, unstack_layers
-
-    move = stack_layers if scan_layers else unstack_layers
-    params = move(jax.device_get(params), config.num_layers)
+    move = stack_layer_params if scan_layers else unstack_layer_params
+    path = family_of(config).stack_path
+    params = move(jax.device_get(params), path, config.num_layers)
     return dataclasses.replace(config, scan_layers=scan_layers), params
 
 

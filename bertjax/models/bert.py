@@ -27,7 +27,7 @@ from bertjax.models.layers import (
     normal_init,
     segment_positions,
 )
-from bertjax.models.registry import Family, check_positive, fail, register
+from bertjax.models.registry import Family, check_positive, fail, model_config, register
 
 Array = jax.Array
 
@@ -262,6 +262,4 @@ def bert_model_config(model: Mapping[str, Any]) -> BertConfig:
     errors naming them."""
     values = dict(model.to_dict() if hasattr(model, "to_dict") else model)
     values.setdefault("family", "bert")
-    from bertjax.models.registry import model_config
-
     return model_config(values)[1]

@@ -17,11 +17,13 @@ Logical axes used:
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -257,3 +259,39 @@ class LayerStack(nn.Module):
 def gather_positions(x: Array, positions: Array) -> Array:
     """[batch, length, hidden], [batch, n] -> [batch, n, hidden]."""
     return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+
+
+def _tree_map(fn, *trees):
+    if isinstance(trees[0], Mapping):
+        return {k: _tree_map(fn, *(t[k] for t in trees)) for k in trees[0]}
+    return fn(*trees)
+
+
+def _replace_at(params: Mapping, path: tuple[str, ...], value: Any) -> dict:
+    if not path:
+        return value
+    return {**params, path[0]: _replace_at(params[path[0]], path[1:], value)}
+
+
+def _at(params: Mapping, path: tuple[str, ...]) -> Any:
+    for name in path:
+        params = params[name]
+    return params
+
+
+def stack_layer_params(params: Mapping, path: tuple[str, ...], num_layers: int) -> dict:
+    """Host parameters of an unrolled `LayerStack` at `path` (`layer_{i}`) -> its scanned layout
+    (`layers`, a leading layer axis)."""
+    stack = _at(params, path)
+    layers = [stack[f"layer_{i}"] for i in range(num_layers)]
+    stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
+    return _replace_at(params, path, {"layers": stacked})
+
+
+def unstack_layer_params(params: Mapping, path: tuple[str, ...], num_layers: int) -> dict:
+    """The inverse of `stack_layer_params`."""
+    stacked = _at(params, path)["layers"]
+    layers = {
+        f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(num_layers)
+    }
+    return _replace_at(params, path, layers)

@@ -36,6 +36,8 @@ class Family:
       input_fields: the batch fields the backbone reads.
       forward_flops: (config, seq_len) -> matmul FLOPs of one backbone forward pass on one sequence.
       hf: import path of the Hugging Face converter module (`bertjax.interop.hf_*`), or None.
+      stack_path: where in the parameters the backbone's `LayerStack` is (for relayouts
+        between unrolled and scanned layers); None when it has none.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Family:
     input_fields: tuple[str, ...]
     forward_flops: Callable[[Any, int], float]
     hf: str | None = None
+    stack_path: tuple[str, ...] | None = ("backbone", "encoder")
 
     def converter(self):
         """The Hugging Face converter module; raises when the family has none."""

@@ -1,7 +1,7 @@
 """Fine-tuning tasks behind one registry keyed by `config.task.kind`.
 
 Each task module gives `read(task_cfg, path, split)`, `labelled(examples)` and
-`make_task(task_cfg, label_names)`; the task object is the train step's objective (device side:
+`make_task(kind, label_names)`; the task object is the train step's objective (device side:
 `heads`, `counts`, `sums`; see `bertjax.objectives.base`) plus the host side (`featurize`,
 `outputs_to_predictions`, `metrics`, `write_predictions`). A new task kind is one module plus a
 line here.
@@ -34,13 +34,11 @@ def compute_metrics(kind: str, *, references, predictions, num_labels: int | Non
     `num_labels` (classification) decides whether F1 and MCC are added; None: binary when every
     label and prediction is 0 or 1.
     """
-    import types
-
     import numpy as np
 
     if kind == "classification" and num_labels is None:
         values = set(np.unique(references).tolist()) | set(np.unique(predictions).tolist())
         num_labels = 2 if values <= {0, 1} else max(values) + 1
     names = [str(i) for i in range(num_labels or 0)]
-    task = task_module(kind).make_task(types.SimpleNamespace(kind=kind), names)
+    task = task_module(kind).make_task(kind, names)
     return task.metrics(predictions, references)

@@ -14,6 +14,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 import tokenizers
@@ -22,13 +23,13 @@ from bertjax.models import head_spec
 from bertjax.objectives.base import apply
 from bertjax.tasks.common import (
     Features,
+    LabelTask,
     SpecialIds,
     TaskBase,
     check_label,
     check_tokenizer,
     empty_inputs,
     encode_ids,
-    label_sums,
     place_segments,
     same_shape,
 )
@@ -321,19 +322,11 @@ def labelled(examples: Sequence[TextExample]) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Classification(TaskBase):
+class Classification(LabelTask):
     """Cross-entropy over `label_names` from the pooled state; accuracy (F1 and MCC if binary)."""
 
     kind: ClassVar[str] = "classification"
-    reports_accuracy: ClassVar[bool] = True
-
-    @property
-    def heads(self):
-        return (head_spec("classifier", num_labels=self.num_labels),)
-
-    def sums(self, model, params, batch, dropout_rng) -> dict[str, Any]:
-        out = apply(model, params, batch, dropout_rng, only=("classifier",))
-        return label_sums(out["logits"], batch["labels"])
+    head: ClassVar[str] = "classifier"
 
     def featurize(self, task_cfg, examples, tokenizer, *, training: bool) -> Features:
         label_map = {name: i for i, name in enumerate(self.label_names)}
@@ -376,8 +369,6 @@ class Regression(TaskBase):
         return (head_spec("classifier", num_labels=1),)
 
     def sums(self, model, params, batch, dropout_rng) -> dict[str, Any]:
-        import jax.numpy as jnp
-
         out = apply(model, params, batch, dropout_rng, only=("classifier",))
         error = jnp.square(out["logits"][:, 0] - batch["labels"])
         count = jnp.asarray(error.shape[0], jnp.float32)
@@ -408,7 +399,7 @@ def _write_tsv(out_dir, header: str, rows: list[str]) -> pathlib.Path:
     return path
 
 
-def make_task(task_cfg, label_names: Sequence[str]) -> TaskBase:
-    if task_cfg.kind == "regression":
+def make_task(kind: str, label_names: Sequence[str]) -> TaskBase:
+    if kind == "regression":
         return Regression()
     return Classification(tuple(label_names))

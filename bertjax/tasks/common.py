@@ -1,8 +1,8 @@
 """What every fine-tuning task shares: `Features`, special ids, label maps, the device-side
-protocol (`TaskBase`: the one train step's objective protocol, see `bertjax.objectives.base`), and
-the host-side helpers the featurizers use.
+protocol (`TaskBase`, `LabelTask`: the one train step's objective protocol, see
+`bertjax.objectives.base`), and the host-side helpers the featurizers use.
 
-Host-side code here is numpy-only; the device side (`counts`, `sums`) runs inside the jitted step.
+The featurizers are numpy; the device side (`counts`, `sums`) runs inside the jitted step.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import jax.numpy as jnp
 import numpy as np
+
+from bertjax.models import head_spec
+from bertjax.objectives.base import apply, nll_and_hits
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +192,6 @@ class TaskBase:
 
     def count(self, batch):
         """Examples in the batch (a subclass counts labelled tokens instead)."""
-        import jax.numpy as jnp
-
         return jnp.asarray(batch["input_ids"].shape[0], jnp.float32)
 
     def summarize(self, sums: Mapping[str, float]) -> dict[str, float]:
@@ -207,10 +209,6 @@ class TaskBase:
 def label_sums(logits, labels) -> dict[str, Any]:
     """Summed cross-entropy, top-1 hits and count of the labels that are not `IGNORE_INDEX`
     (classes [B] or tags [B, L]), for `TaskBase.sums`."""
-    import jax.numpy as jnp
-
-    from bertjax.objectives.base import nll_and_hits
-
     weights = (labels != IGNORE_INDEX).astype(jnp.float32)
     nll, hit = nll_and_hits(logits, jnp.where(weights > 0, labels, 0))
     return {
@@ -218,3 +216,23 @@ def label_sums(logits, labels) -> dict[str, Any]:
         "task_correct": jnp.sum(hit * weights),
         "task_count": jnp.sum(weights),
     }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LabelTask(TaskBase):
+    """A task with one cross-entropy over `label_names` from head `head` (classes [B] or tags
+    [B, L]); positions labelled `IGNORE_INDEX` are left out of the loss and the count."""
+
+    head: ClassVar[str] = ""
+    reports_accuracy: ClassVar[bool] = True
+
+    @property
+    def heads(self):
+        return (head_spec(self.head, num_labels=self.num_labels),)
+
+    def count(self, batch):
+        return jnp.sum((batch["labels"] != IGNORE_INDEX).astype(jnp.float32))
+
+    def sums(self, model, params, batch, dropout_rng) -> dict[str, Any]:
+        out = apply(model, params, batch, dropout_rng, only=(self.head,))
+        return label_sums(out["logits"], batch["labels"])

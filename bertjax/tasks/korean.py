@@ -41,6 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from bertjax.data.pretraining import split_sentences
 from bertjax.tasks.classification import TextExample
+from bertjax.tasks.qa import exact_match_f1, overlap_f1
 from bertjax.tasks.tagging import TaggedSentence
 
 logger = logging.getLogger(__name__)
@@ -289,12 +290,14 @@ def read_klue_nli(
     Returns:
         `TextExample`s in file order; `source` is "path:guid".
     """
-    rows = _read_json_list(path, ("guid", "premise", "hypothesis", "gold_label"))
-    rows = _split_rows(rows, split, eval_fraction, seed)
-    return [
-        TextExample(r["premise"], r["hypothesis"], r["gold_label"], f"{path}:{r['guid']}")
-        for r in rows
-    ]
+    return _read_klue_pairs(
+        path,
+        ("premise", "hypothesis", "gold_label"),
+        lambda r: r["gold_label"],
+        split,
+        eval_fraction,
+        seed,
+    )
 
 
 def read_klue_sts(
@@ -306,29 +309,28 @@ def read_klue_sts(
 ) -> list[TextExample]:
     """Reads KLUE-STS JSON: sentence1/sentence2 and the score `labels.real-label` (0..5) as text.
 
-    Args:
-        path: e.g. `klue-sts-v1.1/klue-sts-v1.1_dev.json`.
-        split: "train", "eval" or None (all); see `eval_guids`.
-        eval_fraction: share of examples in "eval".
-        seed: changes which examples go where.
-
-    Returns:
-        `TextExample`s in file order (labels parse as floats); `source` is "path:guid".
+    Arguments and result as `read_klue_nli` (labels parse as floats).
     """
-    rows = _read_json_list(path, ("guid", "sentence1", "sentence2", "labels"))
-    for row in rows:
+
+    def score(row) -> str:
         if not isinstance(row["labels"], dict) or "real-label" not in row["labels"]:
             raise ValueError(f"{path}:{row['guid']}: `labels` has no 'real-label'")
-    rows = _split_rows(rows, split, eval_fraction, seed)
-    return [
-        TextExample(
-            r["sentence1"],
-            r["sentence2"],
-            repr(float(r["labels"]["real-label"])),
-            f"{path}:{r['guid']}",
-        )
+        return repr(float(row["labels"]["real-label"]))
+
+    return _read_klue_pairs(
+        path, ("sentence1", "sentence2", "labels"), score, split, eval_fraction, seed
+    )
+
+
+def _read_klue_pairs(path, keys, label_of, split, eval_fraction, seed) -> list[TextExample]:
+    """Sentence pairs of a KLUE JSON list: `keys` = (text_a, text_b, label field)."""
+    rows = _read_json_list(path, ("guid", *keys))
+    examples = [  # every row is checked, whichever side of the split it falls on
+        (r["guid"], TextExample(r[keys[0]], r[keys[1]], label_of(r), f"{path}:{r['guid']}"))
         for r in rows
     ]
+    kept = {r["guid"] for r in _split_rows(rows, split, eval_fraction, seed)}
+    return [example for guid, example in examples if guid in kept]
 
 
 def _read_json_list(path, keys: Sequence[str]) -> list[dict]:
@@ -395,21 +397,16 @@ def korquad_normalize(text: str) -> str:
 
 def korquad_answer_f1(prediction: str, ground_truth: str) -> float:
     """F1 over the characters of two normalized answers (whitespace excluded), in [0, 1]."""
-    predicted = [c for c in korquad_normalize(prediction) if c != " "]
-    gold = [c for c in korquad_normalize(ground_truth) if c != " "]
-    common = sum((collections.Counter(predicted) & collections.Counter(gold)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(gold)
-    return 2 * precision * recall / (precision + recall)
+    chars = lambda text: [c for c in korquad_normalize(text) if c != " "]
+    return overlap_f1(chars(prediction), chars(ground_truth))
 
 
 def korquad_em_f1(predictions: Mapping[str, str], examples: Sequence) -> dict[str, float]:
     """Exact match and character F1 as the official KorQuAD 1.0 script, in percent.
 
-    Same signature and conventions as `tasks.qa.squad_em_f1`: the max over gold answers, a
-    question without a prediction scores 0 (and is logged). Exact match compares the normalized
-    strings, spaces included; F1 counts characters, spaces excluded.
+    The conventions of `tasks.qa.squad_em_f1` (the max over gold answers; a question without a
+    prediction scores 0). Exact match compares the normalized strings, spaces included; F1 counts
+    characters, spaces excluded.
 
     Args:
         predictions: {question id: predicted answer text}.
@@ -418,20 +415,9 @@ def korquad_em_f1(predictions: Mapping[str, str], examples: Sequence) -> dict[st
     Returns:
         {"exact_match": %, "f1": %}.
     """
-    exact = f1 = 0.0
-    missing = 0
-    for example in examples:
-        if example.id not in predictions:
-            missing += 1
-            continue
-        prediction, truths = predictions[example.id], [a.text for a in example.answers]
-        guess = korquad_normalize(prediction)
-        exact += max(float(guess == korquad_normalize(t)) for t in truths)
-        f1 += max(korquad_answer_f1(prediction, t) for t in truths)
-    if missing:
-        logger.warning("%d of %d questions have no prediction and score 0", missing, len(examples))
-    n = max(len(examples), 1)
-    return {"exact_match": 100.0 * exact / n, "f1": 100.0 * f1 / n}
+    return exact_match_f1(
+        predictions, examples, normalize=korquad_normalize, answer_f1=korquad_answer_f1
+    )
 
 
 # ----------------------------------------------------------------------------- table corpora

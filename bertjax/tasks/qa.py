@@ -15,6 +15,7 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import jax.numpy as jnp
 import numpy as np
 import tokenizers
 
@@ -297,9 +298,8 @@ def normalize_answer(text: str) -> str:
 _PUNCTUATION = frozenset(string.punctuation)
 
 
-def answer_f1(prediction: str, ground_truth: str) -> float:
-    """Bag-of-words F1 of two normalized answers, in [0, 1]."""
-    predicted, gold = normalize_answer(prediction).split(), normalize_answer(ground_truth).split()
+def overlap_f1(predicted: Sequence[str], gold: Sequence[str]) -> float:
+    """F1 of the multiset overlap of two unit sequences (words, characters), in [0, 1]."""
     common = sum((collections.Counter(predicted) & collections.Counter(gold)).values())
     if common == 0:
         return 0.0
@@ -307,19 +307,17 @@ def answer_f1(prediction: str, ground_truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_em_f1(predictions: Mapping[str, str], examples: Sequence) -> dict[str, float]:
-    """Exact match and F1 as the official SQuAD v1.1 script: max over ground truths, in percent.
+def answer_f1(prediction: str, ground_truth: str) -> float:
+    """Bag-of-words F1 of two normalized answers, in [0, 1]."""
+    return overlap_f1(normalize_answer(prediction).split(), normalize_answer(ground_truth).split())
 
-    A question without a prediction scores 0 (and is logged, as the official script prints it).
 
-    Args:
-        predictions: {question id: predicted answer text}.
-        examples: the questions: objects with `id` and `answers`, each answer having `text`
-            (e.g. `finetune_data.QAExample`).
-
-    Returns:
-        {"exact_match": %, "f1": %}.
-    """
+def exact_match_f1(
+    predictions: Mapping[str, str], examples: Sequence, *, normalize, answer_f1
+) -> dict[str, float]:
+    """Exact match of `normalize`d answers and `answer_f1`, each the max over the ground truths,
+    averaged over the questions, in percent. A question without a prediction scores 0 (and is
+    logged, as the official scripts print it)."""
     exact = f1 = 0.0
     missing = 0
     for example in examples:
@@ -327,12 +325,26 @@ def squad_em_f1(predictions: Mapping[str, str], examples: Sequence) -> dict[str,
             missing += 1
             continue
         prediction, truths = predictions[example.id], [a.text for a in example.answers]
-        exact += max(float(normalize_answer(prediction) == normalize_answer(t)) for t in truths)
+        exact += max(float(normalize(prediction) == normalize(t)) for t in truths)
         f1 += max(answer_f1(prediction, t) for t in truths)
     if missing:
         logger.warning("%d of %d questions have no prediction and score 0", missing, len(examples))
     n = max(len(examples), 1)
     return {"exact_match": 100.0 * exact / n, "f1": 100.0 * f1 / n}
+
+
+def squad_em_f1(predictions: Mapping[str, str], examples: Sequence) -> dict[str, float]:
+    """Exact match and F1 as the official SQuAD v1.1 script: max over ground truths, in percent.
+
+    Args:
+        predictions: {question id: predicted answer text}.
+        examples: the questions: objects with `id` and `answers`, each answer having `text`
+            (e.g. `QAExample`).
+
+    Returns:
+        {"exact_match": %, "f1": %}.
+    """
+    return exact_match_f1(predictions, examples, normalize=normalize_answer, answer_f1=answer_f1)
 
 
 def read(task_cfg, path: pathlib.Path, split: str) -> list[QAExample]:
@@ -364,8 +376,6 @@ class QuestionAnswering(TaskBase):
         return (head_spec("span"),)
 
     def sums(self, model, params, batch, dropout_rng) -> dict[str, Any]:
-        import jax.numpy as jnp
-
         out = apply(model, params, batch, dropout_rng, only=("span",))
         nll = sum(
             nll_and_hits(out[f"{end}_logits"], batch[f"{end}_positions"])[0]
@@ -405,5 +415,5 @@ class QuestionAnswering(TaskBase):
         return path
 
 
-def make_task(task_cfg, label_names: Sequence[str]) -> QuestionAnswering:
+def make_task(kind: str, label_names: Sequence[str]) -> QuestionAnswering:
     return QuestionAnswering()

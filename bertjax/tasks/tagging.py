@@ -10,22 +10,19 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import tokenizers
 
-from bertjax.models import head_spec
-from bertjax.objectives.base import apply
 from bertjax.tasks.common import (
     IGNORE_INDEX,
     Features,
+    LabelTask,
     SpecialIds,
-    TaskBase,
     check_label,
     check_tokenizer,
     empty_inputs,
-    label_sums,
     place_segments,
 )
 
@@ -311,24 +308,11 @@ def labelled(examples: Sequence[TaggedSentence]) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Tagging(TaskBase):
+class Tagging(LabelTask):
     """Cross-entropy per labelled token; entity precision/recall/F1 and token accuracy."""
 
     kind: ClassVar[str] = "tagging"
-    reports_accuracy: ClassVar[bool] = True
-
-    @property
-    def heads(self):
-        return (head_spec("tagger", num_labels=self.num_labels),)
-
-    def count(self, batch):
-        import jax.numpy as jnp
-
-        return jnp.sum((batch["labels"] != IGNORE_INDEX).astype(jnp.float32))
-
-    def sums(self, model, params, batch, dropout_rng) -> dict[str, Any]:
-        out = apply(model, params, batch, dropout_rng, only=("tagger",))
-        return label_sums(out["logits"], batch["labels"])
+    head: ClassVar[str] = "tagger"
 
     def featurize(self, task_cfg, examples, tokenizer, *, training: bool) -> Features:
         label_map = {name: i for i, name in enumerate(self.label_names)}
@@ -357,5 +341,5 @@ class Tagging(TaskBase):
         return path
 
 
-def make_task(task_cfg, label_names: Sequence[str]) -> Tagging:
+def make_task(kind: str, label_names: Sequence[str]) -> Tagging:
     return Tagging(tuple(label_names))

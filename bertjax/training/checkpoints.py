@@ -86,28 +86,51 @@ def restore_train_state(
 
 
 def _restore_by_position(manager, step: int, target: Any, error: Exception):
-    """Restores a checkpoint whose tree has other names but the same leaves in the same order."""
+    """Restores a checkpoint of the pre-registry layout: reads it as saved, renames its
+    parameter trees (`upgrade_params`, in the params and in every optimizer moment), and takes
+    each leaf of `target` from the same path there."""
+    from bertjax.interop.model_dir import upgrade_params
+
     restored = manager.restore(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardRestore(None), data=ocp.args.JsonRestore()),
     )
-    leaves = jax.tree.leaves(restored["state"])
-    targets, treedef = jax.tree.flatten(target)
-    shapes_match = len(leaves) == len(targets) and all(
-        np.shape(a) == t.shape for a, t in zip(leaves, targets, strict=True)
-    )
-    if not shapes_match:
-        raise ValueError(
-            f"checkpoint {manager.directory}/{step} does not fit this model: {error}"
-        ) from error
-    logger.warning("checkpoint %d has the pre-registry layout; mapped by leaf order", step)
-    placed = [
-        jax.make_array_from_callback(
-            t.shape, t.sharding, lambda i, a=a, t=t: np.asarray(a, t.dtype)[i]
+    raw = _upgrade_dicts(restored["state"], upgrade_params)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(target)
+    placed = []
+    for path, leaf in paths:
+        array = _at_path(raw, path)
+        if array is None or np.shape(array) != leaf.shape:
+            raise ValueError(
+                f"checkpoint {manager.directory}/{step} does not fit this model at "
+                f"{jax.tree_util.keystr(path)}: {error}"
+            ) from error
+        placed.append(
+            jax.make_array_from_callback(
+                leaf.shape, leaf.sharding, lambda i, a=array, t=leaf: np.asarray(a, t.dtype)[i]
+            )
         )
-        for a, t in zip(leaves, targets, strict=True)
-    ]
+    logger.warning("checkpoint %d has the pre-registry layout; its parameters were renamed", step)
     return restored, jax.tree.unflatten(treedef, placed)
+
+
+def _upgrade_dicts(tree: Any, upgrade) -> Any:
+    if isinstance(tree, dict):
+        return upgrade({k: _upgrade_dicts(v, upgrade) for k, v in tree.items()})
+    if isinstance(tree, list | tuple):
+        return [_upgrade_dicts(v, upgrade) for v in tree]
+    return tree
+
+
+def _at_path(tree: Any, path) -> Any:
+    """The entry of a restored (dicts and lists) tree at a key path of the target pytree."""
+    for key in path:
+        name = getattr(key, "name", getattr(key, "key", getattr(key, "idx", None)))
+        try:
+            tree = tree[name]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
 
 
 def latest_params(directory: str | pathlib.Path) -> Any:

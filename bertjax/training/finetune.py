@@ -79,12 +79,14 @@ class ArraySource:
 @dataclasses.dataclass
 class TaskData:
     """A featurized task: the task object, training features (None in eval-only mode), the eval
-    features and the eval examples they came from (one per prediction row)."""
+    features, the eval examples they came from (one per prediction row), and the model
+    directory whose tokenizer made them (its vocabulary goes with the fine-tuned model)."""
 
     task: Any
     train: Features | None
     eval: Features
     eval_examples: list
+    model_dir: pathlib.Path
 
     @property
     def kind(self) -> str:
@@ -107,13 +109,18 @@ def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
 
 
 def build_task(
-    config: ml_collections.ConfigDict, tokenizer, *, label_names: Sequence[str] | None = None
+    config: ml_collections.ConfigDict,
+    tokenizer,
+    source_dir: pathlib.Path,
+    *,
+    label_names: Sequence[str] | None = None,
 ) -> TaskData:
     """Reads and featurizes the task of `config.task`.
 
     Args:
       config: the fine-tuning config.
       tokenizer: the WordPiece tokenizer of the init checkpoint.
+      source_dir: the model directory it comes from.
       label_names: fixed label names (eval-only: those of the fine-tuned model); otherwise
         `config.task.labels`, or the sorted labels seen in the train and eval files.
     """
@@ -132,14 +139,14 @@ def build_task(
     if task_cfg.kind in ("classification", "tagging"):
         fixed = label_names or list(task_cfg.labels) or None
         names = list(build_label_map(train_examples + eval_examples, fixed))
-    task = module.make_task(task_cfg, names)
+    task = module.make_task(task_cfg.kind, names)
     train_features = None
     if not config.eval_only:
         train_features = task.featurize(task_cfg, train_examples, tokenizer, training=True)
         report_data_stats("train", train_features.stats, task_cfg)
     eval_features = task.featurize(task_cfg, eval_examples, tokenizer, training=False)
     report_data_stats("eval", eval_features.stats, task_cfg)
-    return TaskData(task, train_features, eval_features, eval_examples)
+    return TaskData(task, train_features, eval_features, eval_examples, source_dir)
 
 
 def make_model(kind: str, cfg, num_labels: int = 0):
@@ -147,7 +154,7 @@ def make_model(kind: str, cfg, num_labels: int = 0):
     from bertjax.models import Model
 
     names = [str(i) for i in range(num_labels)]
-    task = tasks.task_module(kind).make_task(ml_collections.ConfigDict({"kind": kind}), names)
+    task = tasks.task_module(kind).make_task(kind, names)
     return Model(family_of(cfg), cfg, task.heads)
 
 
@@ -250,13 +257,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
     else:
         cfg, backbone, tokenizer, source_dir = load_encoder(config)
         loaded, label_names = {"backbone": backbone}, None
-    data = build_task(config, tokenizer, label_names=label_names)
+    data = build_task(config, tokenizer, source_dir, label_names=label_names)
     workdir.mkdir(parents=True, exist_ok=True)
     write_data_stats(workdir, data)
     features = data.eval if config.eval_only else data.train
     batch = config.train.global_batch_size
     example = {k: np.repeat(v[:1], batch, 0) for k, v in features.arrays.items()}
-    job = trainer.build(
+    return trainer.build(
         config,
         workdir,
         model_config=cfg,
@@ -268,8 +275,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
         num_steps=1 if config.eval_only else trainer.num_train_steps(config, len(features)),
         loaded=loaded,
     )
-    job.source_dir = source_dir  # where the tokenizer and vocabulary come from
-    return job
 
 
 def write_data_stats(workdir: pathlib.Path, data: TaskData) -> None:
@@ -323,12 +328,12 @@ def save_finetuned(job: trainer.Trainer) -> None:
     params = job.gathered_params()  # all processes take part
     if jax.process_index() != 0:
         return
-    vocab = job.source_dir / model_dir.VOCAB_NAME
-    options = model_dir.tokenizer_options(job.source_dir)
+    data: TaskData = job.eval_source
+    vocab = data.model_dir / model_dir.VOCAB_NAME
+    options = model_dir.tokenizer_options(data.model_dir)
     model_dir.save_model(
         job.workdir / MODEL_DIR, params, job.model_config, vocab, options or None, overwrite=True
     )
-    data: TaskData = job.eval_source
     document = {"kind": data.kind, "label_names": data.label_names}
     (job.workdir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n")
 
@@ -336,16 +341,15 @@ def save_finetuned(job: trainer.Trainer) -> None:
 def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
     """The whole job: set up (or resume), train, save, evaluate. Returns the eval metrics."""
     job = setup(config, workdir)
-    if config.eval_only:
+    if config.eval_only or int(job.state.step) >= job.num_steps:
+        if not config.eval_only:
+            save_finetuned(job)
         metrics = evaluate(job)
-    elif int(job.state.step) >= job.num_steps:
-        save_finetuned(job)
-        metrics = evaluate(job)
-    else:
+        job.writer.write(int(job.state.step), {f"eval_{k}": v for k, v in metrics.items()})
+    else:  # the loop evaluates (and records it) at its last step
         last = trainer.train(job, desc="finetune")
         save_finetuned(job)
         metrics = {k[len("eval_") :]: v for k, v in last.items() if k.startswith("eval_")}
-    job.writer.write(int(job.state.step), {f"eval_{k}": v for k, v in metrics.items()})
     job.close()
     return metrics
 

@@ -1,14 +1,11 @@
-"""Model FLOPs: the one formula bertjax uses for TFLOP/s and model FLOPs utilisation (MFU).
+"""Device peaks for TFLOP/s and model FLOPs utilisation (MFU).
 
-Training FLOPs of one sequence of length S (forward + backward = 3 x forward, matmuls only):
-
-    6 * N_enc * S                      encoder weights (N_enc = L * (4 H^2 + 2 H I)), per token
-  + 12 * L * S^2 * H                   attention scores QK^T and the weighted sum AV
-  + 6 * P * (H^2 + H V)                MLM head (transform + tied decoder) on P gathered positions
-  + 6 * (H^2 + 2 H)                    pooler and NSP head on [CLS]
-
-Embedding lookups, LayerNorm, softmax and biases are not counted (as in the PaLM/MaxText MFU
-convention). Padding tokens are counted: the step does the work whether or not a token is real.
+The model FLOPs of a training step come from the objective or task
+(`objective.flops_per_sequence(family, config, seq_len)`): 3 x the forward matmuls (backward =
+2 x forward) of the family's backbone (`Family.forward_flops`, e.g. `models.bert.forward_flops`)
+and of the heads the objective runs (`models.heads.mlm_flops`, ...). Embedding lookups,
+LayerNorm, softmax and biases are not counted (the PaLM/MaxText MFU convention); padding tokens
+are, since the step does the work whether or not a token is real.
 """
 
 from __future__ import annotations

@@ -133,12 +133,17 @@ def merge_loaded(state: TrainState, loaded: Any) -> TrainState:
     the fresh ones, cast to their dtypes. Adam's moments start at zero whatever the parameters,
     so the optimizer state stays valid."""
 
-    def merge(fresh, new):
+    def merge(fresh, new, path):
         if isinstance(fresh, Mapping):
-            return {k: merge(v, new[k]) if k in new else v for k, v in fresh.items()}
+            return {k: merge(v, new[k], f"{path}/{k}") if k in new else v for k, v in fresh.items()}
+        if fresh.shape != new.shape:
+            raise ValueError(
+                f"loaded parameter {path.lstrip('/')} has shape {new.shape}, the model "
+                f"{fresh.shape}: the checkpoint does not fit config.model"
+            )
         return jnp.asarray(new, fresh.dtype)
 
-    return state.replace(params=merge(state.params, loaded))
+    return state.replace(params=merge(state.params, loaded, ""))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,137 @@
+"""The contract every registered model family keeps, checked once per family.
+
+A new family adds one entry to `CASES` (a tiny config of its own fields); the test fails for a
+registered family without one. Each family is checked for: init under a data x fsdp x tensor
+mesh, one logical axis name per parameter dimension, sharded forward == single-device forward,
+a jitted pretraining step that lowers the loss, a model-directory round trip, and (where the
+family has a converter) a Hugging Face export/import round trip with the same outputs.
+"""
+
+import importlib.util
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+
+from bertjax.config import load_config
+from bertjax.interop import model_dir
+from bertjax.models import FAMILIES, Model, get_family, model_config
+from bertjax.objectives.mlm_nsp import MlmNsp, make_mask_fn
+from bertjax.training import sharding
+from bertjax.training.step import compile_steps
+from tests.conftest import REPO
+
+# family -> its tiny `config.model` group
+CASES = {
+    "bert": dict(
+        vocab_size=128,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+    ),
+}
+BATCH, LENGTH = 8, 16
+
+
+def _common():
+    spec = importlib.util.spec_from_file_location("common", REPO / "benchmarks" / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+COMMON = _common()
+
+
+def test_every_registered_family_has_a_contract_case():
+    assert set(CASES) == set(FAMILIES)
+
+
+def _setup(name, mesh_sizes):
+    family, cfg = model_config({"family": name, **CASES[name]})
+    config = load_config(REPO / "configs" / "test.py")
+    config.mesh.update(mesh_sizes)
+    mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
+    batch = COMMON.synthetic_batch(np.random.default_rng(0), BATCH, LENGTH, cfg.vocab_size)
+    return family, cfg, config, mesh, rules, batch
+
+
+def _objective(cfg):
+    ids = {"pad": COMMON.PAD, "cls": COMMON.CLS, "sep": COMMON.SEP, "mask": COMMON.MASK}
+    data = {"max_predictions": 4, "mask_rate": 0.15, "whole_word_masking": False}
+    return MlmNsp(make_mask_fn(data, COMMON.synthetic_vocab(cfg.vocab_size), ids), 4)
+
+
+def _inputs(family, batch):
+    return {k: v for k, v in batch.items() if k in family.input_fields}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_init_under_a_mesh_has_logical_axes_and_shards_like_one_device(name):
+    family, cfg, _, mesh, rules, batch = _setup(name, {"data": 2, "fsdp": 2, "tensor": 2})
+    model = Model(family, cfg, model_dir.PRETRAINING_HEADS)
+    inputs = _inputs(family, batch)
+    init_fn = lambda rng: model.init(rng, inputs)["params"]
+    boxed = jax.eval_shape(init_fn, jax.random.key(0))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    for leaf in leaves:
+        assert isinstance(leaf, nn.LogicallyPartitioned), leaf
+        assert len(leaf.names) == leaf.value.ndim and all(isinstance(n, str) for n in leaf.names)
+    init, _, _ = sharding.sharded_init(init_fn, mesh, rules)
+    params = init(jax.random.key(0))
+    assert any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(params))
+    reference = jax.jit(lambda p: model.apply({"params": p}, inputs))(jax.device_get(params))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        out = jax.jit(lambda p, b: model.apply({"params": p}, b))(
+            params, sharding.global_batch(inputs, mesh)
+        )
+    for key in reference:
+        np.testing.assert_allclose(out[key], reference[key], atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_one_jitted_step_lowers_the_loss(name):
+    family, cfg, config, mesh, rules, batch = _setup(name, {"data": 1, "fsdp": 8, "tensor": 1})
+    objective = _objective(cfg)
+    model = Model(family, cfg, objective.heads)
+    tx = optax.adam(5e-3)
+    schedule = optax.constant_schedule(5e-3)
+    steps = compile_steps(model, objective, tx, schedule, batch, mesh, rules)
+    state = steps.init_state(jax.random.key(0))
+    global_batch = sharding.global_batch(batch, mesh)
+
+    def held_out_loss(params):  # the same masks before and after training
+        sums = steps.eval_step(params, global_batch, jax.random.key(7))
+        return objective.summarize(jax.device_get(sums))["loss"]
+
+    before = held_out_loss(state.params)
+    for _ in range(8):
+        state, _ = steps.train_step(state, global_batch)
+    assert held_out_loss(state.params) < before - 0.15
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_model_directory_and_hugging_face_round_trips_keep_the_outputs(name, tmp_path):
+    family, cfg, *_, batch = _setup(name, {"data": -1, "fsdp": 1, "tensor": 1})
+    batch = _inputs(family, batch)
+    params = model_dir.init_params(cfg, seed=1)
+    vocab = COMMON.write_vocab(cfg.vocab_size, tmp_path)
+    model_dir.save_model(tmp_path / "model", params, cfg, vocab)
+    model, loaded = model_dir.load_pretrained(tmp_path / "model")
+    reference = Model(family, cfg, model_dir.PRETRAINING_HEADS).apply({"params": params}, batch)
+    out = model.apply({"params": loaded}, batch)
+    for key in reference:
+        np.testing.assert_allclose(out[key], reference[key], atol=1e-6, err_msg=key)
+    if get_family(name).hf is None:
+        return
+    model_dir.export_hf(tmp_path / "model", tmp_path / "hf")
+    model, back = model_dir.load_pretrained(tmp_path / "hf")
+    out = model.apply({"params": back}, batch)
+    for key in reference:
+        np.testing.assert_allclose(out[key], reference[key], atol=1e-5, err_msg=key)
