@@ -261,16 +261,26 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, int]
     return "\n".join(lines)
 
 
-def run_script(script: str, argv: Sequence[str], timeout: float | None = None) -> dict[str, Any]:
+def run_script(
+    script: str,
+    argv: Sequence[str],
+    timeout: float | None = None,
+    repo: str | pathlib.Path = REPO,
+) -> dict[str, Any]:
     """Runs `benchmarks/<script>` in a fresh Python process and returns its JSON result.
 
     A process per measurement keeps the frameworks apart: each gets the whole device memory
-    (JAX preallocates most of a GPU) and its own peak-memory figure.
+    (JAX preallocates most of a GPU) and its own peak-memory figure. `repo` runs another
+    checkout's script with that checkout's package (e.g. the commit before a change).
     """
+    repo = pathlib.Path(repo)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "result.json"
-        command = [sys.executable, str(REPO / "benchmarks" / script), *argv, f"--json_out={out}"]
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        command = [sys.executable, str(repo / "benchmarks" / script), *argv, f"--json_out={out}"]
+        done = subprocess.run(
+            command, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+        )
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(
                 f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-4000:]}"

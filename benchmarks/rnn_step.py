@@ -120,7 +120,7 @@ def _rnn_config(args):
         cell=args.cell,
         num_layers=args.layers,
         rnn_size=args.rnn_size,
-        dropout=0.0,
+        hidden_dropout=0.0,
     )
 
 

@@ -35,6 +35,14 @@ CASES = {
         hidden_dropout=0.0,
         attention_dropout=0.0,
     ),
+    "rnn": dict(
+        vocab_size=128,
+        hidden_size=32,
+        embedding_size=32,
+        num_layers=2,
+        rnn_size=16,
+        hidden_dropout=0.0,
+    ),
 }
 BATCH, LENGTH = 8, 16
 
@@ -100,8 +108,8 @@ def test_one_jitted_step_lowers_the_loss(name):
     family, cfg, config, mesh, rules, batch = _setup(name, {"data": 1, "fsdp": 8, "tensor": 1})
     objective = _objective(cfg)
     model = Model(family, cfg, objective.heads)
-    tx = optax.adam(5e-3)
-    schedule = optax.constant_schedule(5e-3)
+    tx = optax.adam(1e-2)
+    schedule = optax.constant_schedule(1e-2)
     steps = compile_steps(model, objective, tx, schedule, batch, mesh, rules)
     state = steps.init_state(jax.random.key(0))
     global_batch = sharding.global_batch(batch, mesh)
@@ -111,7 +119,7 @@ def test_one_jitted_step_lowers_the_loss(name):
         return objective.summarize(jax.device_get(sums))["loss"]
 
     before = held_out_loss(state.params)
-    for _ in range(8):
+    for _ in range(12):
         state, _ = steps.train_step(state, global_batch)
     assert held_out_loss(state.params) < before - 0.15
 

@@ -47,7 +47,7 @@ def _init(cfg: RnnConfig, inputs) -> dict:
     """Parameters for `cfg` (a fresh dict tree; arrays shared), made once per parameter shape:
     compiling an init (its random draws) costs seconds on a CPU, pooling and dropout add none."""
     params = _cached_init(
-        dataclasses.replace(cfg, pooling="final", dropout=0.0), inputs["input_ids"].shape
+        dataclasses.replace(cfg, pooling="final", hidden_dropout=0.0), inputs["input_ids"].shape
     )
     return jax.tree.map(lambda x: x, params)
 
@@ -184,7 +184,7 @@ def test_padding_tokens_change_nothing(cell, pooling):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_jitted_adam_step_with_dropout_lowers_a_toy_loss(cell):
-    cfg = _config(cell=cell, dropout=0.1, pooling="mean")
+    cfg = _config(cell=cell, hidden_dropout=0.1, pooling="mean")
     inputs = _inputs()
     params = _init(cfg, inputs)
     model = RnnBackbone(cfg)
@@ -265,7 +265,7 @@ def test_flops_count_the_matmuls():
 
 
 @pytest.mark.parametrize(
-    "field,value", [("cell", "rnn"), ("pooling", "cls"), ("rnn_size", 0), ("dropout", 1.0)]
+    "field,value", [("cell", "rnn"), ("pooling", "cls"), ("rnn_size", 0), ("hidden_dropout", 1.0)]
 )
 def test_config_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"config.model.{field}="):

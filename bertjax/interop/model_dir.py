@@ -381,10 +381,10 @@ def load_params(path: str | pathlib.Path, *, with_heads: bool = True) -> tuple[A
 
 def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Params]:
     """Params (and config) in the scanned or unscanned layer layout."""
-    if scan_layers == config.scan_layers:
+    path = family_of(config).stack_path
+    if path is None or scan_layers == config.scan_layers:
         return config, params
     move = stack_layer_params if scan_layers else unstack_layer_params
-    path = family_of(config).stack_path
     params = move(jax.device_get(params), path, config.num_layers)
     return dataclasses.replace(config, scan_layers=scan_layers), params
 

@@ -37,16 +37,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.models.bert import DTYPES, HIDDEN_ACTS
+from bertjax.models.heads import ENCODER_HEADS
+from bertjax.models.registry import Family, check_positive, fail, register
+
 Array = jax.Array
 
 CELLS = {"lstm": 4, "gru": 3}  # cell -> number of gates
 POOLINGS = ("final", "mean", "max")
-DTYPES = ("float32", "bfloat16", "float16")
 ACT = ("act_batch", "act_length", "act_embed")
-
-
-def _fail(field: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"config.model.{field}={value!r} is invalid: {allowed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +59,9 @@ class RnnConfig:
     rnn_size: int = 256  # state size per direction
     type_vocab_size: int = 2  # segment embeddings for sentence pairs; 0: none
     embedding_size: int = 256  # == hidden_size to tie an MLM decoder with `word_embeddings.attend`
-    dropout: float = 0.1  # on the embeddings and between recurrent layers
+    hidden_dropout: float = 0.1  # on the embeddings, between recurrent layers, and in the heads
+    hidden_act: str = "gelu"  # the MLM head's activation ("gelu" or "gelu_tanh")
+    layer_norm_eps: float = 1e-12  # the MLM head's LayerNorm
     pooling: str = "final"  # "final" states, masked "mean" or masked "max" of the top layer
     initializer_range: float = 0.02  # stddev of the embeddings and the output projection
     pad_token_id: int = 0  # id of [PAD] for the data and heads; `attention_mask` marks padding
@@ -77,25 +78,24 @@ class RnnConfig:
 
 def validate(cfg: RnnConfig) -> None:
     """Checks an `RnnConfig`; raises ValueError naming the field and the allowed values."""
-    for name in ("vocab_size", "hidden_size", "num_layers", "rnn_size", "embedding_size"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value <= 0:
-            _fail(name, value, "must be a positive integer")
+    check_positive(cfg, ("vocab_size", "hidden_size", "num_layers", "rnn_size", "embedding_size"))
     if not isinstance(cfg.type_vocab_size, int) or cfg.type_vocab_size < 0:
-        _fail("type_vocab_size", cfg.type_vocab_size, "must be an integer >= 0 (0: no segments)")
+        fail("type_vocab_size", cfg.type_vocab_size, "must be an integer >= 0 (0: no segments)")
     if cfg.cell not in CELLS:
-        _fail("cell", cfg.cell, f"allowed values are {tuple(CELLS)}")
+        fail("cell", cfg.cell, f"allowed values are {tuple(CELLS)}")
     if cfg.pooling not in POOLINGS:
-        _fail("pooling", cfg.pooling, f"allowed values are {POOLINGS}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        _fail("dropout", cfg.dropout, "must be in [0, 1)")
+        fail("pooling", cfg.pooling, f"allowed values are {POOLINGS}")
+    if not 0.0 <= cfg.hidden_dropout < 1.0:
+        fail("hidden_dropout", cfg.hidden_dropout, "must be in [0, 1)")
+    if cfg.hidden_act not in HIDDEN_ACTS:
+        fail("hidden_act", cfg.hidden_act, f"allowed values are {HIDDEN_ACTS}")
     if not cfg.initializer_range > 0:
-        _fail("initializer_range", cfg.initializer_range, "must be positive")
+        fail("initializer_range", cfg.initializer_range, "must be positive")
     for name in ("dtype", "param_dtype"):
         if getattr(cfg, name) not in DTYPES:
-            _fail(name, getattr(cfg, name), f"allowed values are {DTYPES}")
+            fail(name, getattr(cfg, name), f"allowed values are {DTYPES}")
     if not 0 <= cfg.pad_token_id < cfg.vocab_size:
-        _fail("pad_token_id", cfg.pad_token_id, f"must be in [0, vocab_size={cfg.vocab_size})")
+        fail("pad_token_id", cfg.pad_token_id, f"must be in [0, vocab_size={cfg.vocab_size})")
 
 
 def _normal(cfg: RnnConfig, names: tuple[str, ...]):
@@ -251,7 +251,7 @@ class RnnEncoder(nn.Module):
         final = None
         for k in range(cfg.num_layers):
             if k > 0:
-                x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+                x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
             x, final = BiRnnLayer(cfg, name=f"layer_{k}")(x, mask, rev)
             x = nn.with_logical_constraint(jnp.asarray(x, cfg.dtype), ACT)
         return x, final
@@ -299,7 +299,7 @@ class RnnBackbone(nn.Module):
             types = inputs.get("token_type_ids")
             types = jnp.zeros_like(ids) if types is None else types
             x = x + jnp.asarray(table, cfg.dtype)[types]
-        x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+        x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
         return nn.with_logical_constraint(x, ACT), word
 
     @nn.compact
@@ -382,3 +382,16 @@ def forward_flops_per_sequence(cfg: RnnConfig, seq_len: int) -> float:
         recurrent += 2 * 2 * g * r * (features + r)  # two directions
     projection = 2 * 2 * r * h
     return float(seq_len * (recurrent + projection) + projection)
+
+
+RNN = register(
+    Family(
+        name="rnn",
+        config_cls=RnnConfig,
+        backbone=RnnBackbone,
+        heads=ENCODER_HEADS,
+        input_fields=("input_ids", "token_type_ids", "attention_mask"),
+        forward_flops=forward_flops_per_sequence,
+        stack_path=None,  # its own recurrent stack, no LayerStack to relayout
+    )
+)

@@ -209,7 +209,7 @@ def load_encoder(config: ml_collections.ConfigDict):
     check_vocab(tokenizer, init_cfg, path)
     cfg = runtime_config(config, init_cfg)
     stored, params = model_dir.load_params(path, with_heads=False)
-    _, params = model_dir.relayout(stored, params, cfg.scan_layers)
+    _, params = model_dir.relayout(stored, params, getattr(cfg, "scan_layers", False))
     return cfg, params["backbone"], tokenizer, path
 
 
@@ -230,7 +230,8 @@ def _load_finetuned(config: ml_collections.ConfigDict):
         )
     cfg, params = load_finetuned_params(root)
     check_init_config(config, cfg, root)
-    cfg, params = model_dir.relayout(cfg, params, runtime_config(config, cfg).scan_layers)
+    scan = getattr(runtime_config(config, cfg), "scan_layers", False)  # recurrent: no stack
+    cfg, params = model_dir.relayout(cfg, params, scan)
     return runtime_config(config, cfg), params, saved["label_names"], root / MODEL_DIR
 
 
