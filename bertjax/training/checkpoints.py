@@ -53,7 +53,11 @@ def checkpoint_manager(
     if metric:
         best_fn = lambda metrics: float(metrics[metric])  # noqa: E731
         reverse = options["best_mode"] == "min"
-        keep.append(policies.BestN(best_fn, reverse, 1, keep_checkpoints_without_metrics=False))
+        keep.append(
+            policies.BestN(
+                get_metric_fn=best_fn, reverse=reverse, n=1, keep_checkpoints_without_metrics=False
+            )
+        )
     return ocp.CheckpointManager(
         pathlib.Path(directory).absolute(),
         options=ocp.CheckpointManagerOptions(

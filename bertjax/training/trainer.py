@@ -345,6 +345,9 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                 started = time.perf_counter()
             dog.pet(step)
             if step < num_steps and preemption.reached(step):
+                if window:  # the partial log window, so the record ends at the saved step
+                    seconds = time.perf_counter() - started
+                    trainer.writer.write(step, _log_window(trainer, window, seconds))
                 if trainer.manager.latest_step() != step:
                     _save(trainer, step, guard, None)
                 trainer.manager.wait_until_finished()
