@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (config field, file, line): one clear line, no traceback.
         print(f"bertjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # Training stopped on purpose (bertjax.training.trainer.TrainingStopped): divergence 3,
+        # preemption 143 (SIGTERM, checkpoint saved: rerun to resume); the watchdog exits with 4.
+        if not hasattr(err, "exit_code"):
+            raise
+        print(f"bertjax {args.command}: stopped: {err}", file=sys.stderr)
+        return int(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     model.layer_norm_eps = 1e-12  # LayerNorm epsilon, as BERT
     model.initializer_range = 0.02  # stddev of the truncated-free normal initializer
     model.pad_token_id = 0  # id of [PAD]
-    model.dtype = (
-        "float32"  # compute dtype: float32 or bfloat16 (softmax, LayerNorm, loss stay fp32)
-    )
+    # compute dtype: float32 or bfloat16 (softmax, LayerNorm, loss stay fp32); float16 only for
+    # inference (training it would need loss scaling)
+    model.dtype = "float32"
     model.param_dtype = "float32"  # storage dtype of parameters
     model.attention_impl = (
         "xla"  # "xla" anywhere; "cudnn" (NVIDIA GPUs) needs bf16, no attn dropout
@@ -58,6 +58,12 @@ def get_config() -> ml_collections.ConfigDict:
     train.eval_every = 10_000  # steps between held-out evaluations (0: only at the end)
     train.eval_batches = 20  # batches per held-out evaluation (tasks evaluate the whole file)
     train.peak_tflops = 0.0  # per-device peak for MFU; 0 looks it up from the device kind
+    # Steps with a non-finite loss or gradient are skipped (parameters kept); this many in a row
+    # stop the run with an error naming the step (exit status 3). 0: never stop.
+    train.max_bad_steps = 10
+    # Seconds without a completed step (compilation, evaluation and saving included) after which
+    # every thread's Python stack is logged and the process exits with status 4. 0: off.
+    train.watchdog_seconds = 0.0
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = -1  # pure data parallel; -1 takes all remaining devices
@@ -92,6 +98,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint = checkpoint = ml_collections.ConfigDict()
     checkpoint.every_steps = 10_000  # steps between checkpoints (and one at the end)
     checkpoint.keep = 3  # most recent checkpoints kept
+    # Also keep the checkpoint with the best evaluation of this metric (e.g. "accuracy", "f1",
+    # "pearson", "loss"; a key of the job's evaluation); a checkpoint is saved at every evaluation.
+    # "": off. The best step is reported in eval_metrics.json (fine-tuning) under "best".
+    checkpoint.best_metric = ""
+    checkpoint.best_mode = "max"  # "max" or "min": which value of best_metric is best
     checkpoint.async_save = True  # write in the background while training continues
 
     config.distributed = distributed = ml_collections.ConfigDict()

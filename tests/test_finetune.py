@@ -487,3 +487,31 @@ def test_killed_finetune_resumes_with_exactly_the_same_losses(tiny_model, tmp_pa
     assert _train_losses(killed) == expected
     straight = json.loads((tmp_path / "straight" / "eval_metrics.json").read_text())
     assert json.loads((killed / "eval_metrics.json").read_text()) == straight
+
+
+# ----------------------------------------------------------------------------- best checkpoint
+
+
+def test_best_checkpoint_is_kept_beside_the_last_and_reported(tiny_model, tmp_path):
+    best = ["--config.checkpoint.best_metric=accuracy", "--config.checkpoint.keep=1"]
+    steps = ["--config.train.num_steps=8", "--config.train.eval_every=2"]
+    steps += ["--config.checkpoint.every_steps=100", "--config.optim.learning_rate=5e-3"]
+    finetune(_config("sst2", tiny_model, *best, *steps), tmp_path)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    evals = {r["step"]: r["eval_accuracy"] for r in map(json.loads, lines) if "eval_f1" in r}
+    assert sorted(evals) == [2, 4, 6, 8]
+    top = max(evals.values())
+    best_step = max(step for step, value in evals.items() if value == top)  # ties: the later
+    saved = json.loads((tmp_path / "eval_metrics.json").read_text())
+    assert saved["best"]["step"] == best_step and saved["best"]["accuracy"] == pytest.approx(top)
+    assert saved["accuracy"] == pytest.approx(evals[8])  # the metrics are still the last model's
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
+    assert kept == sorted({best_step, 8})
+
+
+def test_float16_training_and_too_long_max_len_fail_before_training(tiny_model, tmp_path):
+    config = _config("sst2", tiny_model, "--config.model.dtype=float16")
+    _fails_before_training(config, tmp_path / "w", r"config\.model\.dtype='float16'.*bfloat16")
+    assert not (tmp_path / "w").exists()
+    config = _config("sst2", tiny_model, "--config.task.max_len=256")
+    _fails_before_training(config, tmp_path / "w2", r"config\.task\.max_len=256 exceeds")

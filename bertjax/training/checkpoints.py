@@ -10,6 +10,13 @@ The data position is stored as the number of examples consumed by the whole job
 global batches, so on restore with any number of processes P each process continues at
 examples_consumed / P of its own stream: checkpoints move between process counts (elastic).
 
+With `config.checkpoint.best_metric` set, the checkpoint with the best evaluation of that metric
+is kept as well as the last `keep` (orbax preservation policies: LatestN or BestN).
+
+A checkpoint that cannot be read (a truncated or lost file) is renamed `<step>.unreadable` (left
+on disk, out of orbax's listing, so keep-last deletion can never count it against a good one) and
+the next older one is restored, with a warning; none readable is an error naming the folder.
+
 Checkpoints written before the model registry (parameters under `bert`, `mlm_head`, ...) hold the
 same leaves in the same order; `restore_train_state` maps them onto the new tree by position.
 """
@@ -18,24 +25,45 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 logger = logging.getLogger(__name__)
+
+UNREADABLE_SUFFIX = ".unreadable"  # a checkpoint folder that failed to restore, renamed
+
+
+class CheckpointMismatch(ValueError):
+    """A readable checkpoint whose tree does not fit the model (a config error, not damage)."""
 
 
 def checkpoint_manager(
     directory: str | pathlib.Path, options: Mapping[str, Any]
 ) -> ocp.CheckpointManager:
-    """An orbax CheckpointManager for `config.checkpoint` (keep the last `keep`, async writes)."""
+    """An orbax CheckpointManager for `config.checkpoint`: keeps the last `keep` and, with
+    `best_metric` set, the best by that metric (`best_mode` "max" or "min"); async writes."""
+    policies = ocp.checkpoint_managers
+    keep = [policies.LatestN(n=int(options["keep"]))]
+    metric, best_fn = options.get("best_metric", ""), None
+    if metric:
+        best_fn = lambda metrics: float(metrics[metric])  # noqa: E731
+        reverse = options["best_mode"] == "min"
+        keep.append(
+            policies.BestN(
+                get_metric_fn=best_fn, reverse=reverse, n=1, keep_checkpoints_without_metrics=False
+            )
+        )
     return ocp.CheckpointManager(
         pathlib.Path(directory).absolute(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=int(options["keep"]),
+            preservation_policy=policies.AnyPreservationPolicy(keep),
+            best_fn=best_fn,
+            best_mode=options.get("best_mode", "max"),
             enable_async_checkpointing=bool(options["async_save"]),
             create=True,
         ),
@@ -43,49 +71,111 @@ def checkpoint_manager(
 
 
 def save_train_state(
-    manager: ocp.CheckpointManager, step: int, state: Any, global_batch_size: int
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    global_batch_size: int,
+    *,
+    metrics: Mapping[str, float] | None = None,
 ) -> None:
-    """Starts saving the train state and data position of `step` (returns before the write ends)."""
+    """Starts saving the train state and data position of `step` (returns before the write ends).
+
+    Args:
+      metrics: the evaluation of this step, which ranks it for `best_metric` (None: not ranked).
+    """
     position = {"step": int(step), "examples_consumed": int(step) * int(global_batch_size)}
     manager.save(
         int(step),
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(position)
         ),
+        metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()},
+        force=True,
     )
+
+
+def best_checkpoint(manager: ocp.CheckpointManager) -> dict | None:
+    """`{"step", "checkpoint", <metric>...}` of the best ranked checkpoint, or None."""
+    step = manager.best_step()
+    metrics = None if step is None else manager.metrics(step)
+    if not metrics:
+        return None
+    return {"step": int(step), "checkpoint": str(manager.directory / str(step)), **metrics}
+
+
+def _newest_readable(
+    manager: ocp.CheckpointManager, restore: Callable[[int], Any], *, rename: bool = True
+):
+    """(step, restore(step)) of the newest checkpoint that reads, skipping unreadable newer ones
+    with a warning (`rename`: renamed `<step>.unreadable`). None without checkpoints.
+
+    Raises:
+      ValueError: there are checkpoints, but none can be read.
+    """
+    failed = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return step, restore(step)
+        except CheckpointMismatch:
+            raise
+        except Exception as err:  # noqa: BLE001 - tensorstore, orbax and JSON errors alike
+            path = pathlib.Path(manager.directory) / str(step)
+            logger.warning(
+                "checkpoint %s is unreadable (%s: %s)%s; trying the one before",
+                path,
+                type(err).__name__,
+                (str(err).splitlines() or [""])[0][:300],
+                f", renamed {path.name}{UNREADABLE_SUFFIX}" if rename else "",
+            )
+            failed.append(str(path))
+            if rename:
+                if jax.process_index() == 0:
+                    path.rename(path.with_name(path.name + UNREADABLE_SUFFIX))
+                multihost_utils.sync_global_devices(f"bertjax_unreadable_{step}")
+                manager.reload()
+    if failed:
+        raise ValueError(
+            f"no readable checkpoint in {manager.directory}: {failed} failed to restore (see the "
+            "warnings above); move the folder away to start over"
+        )
+    return None
 
 
 def restore_train_state(
     manager: ocp.CheckpointManager, state_shardings: Any, abstract_state: Any
 ) -> tuple[Any, dict] | None:
-    """Restores the latest complete checkpoint onto `state_shardings`, or None if there is none.
+    """Restores the newest readable checkpoint onto `state_shardings`, or None if there is none.
 
     Returns:
       (the train state, the data position `{"step", "examples_consumed"}`).
     """
-    step = manager.latest_step()
-    if step is None:
-        return None
     target = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         abstract_state,
         state_shardings,
     )
-    try:
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
-            ),
-        )
-        state = restored["state"]
-    except ValueError as err:  # a tree of another layout: the pre-registry parameter names
-        restored, state = _restore_by_position(manager, step, target, err)
+
+    def restore(step: int):
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+                ),
+            )
+            return restored, restored["state"]
+        except ValueError as err:  # a tree of another layout: the pre-registry parameter names
+            return _restore_legacy(manager, step, target, err)
+
+    found = _newest_readable(manager, restore)
+    if found is None:
+        return None
+    step, (restored, state) = found
     logger.info("restored checkpoint of step %d from %s", step, manager.directory)
     return state, dict(restored["data"])
 
 
-def _restore_by_position(manager, step: int, target: Any, error: Exception):
+def _restore_legacy(manager, step: int, target: Any, error: Exception):
     """Restores a checkpoint of the pre-registry layout: reads it as saved, renames its
     parameter trees (`upgrade_params`, in the params and in every optimizer moment), and takes
     each leaf of `target` from the same path there."""
@@ -101,7 +191,7 @@ def _restore_by_position(manager, step: int, target: Any, error: Exception):
     for path, leaf in paths:
         array = _at_path(raw, path)
         if array is None or np.shape(array) != leaf.shape:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"checkpoint {manager.directory}/{step} does not fit this model at "
                 f"{jax.tree_util.keystr(path)}: {error}"
             ) from error
@@ -138,9 +228,10 @@ def latest_params(directory: str | pathlib.Path) -> Any:
     from bertjax.interop.model_dir import upgrade_params
 
     manager = ocp.CheckpointManager(pathlib.Path(directory).absolute())
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"{directory} holds no complete checkpoint")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(None)))
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(None))
+    restore = lambda step: manager.restore(step, args=args)  # noqa: E731
+    found = _newest_readable(manager, restore, rename=False)
     manager.close()
-    return upgrade_params(restored["state"]["params"])
+    if found is None:
+        raise FileNotFoundError(f"{directory} holds no complete checkpoint")
+    return upgrade_params(found[1]["state"]["params"])

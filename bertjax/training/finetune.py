@@ -29,7 +29,7 @@ from bertjax import tasks
 from bertjax.interop import model_dir
 from bertjax.models.registry import family_of
 from bertjax.tasks.common import Features, build_label_map, report_data_stats
-from bertjax.training import distributed, sharding, trainer
+from bertjax.training import checkpoints, distributed, sharding, trainer
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,15 @@ def check_vocab(tokenizer, cfg, path) -> None:
         )
 
 
+def check_max_len(config: ml_collections.ConfigDict, cfg) -> None:
+    """Raises unless `config.task.max_len` fits the model's position embeddings."""
+    if config.task.max_len > cfg.max_position_embeddings:
+        raise ValueError(
+            f"config.task.max_len={config.task.max_len} exceeds the model's "
+            f"max_position_embeddings={cfg.max_position_embeddings} (config.init_from)"
+        )
+
+
 def load_encoder(config: ml_collections.ConfigDict):
     """Loads the backbone of `config.init_from` and checks it against `config.model`.
 
@@ -208,6 +217,7 @@ def load_encoder(config: ml_collections.ConfigDict):
     tokenizer = model_dir.load_model_tokenizer(path)
     check_vocab(tokenizer, init_cfg, path)
     cfg = runtime_config(config, init_cfg)
+    check_max_len(config, cfg)
     stored, params = model_dir.load_params(path, with_heads=False)
     _, params = model_dir.relayout(stored, params, getattr(cfg, "scan_layers", False))
     return cfg, params["backbone"], tokenizer, path
@@ -232,7 +242,9 @@ def _load_finetuned(config: ml_collections.ConfigDict):
     check_init_config(config, cfg, root)
     scan = getattr(runtime_config(config, cfg), "scan_layers", False)  # recurrent: no stack
     cfg, params = model_dir.relayout(cfg, params, scan)
-    return runtime_config(config, cfg), params, saved["label_names"], root / MODEL_DIR
+    cfg = runtime_config(config, cfg)
+    check_max_len(config, cfg)
+    return cfg, params, saved["label_names"], root / MODEL_DIR
 
 
 def load_finetuned_params(root: pathlib.Path):
@@ -250,7 +262,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
     """Loads the init checkpoint (checked first), builds the task, the trainer and its state."""
     distributed.initialize(config.distributed)  # before anything touches a device
     workdir = pathlib.Path(workdir)
-    trainer.check_batch_size(config, sharding.make_mesh(config.mesh))
+    trainer.check_config(config, training=not config.eval_only)  # before any data work
     if config.eval_only:
         cfg, loaded, label_names, source_dir = _load_finetuned(config)
         tokenizer = model_dir.load_model_tokenizer(source_dir)
@@ -339,6 +351,17 @@ def save_finetuned(job: trainer.Trainer) -> None:
     (job.workdir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n")
 
 
+def record_best(job: trainer.Trainer) -> None:
+    """Adds `"best": {"step", "checkpoint", <metrics>}` (the checkpoint kept for
+    `config.checkpoint.best_metric`) to `eval_metrics.json`."""
+    best = checkpoints.best_checkpoint(job.manager)
+    if jax.process_index() != 0 or best is None:
+        return
+    path = job.workdir / "eval_metrics.json"
+    document = {**json.loads(path.read_text()), "best": best}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
 def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
     """The whole job: set up (or resume), train, save, evaluate. Returns the eval metrics."""
     job = setup(config, workdir)
@@ -351,6 +374,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         last = trainer.train(job, desc="finetune")
         save_finetuned(job)
         metrics = {k[len("eval_") :]: v for k, v in last.items() if k.startswith("eval_")}
+    if not config.eval_only and config.checkpoint.best_metric:
+        record_best(job)
     job.close()
     return metrics
 

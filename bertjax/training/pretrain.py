@@ -70,12 +70,10 @@ def prepare_data(
     return data_dir, vocab
 
 
-def check_config(config: ml_collections.ConfigDict, cfg, vocab_size: int) -> None:
-    """Cross-field checks that need the data: raise naming the fields."""
-    if vocab_size != cfg.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {vocab_size} tokens but config.model.vocab_size={cfg.vocab_size}"
-        )
+def check_config(config: ml_collections.ConfigDict, cfg) -> None:
+    """The pretraining checks that need no data (with `trainer.check_config`, before any data
+    work): raise naming the fields."""
+    trainer.check_config(config)
     if config.data.max_seq_len > cfg.max_position_embeddings:
         raise ValueError(
             f"config.data.max_seq_len={config.data.max_seq_len} exceeds "
@@ -88,6 +86,14 @@ def check_config(config: ml_collections.ConfigDict, cfg, vocab_size: int) -> Non
         )
     if config.data.pack_sequences and config.data.max_pack_size < 1:
         raise ValueError(f"config.data.max_pack_size={config.data.max_pack_size} must be >= 1")
+
+
+def check_vocab_size(cfg, vocab_size: int) -> None:
+    """Raises unless the vocabulary fills `config.model.vocab_size` exactly."""
+    if vocab_size != cfg.vocab_size:
+        raise ValueError(
+            f"the vocabulary has {vocab_size} tokens but config.model.vocab_size={cfg.vocab_size}"
+        )
 
 
 def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:
@@ -123,11 +129,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _, cfg = model_config(config.model)
+    check_config(config, cfg)  # before the vocabulary and the instances are made
     data_dir, vocab = prepare_data(config, workdir)
     if not config.data.vocab:  # a vocabulary trained here may be smaller than asked for
         config.model.vocab_size = len(read_vocab(vocab))
         _, cfg = model_config(config.model)
-    check_config(config, cfg, len(read_vocab(vocab)))
+    check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = _sources(config, data_dir, vocab)
     if jax.process_index() == 0:
         model_dir.write_model_files(workdir, cfg, vocab)

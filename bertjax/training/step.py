@@ -78,6 +78,9 @@ def train_step(
 
     With gradient accumulation each micro-batch is normalised by the global denominators
     (`objective.counts` of the whole prepared batch), so the gradient equals the full-batch one.
+    A step whose loss or gradient norm is not finite keeps the parameters and optimizer state
+    (the step counter still advances) and reports `skipped_steps=1`; the loop
+    stops after `config.train.max_bad_steps` such steps in a row.
     """
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     prepare_rng, dropout_rng = jax.random.split(rng)
@@ -111,8 +114,15 @@ def train_step(
         )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
+    # Divergence guard: a non-finite loss or gradient skips the update (the step still advances).
+    finite = jnp.isfinite(loss_from_sums(objective, sums, counts)) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jnp.where(finite, new, old)
+    params = jax.tree.map(keep, params, state.params)
+    opt_state = jax.tree.map(keep, opt_state, state.opt_state)
     metrics = dict(sums)
-    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["grad_norm"] = grad_norm
+    metrics["skipped_steps"] = 1.0 - finite.astype(jnp.float32)
     metrics["learning_rate"] = schedule(state.step)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics

@@ -6,6 +6,13 @@ from loaded weights, or restored from the workdir's latest checkpoint with the d
 (`metrics.jsonl`, TensorBoard), TFLOP/s and MFU, device prefetch, evaluation every
 `train.eval_every` steps (the job's `evaluate` hook) and checkpoints every
 `checkpoint.every_steps`. Every feature here serves every job.
+
+Reliability, also for every job: steps with a non-finite loss or gradient are skipped inside the
+step and the loop stops (`Diverged`) after `train.max_bad_steps` of them in a row, never saving
+non-finite parameters; SIGTERM saves a checkpoint at the current step and stops (`Preempted`);
+an optional watchdog (`train.watchdog_seconds`) logs every thread's stack and exits when no step
+completes. `check_config` runs every config check before any data work. The command returns
+`TrainingStopped.exit_code` (the `EXIT_*` constants below).
 """
 
 from __future__ import annotations
@@ -14,8 +21,13 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import pathlib
+import signal
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -35,6 +47,28 @@ from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
 
 log = logging.getLogger(__name__)
+
+EXIT_DIVERGED = 3  # config.train.max_bad_steps non-finite steps in a row; the last good checkpoint
+EXIT_STUCK = 4  # the watchdog: no step completed for config.train.watchdog_seconds
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: a checkpoint of the current step was saved; rerun to resume
+
+
+class TrainingStopped(RuntimeError):
+    """The loop stopped on purpose; `exit_code` is the command's exit status."""
+
+    exit_code = 1
+
+
+class Diverged(TrainingStopped):
+    """Too many consecutive steps with a non-finite loss or gradient (or non-finite parameters)."""
+
+    exit_code = EXIT_DIVERGED
+
+
+class Preempted(TrainingStopped):
+    """SIGTERM: the current step was checkpointed and the loop stopped."""
+
+    exit_code = EXIT_PREEMPTED
 
 
 @dataclasses.dataclass
@@ -62,7 +96,12 @@ class Trainer:
         return int(self.config.train.global_batch_size)
 
     def gathered_params(self):
-        """The parameters as full host arrays, in every process (for saving a model)."""
+        """The parameters as full host arrays, in every process (for saving a model).
+
+        Raises:
+          Diverged: a parameter is not finite (such a model is never saved).
+        """
+        check_finite_params(self.state, "the model")
         return multihost_utils.process_allgather(self.state.params, tiled=True)
 
     def close(self) -> None:
@@ -88,6 +127,43 @@ def check_batch_size(config: ml_collections.ConfigDict, mesh) -> None:
             f"config.train.global_batch_size={batch} must be divisible by "
             f"config.train.grad_accum_steps={accum}"
         )
+
+
+def check_config(config: ml_collections.ConfigDict, *, training: bool = True) -> None:
+    """Every check of the job-independent fields, run before any data work; raises a
+    ValueError naming `config.<group>.<field>`.
+
+    Checks the mesh, the batch against the mesh, processes and accumulation, the optimizer
+    (and the warmup against `train.num_steps` when that is set), the loop and checkpoint fields,
+    and refuses float16 training (no loss scaling).
+    """
+    check_batch_size(config, sharding.make_mesh(config.mesh))
+    train, ckpt = config.train, config.checkpoint
+    make_optimizer(config.optim, train.num_steps if train.num_steps > 0 else 2**31 - 1)
+    if config.optim.learning_rate < 0 or config.optim.warmup_steps < 0:
+        raise ValueError(
+            f"config.optim.learning_rate={config.optim.learning_rate} and "
+            f"config.optim.warmup_steps={config.optim.warmup_steps} must be >= 0"
+        )
+    positive = {"train.log_every": train.log_every, "checkpoint.every_steps": ckpt.every_steps}
+    positive["checkpoint.keep"] = ckpt.keep
+    at_least_zero = {"train.num_steps": train.num_steps, "train.eval_every": train.eval_every}
+    at_least_zero["train.max_bad_steps"] = train.max_bad_steps
+    at_least_zero["train.watchdog_seconds"] = train.watchdog_seconds
+    for name, value in {**positive, **at_least_zero}.items():
+        if value < (1 if name in positive else 0):
+            raise ValueError(f"config.{name}={value} must be >= {int(name in positive)}")
+    if train.num_steps == 0 and train.num_epochs <= 0:
+        raise ValueError("config.train.num_epochs must be > 0 when config.train.num_steps=0")
+    if ckpt.best_mode not in ("max", "min"):
+        raise ValueError(f"config.checkpoint.best_mode={ckpt.best_mode!r}: allowed 'max', 'min'")
+    for name in ("dtype", "param_dtype"):
+        if training and config.model[name] == "float16":
+            raise ValueError(
+                f"config.model.{name}='float16' cannot train: float16 needs loss scaling, which "
+                f"bertjax does not do; use --config.model.{name}=bfloat16 (float32's range). "
+                "float16 is fine for inference (evaluation, fill-mask)"
+            )
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
@@ -134,7 +210,7 @@ def build(
       seq_len: the length counted in the FLOPs (default: the example's).
     """
     mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
-    check_batch_size(config, mesh)
+    check_config(config, training=train_source is not None)
     tx, schedule = make_optimizer(config.optim, num_steps)
     model = Model(family_of(model_config), model_config, tuple(objective.heads))
     steps = compile_steps(
@@ -210,6 +286,7 @@ def _log_window(trainer: Trainer, window: list, seconds: float) -> dict[str, flo
     out = trainer.objective.summarize(sums)
     out["learning_rate"] = float(window[-1]["learning_rate"])
     out["grad_norm"] = float(sums["grad_norm"]) / steps
+    out["skipped_steps"] = float(sums["skipped_steps"])
     out["seq_per_sec"] = steps * trainer.global_batch_size / seconds
     tflops = steps * trainer.flops_per_step / seconds / jax.device_count() / 1e12
     out["tflops_per_device"] = tflops
@@ -229,10 +306,14 @@ def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
 
 
 def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
-    """Runs from the current step to `trainer.num_steps`; returns the last metrics."""
+    """Runs from the current step to `trainer.num_steps`; returns the last metrics.
+
+    Raises:
+      Diverged: `config.train.max_bad_steps` consecutive skipped (non-finite) steps.
+      Preempted: SIGTERM; the current step was checkpointed first.
+    """
     config = trainer.config
     num_steps, log_every = trainer.num_steps, config.train.log_every
-    eval_every, save_every = config.train.eval_every, config.checkpoint.every_steps
     step = int(trainer.state.step)
     bar = tqdm(
         total=num_steps,
@@ -241,30 +322,190 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
         desc=desc,
         dynamic_ncols=True,
     )
+    guard = BadStepGuard(config.train.max_bad_steps)
     window, last, started = [], {}, time.perf_counter()
     batches = _prefetch(trainer, config.data.prefetch)
-    while step < num_steps:
-        trainer.state, metrics = trainer.steps.train_step(trainer.state, next(batches))
-        step += 1
-        window.append(metrics)
-        if step % log_every == 0 or step == num_steps:
-            last = _log_window(trainer, window, time.perf_counter() - started)
-            trainer.writer.write(step, last)
-            bar.set_postfix(_postfix(last))
-            bar.update(len(window))
-            window, started = [], time.perf_counter()
-        if (eval_every and step % eval_every == 0) or step == num_steps:
-            eval_metrics = {f"eval_{k}": v for k, v in trainer.evaluate(trainer).items()}
-            trainer.writer.write(step, eval_metrics)
-            last.update(eval_metrics)
-            started = time.perf_counter()
-        if step % save_every == 0 or step == num_steps:
-            checkpoints.save_train_state(
-                trainer.manager, step, trainer.state, trainer.global_batch_size
-            )
+    with Preemption(trainer.manager) as preemption, Watchdog(config.train.watchdog_seconds) as dog:
+        while step < num_steps:
+            trainer.state, metrics = trainer.steps.train_step(trainer.state, next(batches))
+            step += 1
+            dog.pet(step)
+            window.append(metrics)
+            guard.add(step, metrics["skipped_steps"])
+            if step % log_every == 0 or step == num_steps:
+                last = _log_window(trainer, window, time.perf_counter() - started)
+                trainer.writer.write(step, last)
+                guard.check()
+                bar.set_postfix(_postfix(last))
+                bar.update(len(window))
+                window, started = [], time.perf_counter()
+            evaluated = _maybe_evaluate_and_save(trainer, step, guard)
+            if evaluated:
+                last.update(evaluated)
+                started = time.perf_counter()
+            dog.pet(step)
+            if step < num_steps and preemption.reached(step):
+                if window:  # the partial log window, so the record ends at the saved step
+                    seconds = time.perf_counter() - started
+                    trainer.writer.write(step, _log_window(trainer, window, seconds))
+                if trainer.manager.latest_step() != step:
+                    _save(trainer, step, guard, None)
+                trainer.manager.wait_until_finished()
+                raise Preempted(
+                    f"stopped by SIGTERM at step {step}; its checkpoint is in "
+                    f"{trainer.manager.directory}: rerun the same command to resume"
+                )
     bar.close()
     trainer.manager.wait_until_finished()
     return last
+
+
+def _maybe_evaluate_and_save(trainer: Trainer, step: int, guard: BadStepGuard) -> dict:
+    """Evaluates every `train.eval_every` steps and saves every `checkpoint.every_steps` (and at
+    every evaluation when `checkpoint.best_metric` is tracked), both at the end."""
+    config, final = trainer.config, step == trainer.num_steps
+    eval_every, save_every = config.train.eval_every, config.checkpoint.every_steps
+    evaluated = {}
+    if (eval_every and step % eval_every == 0) or final:
+        guard.check()
+        evaluated = trainer.evaluate(trainer)
+        trainer.writer.write(step, {f"eval_{k}": v for k, v in evaluated.items()})
+    best = bool(config.checkpoint.best_metric) and bool(evaluated)
+    if step % save_every == 0 or final or best:
+        _save(trainer, step, guard, evaluated if best else None)
+    return {f"eval_{k}": v for k, v in evaluated.items()}
+
+
+def _save(trainer: Trainer, step: int, guard: BadStepGuard, metrics) -> None:
+    """Checkpoints `step` unless it ends a run of skipped steps (the last good one stays)."""
+    guard.check()
+    if guard.run:
+        log.warning("not saving step %d: it ends %d skipped (non-finite) steps", step, guard.run)
+        return
+    check_finite_params(trainer.state, f"the checkpoint of step {step}")
+    name = trainer.config.checkpoint.best_metric
+    if metrics is not None and name not in metrics:
+        raise ValueError(
+            f"config.checkpoint.best_metric={name!r} is not an evaluation metric of this job: "
+            f"{sorted(metrics)}"
+        )
+    checkpoints.save_train_state(
+        trainer.manager, step, trainer.state, trainer.global_batch_size, metrics=metrics
+    )
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def check_finite_params(state: TrainState, what: str) -> None:
+    """Raises `Diverged` naming the step when a parameter of `state` is NaN or infinite."""
+    if not bool(_all_finite(state.params)):
+        raise Diverged(f"{what}: the parameters at step {int(state.step)} are not finite")
+
+
+class BadStepGuard:
+    """Counts consecutive skipped steps from the per-step `skipped_steps` flags, fetched only
+    where the loop syncs anyway (log windows, evaluations, checkpoints).
+
+    Attributes:
+      run: skipped steps in a row up to the last checked step.
+    """
+
+    def __init__(self, max_bad_steps: int):
+        self.max_bad_steps = int(max_bad_steps)
+        self.pending: list[tuple[int, jax.Array]] = []
+        self.run = 0
+
+    def add(self, step: int, skipped: jax.Array) -> None:
+        self.pending.append((step, skipped))
+
+    def check(self) -> None:
+        """Fetches the pending flags; raises `Diverged` naming the step of the last allowed."""
+        flags = jax.device_get([flag for _, flag in self.pending])
+        for (step, _), flag in zip(self.pending, flags, strict=True):
+            self.run = self.run + 1 if flag else 0
+            if flag:
+                log.warning("step %d: non-finite loss or gradient; update skipped", step)
+            if self.max_bad_steps and self.run >= self.max_bad_steps:
+                raise Diverged(
+                    f"training diverged: steps {step - self.run + 1}..{step} ({self.run} in a "
+                    f"row, config.train.max_bad_steps={self.max_bad_steps}) had a non-finite "
+                    f"loss or gradient, stopped at step {step}; the last checkpoint holds the "
+                    "last good parameters: lower config.optim.learning_rate and rerun"
+                )
+        self.pending = []
+
+
+class Preemption:
+    """SIGTERM (a preemption notice) to a stop at an agreed step.
+
+    One process: a SIGTERM handler sets a flag, read after each step. Several processes: JAX's
+    preemption service (started by `jax.distributed.initialize`) catches SIGTERM and
+    `CheckpointManager.reached_preemption(step)` is True in every process at the same step.
+    """
+
+    def __init__(self, manager):
+        self.manager, self.flag, self.previous = manager, False, None
+
+    def __enter__(self) -> Preemption:
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.flag = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return self.manager.reached_preemption(step)
+        return self.flag
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+class Watchdog:
+    """When no step completes for `seconds` (0: off), logs the Python stack of every thread and
+    exits the process with `EXIT_STUCK` (a stuck collective, reader or device never returns)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.step, self.last = float(seconds), None, time.monotonic()
+        self.stop = threading.Event()
+
+    def __enter__(self) -> Watchdog:
+        if self.seconds > 0:
+            self.last = time.monotonic()
+            threading.Thread(target=self._watch, name="bertjax-watchdog", daemon=True).start()
+        return self
+
+    def pet(self, step: int) -> None:
+        self.step, self.last = step, time.monotonic()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(min(1.0, self.seconds / 4)):
+            if time.monotonic() - self.last > self.seconds:
+                names = {t.ident: t.name for t in threading.enumerate()}
+                stacks = "".join(
+                    f"\nthread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(f))
+                    for ident, f in sys._current_frames().items()
+                )
+                after = "the start" if self.step is None else f"step {self.step}"
+                log.error(
+                    "watchdog: no step completed for %.0f s (config.train.watchdog_seconds) "
+                    "after %s; exiting with status %d. Stacks:%s",
+                    self.seconds,
+                    after,
+                    EXIT_STUCK,
+                    stacks,
+                )
+                logging.shutdown()
+                os._exit(EXIT_STUCK)
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
 
 
 def _prefetch(trainer: Trainer, size: int) -> Iterator[dict[str, jax.Array]]:
