@@ -59,4 +59,11 @@ def test_cls_and_pooler_pooling_are_not_normalised_unless_asked():
 
 
 def test_bucket_lengths():
-    assert [bucket_length(n, 128) for n in (1, 16, 17, 100, 128, 300)] == [16, 16, 32, 128, 128, 128]
+    assert [bucket_length(n, 128) for n in (1, 16, 17, 100, 128, 300)] == [
+        16,
+        16,
+        32,
+        128,
+        128,
+        128,
+    ]

@@ -21,9 +21,7 @@ SENTENCES = [
 
 def _save(tmp_path, vocab, options, name="model"):
     size = len(tokenizer_lib.read_vocab(vocab))
-    cfg = BertConfig(
-        vocab_size=size, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8
-    )
+    cfg = BertConfig(vocab_size=size, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8)
     out = tmp_path / name
     checkpoint.save_model(out, checkpoint.init_params(cfg, heads=()), cfg, vocab, options)
     return out

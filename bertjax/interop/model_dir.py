@@ -394,6 +394,19 @@ def load_params(path: str | pathlib.Path, *, with_heads: bool = True) -> tuple[A
     return _LOADERS[detect_format(path)](path, with_heads)
 
 
+def load_partial(path: str | pathlib.Path) -> tuple[Any, Params, list[str]]:
+    """(config, params, head names) of a bertjax model directory, training workdir or
+    transformers directory, with only the heads it really holds (none initialised fresh)."""
+    path = pathlib.Path(path)
+    if detect_format(path) != "hf":
+        config, params = _LOADERS[detect_format(path)](path, False)
+        return config, params, sorted(params.get("heads", {}))
+    config, params, initialised = load_hf_dir(path, with_heads=True)
+    fresh = {p.split("/")[1] for p in initialised if p.startswith("heads/")}
+    heads = {k: v for k, v in params.get("heads", {}).items() if k not in fresh}
+    return config, {**params, "heads": heads}, sorted(heads)
+
+
 def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Params]:
     """Params (and config) in the scanned or unscanned layer layout."""
     if scan_layers == config.scan_layers:
