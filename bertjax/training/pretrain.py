@@ -112,7 +112,7 @@ def loaded_heads(init: InitModel, objective) -> dict:
     present = init.params.get("heads", {})
     loaded = {n: present[n] for n in names if n in present}
     fresh = [n for n in names if n not in present]
-    log.info(
+    (log.warning if fresh else log.info)(
         "continuing from %s: backbone loaded; heads %s loaded, %s start fresh",
         init.path,
         sorted(loaded) or "none",
