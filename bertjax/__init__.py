@@ -15,9 +15,12 @@ _LAZY = {
     "get_family": "bertjax.models",
     "model_config": "bertjax.models",
     "load_pretrained": "bertjax.interop.model_dir",
+    "predictor": "bertjax.inference",
+    "Embedder": "bertjax.inference",
 }
 
 if TYPE_CHECKING:
+    from bertjax.inference import Embedder, predictor
     from bertjax.interop.model_dir import load_pretrained
     from bertjax.models import Model, get_family, model_config
     from bertjax.models.bert import BertConfig
@@ -29,4 +32,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bertjax' has no attribute {name!r}")
 
 
-__all__ = ["BertConfig", "Model", "get_family", "load_pretrained", "model_config", "__version__"]
+__all__ = [
+    "BertConfig",
+    "Embedder",
+    "Model",
+    "__version__",
+    "get_family",
+    "load_pretrained",
+    "model_config",
+    "predictor",
+]

@@ -18,6 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export-hf": ("bertjax.commands.export_hf", "Export a bertjax model as a transformers BERT."),
     "fill-mask": ("bertjax.commands.fill_mask", "Predict the tokens behind [MASK] in a text."),
+    "predict": (
+        "bertjax.commands.predict_cmd",
+        "Predict with a fine-tuned model (file or --text).",
+    ),
+    "embed": ("bertjax.commands.embed_cmd", "Embed lines of text with any encoder (.npy)."),
     "pretrain": (
         "bertjax.commands.pretrain_cmd",
         "Pretrain BERT (MLM + NSP) from a config; resumable.",

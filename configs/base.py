@@ -8,10 +8,14 @@ from configs import defaults
 def get_config() -> ml_collections.ConfigDict:
     config = defaults.get_config()
     config.objective = "mlm_nsp"  # "mlm_nsp" (BERT) or "mlm" (no next-sentence prediction)
+    # continue pretraining a bertjax model dir, pretraining workdir or transformers BERT dir (its
+    # architecture, vocabulary and tokenizer options; may start $BERTJAX_DATA); "": from scratch
+    config.init_from = ""
     data = config.data
     data.corpus = ""  # text files or globs, comma-separated; prepared into workdir/data if set
     data.dir = ""  # prepared shards (bertjax prepare); default workdir/data
     data.vocab = ""  # vocab.txt; if empty a WordPiece vocab is trained on data.corpus
+    data.extra_vocab = ""  # with init_from: file of new tokens (one a line) appended to its vocab
     data.lowercase = True  # lower-case (and strip accents) when tokenizing
     data.max_seq_len = 128  # tokens per instance, [CLS] and [SEP]s included
     data.short_seq_prob = 0.1  # share of instances with a shorter random target length

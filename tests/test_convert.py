@@ -332,7 +332,7 @@ def test_minilm_import_reports_fresh_heads(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "heads/mlm/output_bias" in printed and "heads/nsp/dense/kernel" in printed
     assert "backbone/pooler" not in printed  # all-MiniLM-L6-v2 has a pooler
-    options = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    options = json.loads((tmp_path / "out" / "bertjax_tokenizer.json").read_text())
     assert options["lowercase"] is True
     config, params = checkpoint.load_model_dir(tmp_path / "out")
     assert (config.num_layers, config.hidden_size) == (6, 384)
@@ -413,8 +413,10 @@ def test_import_refuses_non_empty_out_and_overwrites_atomically(hf_small, tmp_pa
     assert "not empty" in err and (out / "keep.txt").read_text() == "precious"
     assert cli.main(["import-hf", str(hf_small[0]), str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "bertjax_tokenizer.json",
         "config.json",
         "params",
+        "tokenizer.json",
         "tokenizer_config.json",
         "vocab.txt",
     ]

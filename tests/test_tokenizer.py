@@ -65,7 +65,7 @@ def _assert_syllables_kept(tok, sentence):
 @pytest.mark.parametrize("lowercase,strip_accents", [(True, None), (True, True), (False, False)])
 def test_korean_keeps_hangul_syllables_whatever_the_options(tmp_path, lowercase, strip_accents):
     vocab_path = _korean_vocab(tmp_path, lowercase, strip_accents)
-    assert json.loads((vocab_path.parent / "tokenizer_config.json").read_text())["keep_hangul"]
+    assert json.loads((vocab_path.parent / "bertjax_tokenizer.json").read_text())["keep_hangul"]
     vocab = tokenizer_lib.read_vocab(vocab_path)
     assert not any(JAMO.search(t) for t in vocab)
     tok = tokenizer_lib.load_tokenizer(vocab_path)
@@ -169,7 +169,7 @@ def test_train_small_vocab_on_shakespeare(shared_data, tmp_path):
     vocab = tokenizer_lib.read_vocab(vocab_path)
     assert len(vocab) == 1500
     assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config = json.loads((tmp_path / "bertjax_tokenizer.json").read_text())
     assert config == {
         "lowercase": True,
         "strip_accents": None,
@@ -254,14 +254,14 @@ def test_model_directories_keep_the_hangul_option(tmp_path):
         (
             bertjax_dir,
             {"format": "bertjax", "model": {}},
-            vocab_path.parent / "tokenizer_config.json",
+            vocab_path.parent / "bertjax_tokenizer.json",
         ),
         (hf_dir, {"model_type": "bert"}, None),
     ]:
         path.mkdir()
         (path / "config.json").write_text(json.dumps(config))
         (path / "vocab.txt").write_bytes(vocab_path.read_bytes())
-        if options:
+        if options:  # as directories written before bertjax_tokenizer.json hold them
             (path / "tokenizer_config.json").write_bytes(options.read_bytes())
     (hf_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
     sentence = KOREAN[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,5 +30,33 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     metrics = finetune(config, args.workdir)
     if jax.process_index() == 0:  # one summary per job, not one per process
-        print(json.dumps(metrics, indent=2))
+        model = args.workdir if not config.eval_only else config.init_from
+        print(summary(pathlib.Path(args.workdir), pathlib.Path(model), config.task.kind, metrics))
     return 0
+
+
+def summary(workdir: pathlib.Path, model: pathlib.Path, kind: str, metrics: dict) -> str:
+    """What a finished fine-tuning run (in `workdir`, its model in the workdir `model`) made
+    and what to do with it, in words."""
+    shown = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in metrics.items())
+    predictions = "predictions.json" if kind == "qa" else "predictions.tsv"
+    if kind == "qa":
+        example = '--question "Who wrote it?" --context "The book was written by Ann."'
+    elif kind == "tagging":
+        example = '--text "Angela Merkel visited Paris in May."'
+    else:
+        example = '--text "A charming and often affecting journey."'
+    task_file = model / "finetune.json"
+    saved = json.loads(task_file.read_text()) if task_file.is_file() else {}
+    labels = saved.get("label_names") if kind in ("classification", "tagging") else None
+    return "\n".join(
+        [
+            f"Fine-tuning finished. Eval metrics: {shown}.",
+            f"The model is in {model / 'model'} ({kind}"
+            + (f", labels {', '.join(labels)}" if labels else "")
+            + f"); the eval file's predictions are in {workdir / predictions}.",
+            "Predict with it:",
+            f"  bertjax predict {model} {example}",
+            f"  bertjax predict {model} --input FILE --out predictions.jsonl",
+        ]
+    )

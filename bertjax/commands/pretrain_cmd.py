@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import pathlib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,5 +26,26 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     metrics = pretrain(config, args.workdir)
     if jax.process_index() == 0:  # one summary per job, not one per process
-        print(json.dumps(metrics, indent=2))
+        print(summary(pathlib.Path(args.workdir), metrics))
     return 0
+
+
+def summary(workdir: pathlib.Path, metrics: dict) -> str:
+    """What a finished pretraining run made and what to do with it, in words."""
+    model = workdir / "model"
+    shown = ", ".join(
+        f"{k.removeprefix('eval_').replace('_', ' ')} {v:.4g}"
+        for k, v in metrics.items()
+        if k.startswith("eval_")
+    )
+    return "\n".join(
+        [
+            f"Pretraining finished. Held-out metrics: {shown or 'none'}.",
+            f"The model is in {model} (metrics of every step: {workdir / 'metrics.jsonl'}).",
+            "Try its masked-LM head:",
+            f'  bertjax fill-mask {model} "The capital of France is [MASK]."',
+            "Fine-tune it, e.g. on SST-2:",
+            f"  bertjax finetune --config configs/finetune/sst2.py --workdir {workdir}-sst2 "
+            f"--config.init_from={model}",
+        ]
+    )

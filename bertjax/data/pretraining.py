@@ -788,9 +788,34 @@ def _log_summary(metadata: dict) -> None:
             summary["num_documents"],
             summary["num_tokens"],
         )
-    problems = {k: v for k, v in stats.items() if v and k not in ("files", "lines", "documents")}
-    if problems:
-        logger.warning("input repaired or skipped: %s", problems)
+    for key, message in DATA_NOTES.items():
+        if stats.get(key):
+            logger.warning(message.format(n=stats[key], **metadata))
+
+
+# Statistics field -> what a non-zero count means, in words (logged after preparation)
+DATA_NOTES = {
+    "files_empty": "{n} input files were empty and were skipped",
+    "files_skipped_binary": "{n} input files look binary (not text) and were skipped",
+    "lines_repaired_utf8": "{n} invalid UTF-8 byte sequences were replaced with U+FFFD",
+    "lines_cut_long": f"{{n}} lines longer than {MAX_LINE_BYTES} bytes were read in pieces",
+    "sentences_cut_long": (
+        f"{{n}} cuts were made in sentences longer than {MAX_SENTENCE_CHARS} characters"
+    ),
+    "sentences_split_tokens": (
+        "{n} times a sentence had more tokens than fit in one instance (max_seq_len="
+        "{max_seq_len}) and was split into several; nothing was lost"
+    ),
+    "documents_cut_long": (
+        f"{{n}} documents longer than {MAX_DOCUMENT_CHARS} characters were cut into parts"
+    ),
+    "documents_skipped_single_sentence": (
+        "{n} documents with a single sentence were skipped (next-sentence prediction needs two)"
+    ),
+    "documents_skipped_after_tokenization": (
+        "{n} documents had fewer than two non-empty sentences after tokenization and were skipped"
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------------

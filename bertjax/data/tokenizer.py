@@ -2,8 +2,12 @@
 
 Both functions build on Hugging Face `tokenizers` with BERT's normalizer (clean text, optional
 lowercasing and accent stripping, spaces around CJK characters) and pre-tokenizer (split on
-whitespace and punctuation). The normalization options live in `tokenizer_config.json` beside the
-vocabulary so that a vocabulary and the way it must be used travel together.
+whitespace and punctuation). The normalization options live in `bertjax_tokenizer.json` beside the
+vocabulary so that a vocabulary and the way it must be used travel together; `tokenizer.json`
+(the `tokenizers` serialization of the exact tokenizer) and a transformers
+`tokenizer_config.json` go with them, so `transformers.AutoTokenizer.from_pretrained(folder)`
+gives the same ids. Folders written before keep bertjax's options in `tokenizer_config.json`;
+they still load.
 
 Vocabularies trained here set `keep_hangul`: the text is recomposed (NFC) after normalization, so
 Hangul syllables, which BERT's accent stripping splits into conjoining jamo through NFD, stay whole.
@@ -23,7 +27,9 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
-CONFIG_NAME = "tokenizer_config.json"
+OPTIONS_NAME = "bertjax_tokenizer.json"  # bertjax's options (below)
+CONFIG_NAME = "tokenizer_config.json"  # transformers' (older bertjax folders: the options)
+TOKENIZER_JSON = "tokenizer.json"  # the tokenizers serialization, read by transformers
 VOCAB_NAME = "vocab.txt"
 CONTINUATION_PREFIX = "##"
 OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
@@ -49,7 +55,8 @@ def train_wordpiece(
 
     Args:
       files: UTF-8 text files to learn the vocabulary from.
-      out_dir: Folder that receives `vocab.txt` and `tokenizer_config.json` (created if missing).
+      out_dir: Folder that receives `vocab.txt` and the tokenizer files (`write_tokenizer_files`;
+        created if missing).
       vocab_size: Size of the vocabulary, special tokens included.
       lowercase: Lowercase text before splitting it.
       strip_accents: Remove accents (NFD then drop combining marks); None follows `lowercase`,
@@ -99,8 +106,82 @@ def train_wordpiece(
     group |= dict.fromkeys(alphabet, 1) | dict.fromkeys(continuations, 2)
     vocab_path = out / VOCAB_NAME
     _write_vocab(sorted(vocab, key=lambda t: (group.get(t, 3), vocab[t])), vocab_path)
-    (out / CONFIG_NAME).write_text(json.dumps(options, indent=2) + "\n", encoding="utf-8")
+    write_tokenizer_files(out, vocab_path, options)
     return vocab_path
+
+
+def write_tokenizer_files(
+    out_dir: str | pathlib.Path,
+    vocab_path: str | pathlib.Path,
+    options: dict,
+    *,
+    model_max_length: int = 512,
+) -> None:
+    """Writes the tokenizer files of a vocabulary into `out_dir`.
+
+    `bertjax_tokenizer.json` (the options as given), `tokenizer.json` (the exact tokenizer
+    `load_tokenizer` builds, normalizer included) and a transformers `tokenizer_config.json`
+    (`PreTrainedTokenizerFast` over `tokenizer.json`, the special tokens, BERT's three inputs),
+    so that `transformers.AutoTokenizer.from_pretrained(out_dir)` encodes as bertjax does.
+
+    Args:
+      out_dir: An existing folder.
+      vocab_path: The `vocab.txt` the tokenizer is built from.
+      options: bertjax tokenizer options (`OPTIONS`); missing ones take BERT's defaults.
+      model_max_length: The longest input transformers should allow.
+    """
+    out = pathlib.Path(out_dir)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"tokenizer options {unknown} are unknown; allowed: {list(OPTIONS)}")
+    resolved = resolve_options(options)
+    _write_json(out / OPTIONS_NAME, dict(options))
+    load_tokenizer(vocab_path, **resolved).save(str(out / TOKENIZER_JSON))
+    transformers_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",  # honours tokenizer.json's normalizer
+        "do_lower_case": resolved["lowercase"],
+        "strip_accents": resolved["strip_accents"],
+        "tokenize_chinese_chars": resolved["handle_chinese_chars"],
+        "model_max_length": model_max_length,
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+        **{f"{key}_token": token for key, token in SPECIAL_TOKENS.items()},
+    }
+    _write_json(out / CONFIG_NAME, transformers_config)
+
+
+def resolve_options(options: dict) -> dict:
+    """All four options, BERT's defaults where `options` has none (strip_accents follows
+    lowercase)."""
+    lowercase = options.get("lowercase", True)
+    strip_accents = options.get("strip_accents")
+    return {
+        "lowercase": lowercase,
+        "strip_accents": lowercase if strip_accents is None else strip_accents,
+        "handle_chinese_chars": options.get("handle_chinese_chars", True),
+        "keep_hangul": options.get("keep_hangul", False),
+    }
+
+
+def read_options(folder: str | pathlib.Path) -> dict:
+    """The bertjax tokenizer options saved in `folder` ({} if none).
+
+    From `bertjax_tokenizer.json`; else from `tokenizer_config.json`, which folders written
+    before held bertjax's keys in, and which transformers folders hold as `do_lower_case`,
+    `strip_accents`, `tokenize_chinese_chars` (mapped to bertjax's keys).
+    """
+    folder = pathlib.Path(folder)
+    if (folder / OPTIONS_NAME).is_file():
+        return _read_config(folder / OPTIONS_NAME)
+    document = _read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {}
+    if set(document) <= set(OPTIONS):
+        return document
+    names = {
+        "do_lower_case": "lowercase",
+        "strip_accents": "strip_accents",
+        "tokenize_chinese_chars": "handle_chinese_chars",
+        "keep_hangul": "keep_hangul",
+    }
+    return {ours: document[theirs] for theirs, ours in names.items() if theirs in document}
 
 
 def _alphabet(
@@ -144,7 +225,7 @@ def load_tokenizer(
 ) -> tokenizers.Tokenizer:
     """Loads a WordPiece `vocab.txt` as a fast BERT tokenizer.
 
-    Options left as None come from `tokenizer_config.json` beside the vocabulary when present,
+    Options left as None come from the options saved beside the vocabulary (`read_options`),
     otherwise from BERT's defaults (lowercase=True, strip_accents follows lowercase,
     handle_chinese_chars=True, keep_hangul=False: the tokenization of transformers). When the
     vocabulary has [CLS] and [SEP], encoding with `add_special_tokens=True` gives `[CLS] A [SEP]`
@@ -166,7 +247,7 @@ def load_tokenizer(
         raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
     options = (lowercase, strip_accents, handle_chinese_chars, keep_hangul)
     # Read the options file beside the vocabulary only for options not given.
-    config = _read_config(vocab_path.parent / CONFIG_NAME) if None in options else {}
+    config = read_options(vocab_path.parent) if None in options else {}
     if lowercase is None:
         lowercase = config.get("lowercase", True)
     if strip_accents is None:
@@ -259,13 +340,19 @@ def _build_tokenizer(
     return tokenizer
 
 
-def _read_config(path: pathlib.Path) -> dict:
-    if not path.is_file():
-        return {}
+def _read_json(path: pathlib.Path) -> dict:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def _write_json(path: pathlib.Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def _read_config(path: pathlib.Path) -> dict:
+    config = _read_json(path)
     unknown = set(config) - set(OPTIONS)
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {list(OPTIONS)}")

@@ -3,7 +3,10 @@
 A bertjax model directory holds:
   config.json            {"format": "bertjax", "family": "bert", "model": {config fields}}
   vocab.txt              the WordPiece vocabulary, one token per line
-  tokenizer_config.json  optional: lowercase, strip_accents, handle_chinese_chars, keep_hangul
+  bertjax_tokenizer.json the tokenizer options: lowercase, strip_accents, handle_chinese_chars,
+                         keep_hangul (older directories: in tokenizer_config.json; still read)
+  tokenizer.json         the exact tokenizer (tokenizers' serialization) and
+  tokenizer_config.json  transformers' keys, so AutoTokenizer.from_pretrained(dir) matches
   params/                the parameter tree {"backbone": ..., "heads": {...}}, written with orbax
 
 Directories written before the model registry (no "family", parameters under "bert",
@@ -29,7 +32,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tokenizers
 
-from bertjax.data.tokenizer import load_tokenizer, read_vocab
+from bertjax.data.tokenizer import (
+    load_tokenizer,
+    read_options,
+    read_vocab,
+    resolve_options,
+    write_tokenizer_files,
+)
 from bertjax.interop.hf_files import read_hf_config, read_hf_weights
 from bertjax.models import Model, head_spec, model_config
 from bertjax.models.layers import stack_layer_params, unstack_layer_params
@@ -43,7 +52,6 @@ MODEL_FORMAT = "bertjax"
 MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers directory
 PARAMS_DIR = "params"
 VOCAB_NAME = "vocab.txt"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
 PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))
 # parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
@@ -151,7 +159,9 @@ def save_model(
         `config.scan_layers`.
       config: The architecture (a registered family's config dataclass).
       vocab_file: `vocab.txt`; it must have exactly `config.vocab_size` entries.
-      tokenizer_config: Tokenizer options (lowercase, strip_accents, handle_chinese_chars).
+      tokenizer_config: Tokenizer options (lowercase, strip_accents, handle_chinese_chars,
+        keep_hangul); None: BERT's defaults. Written with `tokenizer.json` and transformers'
+        `tokenizer_config.json` (`bertjax.data.tokenizer.write_tokenizer_files`).
       overwrite: Replace an existing non-empty `out_dir` (only once the new one is complete).
 
     Returns:
@@ -169,8 +179,12 @@ def save_model(
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
         _write_json(tmp / MODEL_CONFIG_NAME, config_document(config))
         shutil.copyfile(vocab_file, tmp / VOCAB_NAME)
-        if tokenizer_config is not None:
-            _write_json(tmp / TOKENIZER_CONFIG_NAME, dict(tokenizer_config))
+        write_tokenizer_files(
+            tmp,
+            tmp / VOCAB_NAME,
+            dict(tokenizer_config or {}),
+            model_max_length=getattr(config, "max_position_embeddings", 512),
+        )
         _write_params(tmp / PARAMS_DIR, params)
     logger.debug("wrote %s model to %s", family.name, out_dir)
     return pathlib.Path(out_dir)
@@ -312,7 +326,7 @@ def export_hf(
     missing = [name for name, _ in PRETRAINING_HEADS if name not in params.get("heads", {})]
     if missing:
         raise ValueError(f"{model_dir} holds no pretraining heads {missing}; nothing to export")
-    options = _read_json(model_dir / TOKENIZER_CONFIG_NAME, missing_ok=True)
+    options = tokenizer_options(model_dir)
     params = jax.device_get(params)
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
         hf.write_hf_files(tmp, params, config, model_dir / VOCAB_NAME, options)
@@ -379,6 +393,19 @@ def load_params(path: str | pathlib.Path, *, with_heads: bool = True) -> tuple[A
     return _LOADERS[detect_format(path)](path, with_heads)
 
 
+def load_partial(path: str | pathlib.Path) -> tuple[Any, Params, list[str]]:
+    """(config, params, head names) of a bertjax model directory, training workdir or
+    transformers directory, with only the heads it really holds (none initialised fresh)."""
+    path = pathlib.Path(path)
+    if detect_format(path) != "hf":
+        config, params = _LOADERS[detect_format(path)](path, False)
+        return config, params, sorted(params.get("heads", {}))
+    config, params, initialised = load_hf_dir(path, with_heads=True)
+    fresh = {p.split("/")[1] for p in initialised if p.startswith("heads/")}
+    heads = {k: v for k, v in params.get("heads", {}).items() if k not in fresh}
+    return config, {**params, "heads": heads}, sorted(heads)
+
+
 def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Params]:
     """Params (and config) in the scanned or unscanned layer layout."""
     path = family_of(config).stack_path
@@ -430,24 +457,16 @@ def load_pretrained(
 def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
     """The WordPiece tokenizer of a bertjax or transformers model directory.
 
-    Uses `vocab.txt` with the options of `tokenizer_config.json` (bertjax's keys, or transformers'
-    `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`). Special tokens ([CLS], [SEP],
+    Uses `vocab.txt` with the options of `bertjax_tokenizer.json` (older directories:
+    `tokenizer_config.json` with bertjax's keys), or of a transformers directory's
+    `tokenizer_config.json` (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars`). Special tokens ([CLS], [SEP],
     [MASK], ...) are matched whole in the text, and encoding adds [CLS] ... [SEP].
     """
     path = pathlib.Path(path)
     vocab = path / VOCAB_NAME
     if not vocab.is_file():
         raise FileNotFoundError(f"model directory {path} has no {VOCAB_NAME}")
-    options = tokenizer_options(path)
-    lowercase = options.get("lowercase", True)
-    strip_accents = options.get("strip_accents")
-    return load_tokenizer(
-        vocab,
-        lowercase=lowercase,
-        strip_accents=lowercase if strip_accents is None else strip_accents,
-        handle_chinese_chars=options.get("handle_chinese_chars", True),
-        keep_hangul=options.get("keep_hangul", False),
-    )
+    return load_tokenizer(vocab, **resolve_options(tokenizer_options(path)))
 
 
 def tokenizer_options(model_dir: str | pathlib.Path) -> dict[str, Any]:
@@ -455,7 +474,7 @@ def tokenizer_options(model_dir: str | pathlib.Path) -> dict[str, Any]:
     model_dir = pathlib.Path(model_dir)
     if detect_format(model_dir) == "hf":
         return hf_family(model_dir).converter().hf_tokenizer_options(model_dir)
-    return _read_json(model_dir / TOKENIZER_CONFIG_NAME, missing_ok=True)
+    return read_options(model_dir)
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
@@ -471,16 +490,17 @@ def _read_json(path: pathlib.Path, *, missing_ok: bool = False) -> dict[str, Any
         raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
-def write_model_files(workdir: str | pathlib.Path, config: Any, vocab_file) -> None:
-    """Writes `config.json` and `vocab.txt` of a training workdir (the params live in checkpoints)."""
+def write_model_files(
+    workdir: str | pathlib.Path, config: Any, vocab_file, options: Mapping[str, Any] | None = None
+) -> None:
+    """Writes `config.json`, `vocab.txt` and the tokenizer files of a training workdir (the
+    params live in checkpoints); `options` default to those saved beside the vocabulary."""
     workdir = pathlib.Path(workdir)
     check_vocab(vocab_file, config, f"{workdir / MODEL_CONFIG_NAME}")
+    options = dict(read_options(pathlib.Path(vocab_file).parent) if options is None else options)
     _write_json(workdir / MODEL_CONFIG_NAME, config_document(config))
     if pathlib.Path(vocab_file).resolve() != (workdir / VOCAB_NAME).resolve():
         shutil.copyfile(vocab_file, workdir / VOCAB_NAME)
-    tokenizer_config = pathlib.Path(vocab_file).parent / TOKENIZER_CONFIG_NAME
-    if (
-        tokenizer_config.is_file()
-        and tokenizer_config.resolve() != (workdir / TOKENIZER_CONFIG_NAME).resolve()
-    ):
-        shutil.copyfile(tokenizer_config, workdir / TOKENIZER_CONFIG_NAME)
+    write_tokenizer_files(
+        workdir, workdir / VOCAB_NAME, options, model_max_length=config.max_position_embeddings
+    )

@@ -1,9 +1,11 @@
 """Fine-tuning tasks behind one registry keyed by `config.task.kind`.
 
-Each task module gives `read(task_cfg, path, split)`, `labelled(examples)` and
-`make_task(kind, label_names)`; the task object is the train step's objective (device side:
+Each task module gives `read(task_cfg, path, split)` (split "train", "eval" or "predict": labels
+optional), `from_input(value, index)` (an unlabelled example of a raw input), `labelled(examples)`
+and `make_task(kind, label_names)`; the task object is the train step's objective (device side:
 `heads`, `counts`, `sums`; see `bertjax.objectives.base`) plus the host side (`featurize`,
-`outputs_to_predictions`, `metrics`, `write_predictions`). A new task kind is one module plus a
+`outputs_to_predictions`, `metrics`, `write_predictions`, `records`). A new task kind is one
+module plus a
 line here.
 """
 

@@ -64,6 +64,7 @@ def read_text_classification(
     header: bool = True,
     delimiter: str | None = None,
     skip_rows: int = 0,
+    label_optional: bool = False,
 ) -> list[TextExample]:
     """Reads a sentence (pair) classification or regression file.
 
@@ -79,6 +80,8 @@ def read_text_classification(
         header: whether the first row (after `skip_rows`) names the columns (TSV/CSV).
         delimiter: overrides the format's delimiter (TSV/CSV).
         skip_rows: lines to skip before the header or data (TSV/CSV).
+        label_optional: a file without the label column (header name or JSONL key) is read as
+            unlabelled instead of raising (prediction inputs).
 
     Returns:
         One `TextExample` per data row, in file order.
@@ -92,11 +95,13 @@ def read_text_classification(
     if format not in _FORMATS:
         raise ValueError(f"{path}: format must be one of {_FORMATS}, got {format!r}")
     if format == "jsonl":
-        return _read_jsonl(path, text_a, text_b, label)
-    return _read_delimited(path, format, text_a, text_b, label, header, delimiter, skip_rows)
+        return _read_jsonl(path, text_a, text_b, label, label_optional)
+    return _read_delimited(
+        path, format, text_a, text_b, label, header, delimiter, skip_rows, label_optional
+    )
 
 
-def _read_jsonl(path, text_a, text_b, label) -> list[TextExample]:
+def _read_jsonl(path, text_a, text_b, label, label_optional=False) -> list[TextExample]:
     examples = []
     with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, start=1):
@@ -108,7 +113,9 @@ def _read_jsonl(path, text_a, text_b, label) -> list[TextExample]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{source}: invalid JSON ({e})") from None
             values = []
-            for key in (text_a, text_b, label):
+            for j, key in enumerate((text_a, text_b, label)):
+                if j == 2 and label_optional and key not in row:
+                    key = None
                 if key is not None and key not in row:
                     raise ValueError(f"{source}: missing key {key!r}; keys are {sorted(row)}")
                 values.append(None if key is None else str(row[key]))
@@ -116,7 +123,9 @@ def _read_jsonl(path, text_a, text_b, label) -> list[TextExample]:
     return examples
 
 
-def _read_delimited(path, format, text_a, text_b, label, header, delimiter, skip_rows):
+def _read_delimited(
+    path, format, text_a, text_b, label, header, delimiter, skip_rows, label_optional=False
+):
     if delimiter is None:
         delimiter = "\t" if format == "tsv" else ","
     quoting = csv.QUOTE_NONE if format == "tsv" else csv.QUOTE_MINIMAL
@@ -129,6 +138,8 @@ def _read_delimited(path, format, text_a, text_b, label, header, delimiter, skip
         if header:
             names = next(reader, [])
             n_columns = len(names)
+            if label_optional and isinstance(label, str) and label not in names:
+                label = None
         columns = [_column_index(c, names, path) for c in (text_a, text_b, label)]
         for row in reader:
             line_no = reader.line_num + skip_rows
@@ -306,7 +317,10 @@ def _column(value: str) -> str | int | None:
 
 
 def read(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
-    """The examples of a `config.task` file."""
+    """The examples of a `config.task` file; for `split="predict"` the label column may be
+    absent, and a `.txt` file holds one text per line (a tab separates a pair)."""
+    if split == "predict" and path.suffix.lower() == ".txt":
+        return iter_text_lines(path)  # lazily: a long file streams
     return read_text_classification(
         path,
         format=task_cfg.format or None,
@@ -314,7 +328,34 @@ def read(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
         text_b=_column(task_cfg.text_b),
         label=_column(task_cfg.label),
         header=task_cfg.header,
+        label_optional=split == "predict",
     )
+
+
+def iter_text_lines(path: str | pathlib.Path):
+    """Unlabelled examples of a plain text file, one per non-empty line, read lazily; a tab
+    splits a line into a pair (text_a, text_b)."""
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield text_example(line, source=f"{path}:{line_no}")
+
+
+def text_example(text: str, text_b: str | None = None, *, source: str) -> TextExample:
+    """An unlabelled example of a text; without `text_b`, a tab in `text` splits a pair."""
+    if text_b is None and "\t" in text:
+        text, text_b = text.split("\t", 1)
+    return TextExample(text, text_b, None, source)
+
+
+def from_input(value: str | Sequence[str], index: int) -> TextExample:
+    """The unlabelled example of a raw input: a text (a tab splits a pair) or a pair."""
+    if isinstance(value, str):
+        return text_example(value, source=f"input {index}")
+    if len(value) != 2:
+        raise ValueError(f"input {index}: expected a text or a (text_a, text_b) pair")
+    return text_example(value[0], value[1], source=f"input {index}")
 
 
 def labelled(examples: Sequence[TextExample]) -> bool:
@@ -335,8 +376,20 @@ class Classification(LabelTask):
         )
 
     def outputs_to_predictions(self, task_cfg, examples, features, outputs):
-        """(predicted class ids [N], gold ids [N])."""
-        return np.argmax(outputs["logits"], axis=-1), features.arrays["labels"]
+        """(predicted class ids [N], gold ids [N] or None for unlabelled examples)."""
+        return np.argmax(outputs["logits"], axis=-1), features.arrays.get("labels")
+
+    def records(self, task_cfg, examples, features, outputs) -> list[dict[str, Any]]:
+        """One `{"label", "probabilities": {name: p}}` per example."""
+        ids, _ = self.outputs_to_predictions(task_cfg, examples, features, outputs)
+        logits = np.asarray(outputs["logits"], np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        names = self.label_names
+        return [
+            {"label": names[i], "probabilities": dict(zip(names, map(float, p), strict=True))}
+            for i, p in zip(ids, probs, strict=True)
+        ]
 
     def metrics(self, predictions, references) -> dict[str, float]:
         metrics = {"accuracy": accuracy(references, predictions)}
@@ -380,7 +433,13 @@ class Regression(TaskBase):
         )
 
     def outputs_to_predictions(self, task_cfg, examples, features, outputs):
-        return outputs["logits"][:, 0], features.arrays["labels"]
+        """(predicted scores [N], gold scores [N] or None for unlabelled examples)."""
+        return outputs["logits"][:, 0], features.arrays.get("labels")
+
+    def records(self, task_cfg, examples, features, outputs) -> list[dict[str, Any]]:
+        """One `{"score"}` per example."""
+        scores, _ = self.outputs_to_predictions(task_cfg, examples, features, outputs)
+        return [{"score": float(s)} for s in scores]
 
     def metrics(self, predictions, references) -> dict[str, float]:
         return pearson_spearman(references, predictions)

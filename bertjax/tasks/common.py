@@ -172,7 +172,8 @@ class TaskBase:
 
     A subclass sets `kind` and `heads` and implements `sums` (device), and on the host
     `featurize(task_cfg, examples, tokenizer, training)`, `outputs_to_predictions(...)`,
-    `metrics(predictions, references)` and `write_predictions(...)`.
+    `metrics(predictions, references)`, `write_predictions(...)` and `records(task_cfg,
+    examples, features, outputs)` (one JSON-able dict per example, for `bertjax predict`).
     """
 
     kind: ClassVar[str] = ""

@@ -88,7 +88,9 @@ def read_squad(
     for article in articles:
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
-                answers = tuple(Answer(a["text"], int(a["answer_start"])) for a in qa["answers"])
+                answers = tuple(
+                    Answer(a["text"], int(a["answer_start"])) for a in qa.get("answers", ())
+                )
                 examples.append(
                     QAExample(
                         qa["id"], article["title"], qa["question"], paragraph["context"], answers
@@ -258,6 +260,33 @@ def postprocess_qa(
     Returns:
         {question id: answer text}; "" for a question without any valid span.
     """
+    spans = best_spans(
+        examples,
+        features,
+        start_logits,
+        end_logits,
+        n_best=n_best,
+        max_answer_length=max_answer_length,
+    )
+    return {example.id: span["answer"] for example, span in zip(examples, spans, strict=True)}
+
+
+def best_spans(
+    examples: Sequence[QAExample],
+    features: Features,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    *,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> list[dict[str, Any]]:
+    """The best answer span of each question (see `postprocess_qa`), with its offsets.
+
+    Returns:
+        One `{"answer", "start", "end", "score"}` per example, in order: the answer text, its
+        character span `[start, end)` in the context and its start + end logit; a question
+        without any valid span gets `""`, 0, 0 and score None.
+    """
     offsets, example_index = features.meta["offsets"], features.meta["example_index"]
     best: dict[int, tuple[float, int, int]] = {}
     for row in range(len(example_index)):
@@ -268,11 +297,12 @@ def postprocess_qa(
         if candidate and (index not in best or candidate[0] > best[index][0]):
             s, e = candidate[1], candidate[2]
             best[index] = (candidate[0], int(offsets[row, s, 0]), int(offsets[row, e, 1]))
-    predictions = {}
+    spans = []
     for index, example in enumerate(examples):
-        _, start_char, end_char = best.get(index, (0.0, 0, 0))
-        predictions[example.id] = example.context[start_char:end_char]
-    return predictions
+        score, start_char, end_char = best.get(index, (None, 0, 0))
+        answer = example.context[start_char:end_char]
+        spans.append({"answer": answer, "start": start_char, "end": end_char, "score": score})
+    return spans
 
 
 def _best_span(start_logits, end_logits, is_context, n_best, max_answer_length):
@@ -348,13 +378,30 @@ def squad_em_f1(predictions: Mapping[str, str], examples: Sequence) -> dict[str,
 
 
 def read(task_cfg, path: pathlib.Path, split: str) -> list[QAExample]:
-    """The questions of a `config.task` file (one side of a by-article split if configured)."""
+    """The questions of a `config.task` file (one side of a by-article split if configured;
+    `split="predict"` reads every question, answers optional)."""
+    by_article = task_cfg.split_by_article and split != "predict"
     return read_squad(
         path,
-        split=split if task_cfg.split_by_article else None,
+        split=split if by_article else None,
         eval_fraction=task_cfg.eval_fraction,
         seed=task_cfg.split_seed,
     )
+
+
+def from_input(value: Mapping[str, str] | Sequence[str], index: int) -> QAExample:
+    """The question of a raw input: a `(question, context)` pair or a dict with `question`,
+    `context` and optionally `id` (default: the input's index)."""
+    if isinstance(value, Mapping):
+        missing = [k for k in ("question", "context") if k not in value]
+        if missing:
+            raise ValueError(f"input {index}: QA input has no {missing}")
+        question, context, qid = value["question"], value["context"], value.get("id", str(index))
+    elif not isinstance(value, str) and len(value) == 2:
+        (question, context), qid = value, str(index)
+    else:
+        raise ValueError(f"input {index}: expected a (question, context) pair for QA")
+    return QAExample(str(qid), "", question, context, ())
 
 
 def labelled(examples: Sequence[QAExample]) -> bool:
@@ -405,6 +452,18 @@ class QuestionAnswering(TaskBase):
             max_answer_length=task_cfg.max_answer_length,
         )
         return predictions, examples
+
+    def records(self, task_cfg, examples, features, outputs) -> list[dict[str, Any]]:
+        """One `{"id", "answer", "start", "end", "score"}` per question (see `best_spans`)."""
+        spans = best_spans(
+            examples,
+            features,
+            outputs["start_logits"],
+            outputs["end_logits"],
+            n_best=task_cfg.n_best,
+            max_answer_length=task_cfg.max_answer_length,
+        )
+        return [{"id": e.id, **span} for e, span in zip(examples, spans, strict=True)]
 
     def metrics(self, predictions, references) -> dict[str, float]:
         return squad_em_f1(predictions, references)

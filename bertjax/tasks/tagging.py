@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import tokenizers
+from tokenizers import pre_tokenizers
 
 from bertjax.tasks.common import (
     IGNORE_INDEX,
@@ -35,17 +36,54 @@ class TaggedSentence:
 
     Attributes:
         tokens: the words of the sentence.
-        tags: one tag per word.
+        tags: one tag per word; () for an unlabelled sentence.
         source: "path:line" of the sentence's first word.
+        text: the text the words come from; None: the words joined by single spaces.
+        offsets: (start, end) character span of each word in `text`; None: in the joined words.
     """
 
     tokens: tuple[str, ...]
     tags: tuple[str, ...]
     source: str
+    text: str | None = None
+    offsets: tuple[tuple[int, int], ...] | None = None
+
+    def spans(self) -> tuple[str, list[tuple[int, int]]]:
+        """(text, character span of each word in it)."""
+        if self.offsets is not None:
+            return self.text, list(self.offsets)
+        spans, start = [], 0
+        for token in self.tokens:
+            spans.append((start, start + len(token)))
+            start += len(token) + 1
+        return " ".join(self.tokens), spans
+
+
+def sentence_from_text(text: str, source: str) -> TaggedSentence:
+    """An unlabelled sentence of raw text, split into words as BERT's pre-tokenizer splits it
+    (whitespace and punctuation), with the words' character offsets in `text`."""
+    words = pre_tokenizers.BertPreTokenizer().pre_tokenize_str(text)
+    return TaggedSentence(
+        tuple(w for w, _ in words), (), source, text=text, offsets=tuple(o for _, o in words)
+    )
+
+
+def iter_text_sentences(path: str | pathlib.Path):
+    """Unlabelled sentences of a plain text file, one per non-empty line, read lazily."""
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield sentence_from_text(line, f"{path}:{line_no}")
 
 
 def read_conll(
-    path: str | pathlib.Path, *, token_column: int = 0, tag_column: int = -1, scheme: str = "IOB2"
+    path: str | pathlib.Path,
+    *,
+    token_column: int = 0,
+    tag_column: int = -1,
+    scheme: str = "IOB2",
+    tags_optional: bool = False,
 ) -> list[TaggedSentence]:
     """Reads a CoNLL-format token classification file (one token per line, blank between).
 
@@ -57,6 +95,8 @@ def read_conll(
         token_column: 0-based column of the word.
         tag_column: column of the tag (negative counts from the end).
         scheme: the file's tagging scheme, "IOB2" (kept) or "IOB1" (converted to IOB2).
+        tags_optional: a line with the word alone has no tag (prediction inputs); a sentence
+            is then unlabelled (tags `()`) unless all its lines have a tag.
 
     Returns:
         One `TaggedSentence` per sentence, tags in IOB2.
@@ -77,6 +117,11 @@ def read_conll(
                 continue
             fields = line.split("\t") if "\t" in line else line.split(" ")
             needed = max(token_column, tag_column if tag_column >= 0 else -tag_column - 1) + 1
+            if tags_optional and len(fields) == 1 and token_column in (0, -1):
+                if not tokens:
+                    start = line_no
+                tokens.append(fields[0])
+                continue
             if len(fields) < needed:
                 raise ValueError(f"{path}:{line_no}: expected >= {needed} columns, got {fields}")
             if not tokens:
@@ -89,6 +134,8 @@ def read_conll(
 
 
 def _tagged_sentence(tokens, tags, scheme, source) -> TaggedSentence:
+    if len(tags) != len(tokens):  # some words without a tag (tags_optional): unlabelled
+        tags = []
     if scheme == "IOB1":
         tags = iob1_to_iob2(tags)
     return TaggedSentence(tuple(tokens), tuple(tags), source)
@@ -163,7 +210,8 @@ def featurize_tagging(
         for position, word in enumerate(words, start=1):  # position 0 is [CLS]
             if word != previous:
                 word_index[i, position] = word
-                arrays["labels"][i, position] = tag_ids[word]
+                if tag_ids:  # an unlabelled sentence keeps IGNORE_INDEX
+                    arrays["labels"][i, position] = tag_ids[word]
             previous = word
         _count_unlabelled_words(sentence, set(words), set(encoding.word_ids), stats)
     num_words = np.array([len(s.tokens) for s in sentences], np.int32).reshape(n)
@@ -175,7 +223,7 @@ def _count_unlabelled_words(sentence, kept: set, all_words: set, stats: dict) ->
     cut = all_words - kept
     stats["num_truncated"] += bool(cut)
     stats["words_cut"] += len(cut)
-    stats["tagged_words_cut"] += sum(sentence.tags[w] != "O" for w in cut)
+    stats["tagged_words_cut"] += sum(sentence.tags[w] != "O" for w in cut if sentence.tags)
     stats["words_without_pieces"] += len(sentence.tokens) - len(all_words)
 
 
@@ -294,13 +342,25 @@ def token_accuracy(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Seque
 
 
 def read(task_cfg, path: pathlib.Path, split: str) -> list[TaggedSentence]:
-    """The sentences of a `config.task` file."""
+    """The sentences of a `config.task` file; for `split="predict"` tags are optional, and a
+    `.txt` file holds one raw sentence per line (split into words by BERT's pre-tokenizer)."""
+    if split == "predict" and path.suffix.lower() == ".txt":
+        return iter_text_sentences(path)  # lazily: a long file streams
     return read_conll(
         path,
         token_column=task_cfg.token_column,
         tag_column=task_cfg.tag_column,
         scheme=task_cfg.scheme,
+        tags_optional=split == "predict",
     )
+
+
+def from_input(value: str | Sequence[str], index: int) -> TaggedSentence:
+    """The unlabelled sentence of a raw input: a text (split into words with their offsets) or
+    a list of words."""
+    if isinstance(value, str):
+        return sentence_from_text(value, f"input {index}")
+    return TaggedSentence(tuple(value), (), f"input {index}")
 
 
 def labelled(examples: Sequence[TaggedSentence]) -> bool:
@@ -323,6 +383,22 @@ class Tagging(LabelTask):
         ids = np.argmax(outputs["logits"], axis=-1)
         tags, _ = predictions_to_tags(ids, features, list(self.label_names))
         return tags, [list(s.tags) for s in examples]
+
+    def records(self, task_cfg, examples, features, outputs) -> list[dict[str, Any]]:
+        """One `{"tokens", "tags", "entities"}` per sentence; each entity has its `type`,
+        `text` and character `start`/`end` in the sentence's text (see `TaggedSentence.spans`)."""
+        tags, _ = self.outputs_to_predictions(task_cfg, examples, features, outputs)
+        out = []
+        for sentence, sentence_tags in zip(examples, tags, strict=True):
+            text, spans = sentence.spans()
+            entities = []
+            for kind, first, last in tag_chunks(sentence_tags):
+                start, end = spans[first][0], spans[last][1]
+                entities.append({"type": kind, "text": text[start:end], "start": start, "end": end})
+            out.append(
+                {"tokens": list(sentence.tokens), "tags": sentence_tags, "entities": entities}
+            )
+        return out
 
     def metrics(self, predictions, references) -> dict[str, float]:
         return {

@@ -45,7 +45,7 @@ RUNTIME_FIELDS = (
     "remat_policy",
 )
 CHECKED_FIELDS = ("vocab_size", "hidden_size")  # must agree between config and init_from
-TASK_FILE = "finetune.json"  # task kind and label names of a fine-tuned workdir
+TASK_FILE = "finetune.json"  # task kind, label names and task config of a fine-tuned workdir
 MODEL_DIR = "model"
 
 
@@ -303,22 +303,58 @@ def write_data_stats(workdir: pathlib.Path, data: TaskData) -> None:
 
 def predict(job: trainer.Trainer, features: Features) -> dict[str, np.ndarray]:
     """Outputs of every feature, in order: {name: float32 [N, ...]}."""
-    n, batch = len(features), job.global_batch_size
-    padded = math.ceil(n / batch) * batch
+    return predict_features(
+        job.steps,
+        job.state.params,
+        features,
+        batch_size=job.global_batch_size,
+        input_fields=family_of(job.model_config).input_fields,
+        process=(jax.process_index(), jax.process_count()),
+    )
+
+
+def predict_features(
+    steps,
+    params,
+    features: Features,
+    *,
+    batch_size: int,
+    input_fields: Sequence[str],
+    process: tuple[int, int] = (0, 1),
+    progress=None,
+) -> dict[str, np.ndarray]:
+    """Runs the trainer's jitted `predict_step` over `features` in batches of one fixed shape.
+
+    Args:
+      steps: the `CompiledSteps` (their mesh and predict step).
+      params: the parameters, placed on the steps' shardings.
+      features: the featurized examples.
+      batch_size: the global batch (the last one is filled by repeating the last row).
+      input_fields: the model family's input fields (the other arrays stay on the host).
+      process: (this process's index, process count) over which each batch is split.
+      progress: a tqdm-like bar to `update(rows)` after each batch, or None.
+
+    Returns:
+      {output name: float32 [N, ...]}, in feature order (sequence and pooled states dropped).
+    """
+    n = len(features)
+    padded = math.ceil(n / batch_size) * batch_size
     index = np.minimum(np.arange(padded), n - 1)  # repeat the last row to fill the last batch
-    local = batch // jax.process_count()
-    inputs = [k for k in features.arrays if k in family_of(job.model_config).input_fields]
+    local = batch_size // process[1]
+    inputs = [k for k in features.arrays if k in input_fields]
     outputs = []
-    for start in range(0, padded, batch):
-        first = start + jax.process_index() * local
+    for start in range(0, padded, batch_size):
+        first = start + process[0] * local
         rows = index[first : first + local]
         local_batch = {k: features.arrays[k][rows] for k in inputs}
-        out = job.steps.predict_step(
-            job.state.params, sharding.global_batch(local_batch, job.steps.mesh)
-        )
-        outputs.append(jax.device_get(out))
-    keys = [k for k in outputs[0] if k not in ("sequence_output", "pooled_output")]
-    return {k: np.concatenate([o[k] for o in outputs])[:n] for k in keys}
+        out = steps.predict_step(params, sharding.global_batch(local_batch, steps.mesh))
+        outputs.append(jax.device_get({k: v for k, v in out.items() if k not in UNUSED_OUTPUTS}))
+        if progress is not None:
+            progress.update(min(batch_size, n - start))
+    return {k: np.concatenate([o[k] for o in outputs])[:n] for k in outputs[0]}
+
+
+UNUSED_OUTPUTS = ("sequence_output", "pooled_output")  # not fetched from the device
 
 
 def evaluate(job: trainer.Trainer) -> dict[str, float]:
@@ -347,7 +383,12 @@ def save_finetuned(job: trainer.Trainer) -> None:
     model_dir.save_model(
         job.workdir / MODEL_DIR, params, job.model_config, vocab, options or None, overwrite=True
     )
-    document = {"kind": data.kind, "label_names": data.label_names}
+    # the task config travels with the model: `bertjax predict` featurizes as evaluation did
+    document = {
+        "kind": data.kind,
+        "label_names": data.label_names,
+        "task": job.config.task.to_dict(),
+    }
     (job.workdir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n")
 
 

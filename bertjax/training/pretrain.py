@@ -2,13 +2,22 @@
 
 `pretrain(config, workdir)` is what `bertjax pretrain` runs. Rerunning it on the same workdir
 resumes from the latest complete checkpoint, including the data position.
+
+With `config.init_from` (a bertjax model directory, a pretraining workdir or a transformers BERT
+directory) pretraining continues from that model: its architecture, vocabulary and tokenizer
+options (no vocabulary is trained), its backbone and the heads it has (the others start fresh;
+the log says which). `config.data.extra_vocab` appends new tokens to its vocabulary
+(`bertjax.interop.vocab_extension`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
+import shutil
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,24 +26,123 @@ import numpy as np
 
 from bertjax import objectives
 from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
-from bertjax.data.pretraining import PackedSource, PretrainingSource, load_metadata, prepare
-from bertjax.data.tokenizer import read_vocab, train_wordpiece
-from bertjax.interop import model_dir
+from bertjax.data.pretraining import (
+    PackedSource,
+    PretrainingSource,
+    file_sha256,
+    load_metadata,
+    prepare,
+)
+from bertjax.data.tokenizer import (
+    load_tokenizer,
+    read_options,
+    read_vocab,
+    resolve_options,
+    train_wordpiece,
+    write_tokenizer_files,
+)
+from bertjax.interop import model_dir, vocab_extension
 from bertjax.models import model_config
 from bertjax.training import distributed, sharding, trainer
+from bertjax.training.finetune import resolve_path, runtime_config
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BUILTIN_CORPUS", "evaluate", "prepare_data", "pretrain", "setup"]
 
 
+@dataclasses.dataclass
+class InitModel:
+    """The model pretraining continues from (`config.init_from`).
+
+    Attributes:
+      path: its directory.
+      config: its architecture with this run's numerics (and an extended vocab_size).
+      params: its backbone and heads (host arrays; scan layout of `config`).
+      vocab: the vocabulary to prepare data with (workdir/tokenizer/vocab.txt).
+      options: its tokenizer options.
+      new_tokens: the tokens `config.data.extra_vocab` appended.
+    """
+
+    path: pathlib.Path
+    config: Any
+    params: dict
+    vocab: pathlib.Path
+    options: dict
+    new_tokens: list
+
+
+def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitModel:
+    """Loads `config.init_from` and writes its (maybe extended) vocabulary and tokenizer files
+    to `workdir/tokenizer/`."""
+    if config.data.vocab:
+        raise ValueError(
+            f"config.init_from={config.init_from!r} brings its own vocabulary; leave "
+            f"config.data.vocab={config.data.vocab!r} empty"
+        )
+    path = resolve_path(config.init_from)
+    stored, params, _ = model_dir.load_partial(path)
+    cfg = runtime_config(config, stored)
+    stored, params = model_dir.relayout(stored, params, cfg.scan_layers)
+    options = model_dir.tokenizer_options(path)
+    vocab_tokens = read_vocab(path / model_dir.VOCAB_NAME)
+    model_dir.check_vocab(path / model_dir.VOCAB_NAME, stored, f"{path}/config.json")
+    out = workdir / "tokenizer"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = out / model_dir.VOCAB_NAME
+    new_tokens: list[str] = []
+    if config.data.extra_vocab:
+        old = load_tokenizer(path / model_dir.VOCAB_NAME, **resolve_options(options))
+        new_tokens = vocab_extension.read_extra_tokens(
+            resolve_path(config.data.extra_vocab), vocab_tokens, old
+        )
+        params, _ = vocab_extension.extend_params(jax.device_get(params), old, new_tokens)
+        vocab.write_text("".join(t + "\n" for t in [*vocab_tokens, *new_tokens]), "utf-8")
+        cfg = dataclasses.replace(cfg, vocab_size=len(vocab_tokens) + len(new_tokens))
+        log.info("extended the vocabulary of %s by %d tokens", path, len(new_tokens))
+    elif not vocab.is_file() or file_sha256(vocab) != file_sha256(path / model_dir.VOCAB_NAME):
+        shutil.copyfile(path / model_dir.VOCAB_NAME, vocab)
+    write_tokenizer_files(out, vocab, options, model_max_length=cfg.max_position_embeddings)
+    return InitModel(path, cfg, params, vocab, options, new_tokens)
+
+
+def loaded_heads(init: InitModel, objective) -> dict:
+    """The backbone and the heads of `init` that `objective` uses; logs which start fresh."""
+    names = [name for name, _ in objective.heads]
+    present = init.params.get("heads", {})
+    loaded = {n: present[n] for n in names if n in present}
+    fresh = [n for n in names if n not in present]
+    (log.warning if fresh else log.info)(
+        "continuing from %s: backbone loaded; heads %s loaded, %s start fresh",
+        init.path,
+        sorted(loaded) or "none",
+        fresh or "none",
+    )
+    return {"backbone": init.params["backbone"], "heads": loaded}
+
+
 def prepare_data(
-    config: ml_collections.ConfigDict, workdir: pathlib.Path
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    vocab: pathlib.Path | None = None,
 ) -> tuple[pathlib.Path, pathlib.Path]:
-    """Finds or makes the vocabulary and the prepared instances. Returns (data_dir, vocab)."""
+    """Finds or makes the vocabulary and the prepared instances. Returns (data_dir, vocab).
+
+    `vocab`: a given vocabulary (continued pretraining) with its tokenizer options saved beside
+    it; the data must have been prepared with it.
+    """
     data_dir = pathlib.Path(config.data.dir) if config.data.dir else workdir / "data"
     if (data_dir / "metadata.json").exists():
-        vocab = pathlib.Path(config.data.vocab or load_metadata(data_dir)["vocab_file"])
+        metadata = load_metadata(data_dir)
+        if vocab is not None:
+            if metadata.get("vocab_sha256") != file_sha256(vocab):
+                raise ValueError(
+                    f"{data_dir} was prepared with the vocabulary {metadata['vocab_file']}, not "
+                    f"that of config.init_from={config.init_from!r} ({vocab}); prepare the "
+                    "corpus again (set config.data.corpus and leave config.data.dir empty)"
+                )
+            return data_dir, vocab
+        vocab = pathlib.Path(config.data.vocab or metadata["vocab_file"])
         return data_dir, vocab
     if jax.process_count() > 1:  # one preparation, readable by every process
         raise ValueError(
@@ -47,9 +155,10 @@ def prepare_data(
             f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
         )
     files = corpus_files(config.data.corpus, workdir)
-    if config.data.vocab:
+    lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
+    if vocab is None and config.data.vocab:
         vocab = pathlib.Path(config.data.vocab)
-    else:
+    elif vocab is None:
         vocab = train_wordpiece(
             files,
             workdir / "tokenizer",
@@ -65,7 +174,7 @@ def prepare_data(
         eval_fraction=config.data.eval_fraction,
         seed=config.train.seed,
         documents_per_file=config.data.corpus == BUILTIN_CORPUS,
-        lowercase=config.data.lowercase,
+        lowercase=lowercase,
     )
     return data_dir, vocab
 
@@ -128,28 +237,38 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
     distributed.initialize(config.distributed)  # before anything touches a device
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _, cfg = model_config(config.model)
-    check_config(config, cfg)  # before the vocabulary and the instances are made
-    data_dir, vocab = prepare_data(config, workdir)
-    if not config.data.vocab:  # a vocabulary trained here may be smaller than asked for
-        config.model.vocab_size = len(read_vocab(vocab))
+    init = load_init(config, workdir) if config.init_from else None
+    if init is not None:
+        cfg = init.config
+        check_config(config, cfg)
+        data_dir, vocab = prepare_data(config, workdir, init.vocab)
+        options = init.options
+    else:
         _, cfg = model_config(config.model)
+        check_config(config, cfg)  # before the vocabulary and the instances are made
+        data_dir, vocab = prepare_data(config, workdir)
+        if not config.data.vocab:  # a vocabulary trained here may be smaller than asked for
+            config.model.vocab_size = len(read_vocab(vocab))
+            _, cfg = model_config(config.model)
+        options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = _sources(config, data_dir, vocab)
     if jax.process_index() == 0:
-        model_dir.write_model_files(workdir, cfg, vocab)
+        model_dir.write_model_files(workdir, cfg, vocab, options)
     example = {k: np.asarray(v)[None] for k, v in train_source[0].items()}
     example = {k: np.repeat(v, config.train.global_batch_size, 0) for k, v in example.items()}
+    objective = objectives.make_objective(config, vocab)
     return trainer.build(
         config,
         workdir,
         model_config=cfg,
-        objective=objectives.make_objective(config, vocab),
+        objective=objective,
         example=example,
         evaluate=evaluate,
         train_source=train_source,
         eval_source=eval_source,
         num_steps=trainer.num_train_steps(config, len(train_source)),
+        loaded=None if init is None else loaded_heads(init, objective),
     )
 
 
