@@ -89,8 +89,11 @@ class Embedder:
         source = encoder_dir(path)
         cfg, params = model_dir.load_params(source, with_heads=False)
         self.tokenizer = model_dir.load_model_tokenizer(source)
-        limit = cfg.max_position_embeddings
-        self.max_len = min(max_len, limit) if max_len > 0 else limit
+        limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
+        if limit is None:
+            self.max_len = max_len if max_len > 0 else 512
+        else:
+            self.max_len = min(max_len, limit) if max_len > 0 else limit
         self.pooling, self.normalize = pooling, normalize
         self.runtime = build_runtime(
             cfg, (), {"backbone": params["backbone"]}, batch_size=batch_size, seq_len=MIN_BUCKET

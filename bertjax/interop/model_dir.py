@@ -502,5 +502,8 @@ def write_model_files(
     if pathlib.Path(vocab_file).resolve() != (workdir / VOCAB_NAME).resolve():
         shutil.copyfile(vocab_file, workdir / VOCAB_NAME)
     write_tokenizer_files(
-        workdir, workdir / VOCAB_NAME, options, model_max_length=config.max_position_embeddings
+        workdir,
+        workdir / VOCAB_NAME,
+        options,
+        model_max_length=getattr(config, "max_position_embeddings", 512),
     )

@@ -26,7 +26,9 @@ import ml_collections
 import numpy as np
 
 from bertjax import tasks
+from bertjax.data.tokenizer import load_tokenizer, resolve_options
 from bertjax.interop import model_dir
+from bertjax.models import model_config
 from bertjax.models.registry import family_of
 from bertjax.tasks.common import Features, build_label_map, report_data_stats
 from bertjax.training import checkpoints, distributed, sharding, trainer
@@ -79,14 +81,15 @@ class ArraySource:
 @dataclasses.dataclass
 class TaskData:
     """A featurized task: the task object, training features (None in eval-only mode), the eval
-    features, the eval examples they came from (one per prediction row), and the model
-    directory whose tokenizer made them (its vocabulary goes with the fine-tuned model)."""
+    features, the eval examples they came from (one per prediction row), and the vocabulary
+    and tokenizer options that made them (they go with the fine-tuned model)."""
 
     task: Any
     train: Features | None
     eval: Features
     eval_examples: list
-    model_dir: pathlib.Path
+    vocab: pathlib.Path
+    tokenizer_options: dict
 
     @property
     def kind(self) -> str:
@@ -111,7 +114,8 @@ def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
 def build_task(
     config: ml_collections.ConfigDict,
     tokenizer,
-    source_dir: pathlib.Path,
+    vocab: pathlib.Path,
+    tokenizer_options: Mapping[str, Any],
     *,
     label_names: Sequence[str] | None = None,
 ) -> TaskData:
@@ -119,8 +123,8 @@ def build_task(
 
     Args:
       config: the fine-tuning config.
-      tokenizer: the WordPiece tokenizer of the init checkpoint.
-      source_dir: the model directory it comes from.
+      tokenizer: the WordPiece tokenizer of the init checkpoint (or of `config.data.vocab`).
+      vocab, tokenizer_options: its vocabulary file and options.
       label_names: fixed label names (eval-only: those of the fine-tuned model); otherwise
         `config.task.labels`, or the sorted labels seen in the train and eval files.
     """
@@ -146,7 +150,9 @@ def build_task(
         report_data_stats("train", train_features.stats, task_cfg)
     eval_features = task.featurize(task_cfg, eval_examples, tokenizer, training=False)
     report_data_stats("eval", eval_features.stats, task_cfg)
-    return TaskData(task, train_features, eval_features, eval_examples, source_dir)
+    return TaskData(
+        task, train_features, eval_features, eval_examples, vocab, dict(tokenizer_options)
+    )
 
 
 def make_model(kind: str, cfg, num_labels: int = 0):
@@ -192,8 +198,10 @@ def check_vocab(tokenizer, cfg, path) -> None:
 
 
 def check_max_len(config: ml_collections.ConfigDict, cfg) -> None:
-    """Raises unless `config.task.max_len` fits the model's position embeddings."""
-    if config.task.max_len > cfg.max_position_embeddings:
+    """Raises unless `config.task.max_len` fits the model's position embeddings (a family
+    without them, e.g. the recurrent one, takes any length)."""
+    limit = getattr(cfg, "max_position_embeddings", None)
+    if limit is not None and config.task.max_len > limit:
         raise ValueError(
             f"config.task.max_len={config.task.max_len} exceeds the model's "
             f"max_position_embeddings={cfg.max_position_embeddings} (config.init_from)"
@@ -221,6 +229,34 @@ def load_encoder(config: ml_collections.ConfigDict):
     stored, params = model_dir.load_params(path, with_heads=False)
     _, params = model_dir.relayout(stored, params, getattr(cfg, "scan_layers", False))
     return cfg, params["backbone"], tokenizer, path
+
+
+def scratch_encoder(config: ml_collections.ConfigDict):
+    """A model of `config.model` trained from scratch (`config.init_from` empty), tokenized with
+    `config.data.vocab` and `config.data.lowercase`.
+
+    Returns:
+      (model config, tokenizer, vocabulary path, tokenizer options).
+    """
+    if not config.data.vocab:
+        raise ValueError(
+            "config.init_from is empty: set it to a bertjax or transformers model, or set "
+            "config.data.vocab (a vocab.txt) to train config.model from scratch"
+        )
+    vocab = resolve_path(config.data.vocab)
+    options = {"lowercase": config.data.lowercase}
+    tokenizer = load_tokenizer(vocab, **resolve_options(options))
+    fields = config.model.to_dict()
+    size = tokenizer.get_vocab_size()
+    if fields.get("vocab_size", 0) not in (0, size):
+        raise ValueError(
+            f"config.data.vocab={config.data.vocab!r} has {size} tokens but "
+            f"config.model.vocab_size={fields['vocab_size']}; set it to {size} or 0"
+        )
+    fields["vocab_size"] = size
+    _, cfg = model_config(fields)
+    check_max_len(config, cfg)
+    return cfg, tokenizer, vocab, options
 
 
 def _load_finetuned(config: ml_collections.ConfigDict):
@@ -263,14 +299,20 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
     distributed.initialize(config.distributed)  # before anything touches a device
     workdir = pathlib.Path(workdir)
     trainer.check_config(config, training=not config.eval_only)  # before any data work
+    label_names = loaded = None
     if config.eval_only:
         cfg, loaded, label_names, source_dir = _load_finetuned(config)
         tokenizer = model_dir.load_model_tokenizer(source_dir)
         check_vocab(tokenizer, cfg, source_dir)
-    else:
+    elif config.init_from:
         cfg, backbone, tokenizer, source_dir = load_encoder(config)
-        loaded, label_names = {"backbone": backbone}, None
-    data = build_task(config, tokenizer, source_dir, label_names=label_names)
+        loaded = {"backbone": backbone}
+    else:
+        cfg, tokenizer, vocab, options = scratch_encoder(config)
+    if config.eval_only or config.init_from:
+        vocab = source_dir / model_dir.VOCAB_NAME
+        options = model_dir.tokenizer_options(source_dir)
+    data = build_task(config, tokenizer, vocab, options, label_names=label_names)
     workdir.mkdir(parents=True, exist_ok=True)
     write_data_stats(workdir, data)
     features = data.eval if config.eval_only else data.train
@@ -378,8 +420,7 @@ def save_finetuned(job: trainer.Trainer) -> None:
     if jax.process_index() != 0:
         return
     data: TaskData = job.eval_source
-    vocab = data.model_dir / model_dir.VOCAB_NAME
-    options = model_dir.tokenizer_options(data.model_dir)
+    vocab, options = data.vocab, data.tokenizer_options
     model_dir.save_model(
         job.workdir / MODEL_DIR, params, job.model_config, vocab, options or None, overwrite=True
     )

@@ -102,7 +102,9 @@ def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitM
         log.info("extended the vocabulary of %s by %d tokens", path, len(new_tokens))
     elif not vocab.is_file() or file_sha256(vocab) != file_sha256(path / model_dir.VOCAB_NAME):
         shutil.copyfile(path / model_dir.VOCAB_NAME, vocab)
-    write_tokenizer_files(out, vocab, options, model_max_length=cfg.max_position_embeddings)
+    write_tokenizer_files(
+        out, vocab, options, model_max_length=getattr(cfg, "max_position_embeddings", 512)
+    )
     return InitModel(path, cfg, params, vocab, options, new_tokens)
 
 
@@ -183,12 +185,13 @@ def check_config(config: ml_collections.ConfigDict, cfg) -> None:
     """The pretraining checks that need no data (with `trainer.check_config`, before any data
     work): raise naming the fields."""
     trainer.check_config(config)
-    if config.data.max_seq_len > cfg.max_position_embeddings:
+    limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
+    if limit is not None and config.data.max_seq_len > limit:
         raise ValueError(
             f"config.data.max_seq_len={config.data.max_seq_len} exceeds "
             f"config.model.max_position_embeddings={cfg.max_position_embeddings}"
         )
-    if config.data.pack_sequences and cfg.attention_impl == "cudnn":
+    if config.data.pack_sequences and getattr(cfg, "attention_impl", "xla") == "cudnn":
         raise ValueError(
             "config.data.pack_sequences=True needs block-diagonal attention, which "
             "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"

@@ -18,6 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
     # 0: whatever init_from has; a size set here must equal init_from's (checked before training).
     config.model.vocab_size = 0
     config.model.hidden_size = 0
+    # Training from scratch (init_from empty): config.model is the architecture, tokenized with
+    config.data.vocab = ""  # this vocab.txt (may start $BERTJAX_DATA)
+    config.data.lowercase = True  # lower-case and strip accents, as the uncased BERT vocabularies
 
     config.task = task = ml_collections.ConfigDict()
     task.kind = "classification"  # "classification", "regression", "tagging" or "qa"

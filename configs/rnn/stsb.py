@@ -1,0 +1,8 @@
+"""The stsb fine-tuning job with the recurrent encoder trained from scratch (configs/rnn/model.py)."""
+
+from configs.finetune import stsb
+from configs.rnn import model
+
+
+def get_config():
+    return model.use_rnn(stsb.get_config())
