@@ -241,7 +241,7 @@ def torch_model_and_data(args, config, train_examples, eval_examples, label_name
 
     bj_tokenizer = model_dir.load_model_tokenizer(pathlib.Path(path))
     model = transformers.BertForQuestionAnswering.from_pretrained(path)
-    task = qa.make_task(config.task.kind, label_names)
+    task = qa.make_task(config.task, label_names)
     train = task.featurize(config.task, train_examples, bj_tokenizer, training=True)
     eval_features = task.featurize(config.task, eval_examples, bj_tokenizer, training=False)
 

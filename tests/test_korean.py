@@ -40,7 +40,7 @@ def test_klue_ner_char_units(ner_file):
     assert first.text == "경찰은 16명을"
     assert first.tokens == ("경", "찰", "은", "1", "6", "명", "을")
     assert first.tags == ("B-OG", "I-OG", "O", "B-QT", "I-QT", "I-QT", "O")
-    assert first.spans[3] == (4, 5)
+    assert first.offsets[3] == (4, 5)
     assert first.gold_char_tags() == list(first.tags)
     assert korean.to_char_tags(first, first.tags) == list(first.tags)
     # The header's trailing space is part of the text; spaces get no token.
@@ -315,7 +315,7 @@ def test_table_documents_real_wikinews(shared_data):
 # ----------------------------------------------------------------------------- configs/ko
 
 
-@pytest.mark.parametrize("name", ["kornli", "korsts"])
+@pytest.mark.parametrize("name", ["kornli", "korsts", "klue_ner", "klue_nli", "klue_sts"])
 def test_ko_configs_point_at_real_files(shared_data, monkeypatch, name):
     from bertjax.config import load_config_file
     from bertjax.training import finetune
@@ -324,7 +324,48 @@ def test_ko_configs_point_at_real_files(shared_data, monkeypatch, name):
     config = load_config_file(REPO / "configs" / "ko" / f"{name}.py")
     for split in ("train", "eval"):
         assert finetune.resolve_path(config.task[f"{split}_file"]).is_file()
-    if name in ("kornli", "korsts"):  # read by the generic reader today
-        assert (
-            len(finetune.read_split(config.task, "eval")) == {"kornli": 5010, "korsts": 1500}[name]
-        )
+    train, held = (finetune.read_split(config.task, split) for split in ("train", "eval"))
+    expected = {"kornli": 5010, "korsts": 1500, "klue_ner": 1000, "klue_nli": 600}
+    if name in expected:
+        assert len(held) == expected[name]
+    if name.startswith("klue"):  # one dev file, split by guid: no example on both sides
+        assert not {e.source.rsplit(":", 1)[-1] for e in train} & {
+            e.source.rsplit(":", 1)[-1] for e in held
+        }
+        assert len(train) + len(held) == {"klue_ner": 5000, "klue_nli": 3000, "klue_sts": 519}[name]
+
+
+@pytest.mark.slow
+def test_klue_ner_and_klue_sts_fine_tune_with_klue_scoring(shared_data, monkeypatch, tmp_path):
+    """A tiny BERT with a vocabulary trained on ko-wikipedia, fine-tuned on KLUE-NER and
+    KLUE-STS slices through the shared configs: the readers, the split and KLUE's metrics."""
+    from bertjax.config import load_config
+    from bertjax.data.tokenizer import train_wordpiece
+    from bertjax.interop import model_dir
+    from bertjax.models.bert import BertConfig
+    from bertjax.training.finetune import finetune
+
+    monkeypatch.setenv("BERTJAX_DATA", str(shared_data))
+    corpus = [str(shared_data / "ko-wikipedia" / "AA" / "wiki_00")]
+    vocab = train_wordpiece(corpus, tmp_path / "tok", vocab_size=4000)
+    cfg = BertConfig(
+        vocab_size=len(vocab.read_text(encoding="utf-8").splitlines()),
+        hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+        max_position_embeddings=128,
+    )  # fmt: skip
+    options = json.loads((vocab.parent / "bertjax_tokenizer.json").read_text())
+    model_dir.save_model(tmp_path / "ko", model_dir.init_params(cfg, heads=()), cfg, vocab, options)
+    common = [
+        f"--config.init_from={tmp_path / 'ko'}",
+        "--config.train.global_batch_size=16",
+        "--config.train.num_steps=6",
+        "--config.task.max_train_examples=64",
+        "--config.task.max_eval_examples=32",
+        "--config.optim.learning_rate=1e-3",
+        "--config.checkpoint.async_save=False",
+    ]
+    ner = finetune(load_config(REPO / "configs" / "ko" / "klue_ner.py", common), tmp_path / "n")
+    assert {"f1", "entity_macro_f1", "entity_micro_f1", "char_macro_f1"} <= set(ner)
+    assert 0.0 <= ner["char_macro_f1"] <= 1.0
+    sts = finetune(load_config(REPO / "configs" / "ko" / "klue_sts.py", common), tmp_path / "s")
+    assert set(sts) == {"pearson", "spearman"}

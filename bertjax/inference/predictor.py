@@ -101,7 +101,7 @@ class Predictor:
         self.root, self.kind = root, saved["kind"]
         self.task_cfg = ml_collections.ConfigDict(saved["task"])
         self.module = tasks.task_module(self.kind)
-        self.task = self.module.make_task(self.task_cfg.kind, saved["label_names"])
+        self.task = self.module.make_task(self.task_cfg, saved["label_names"])
         self.tokenizer = model_dir.load_model_tokenizer(root / finetune.MODEL_DIR)
         cfg, params = finetune.load_finetuned_params(root)
         self.runtime = build_runtime(

@@ -2,7 +2,7 @@
 
 Each task module gives `read(task_cfg, path, split)` (split "train", "eval" or "predict": labels
 optional), `from_input(value, index)` (an unlabelled example of a raw input), `labelled(examples)`
-and `make_task(kind, label_names)`; the task object is the train step's objective (device side:
+and `make_task(task_cfg, label_names)` (`task_cfg`: `config.task` or a mapping with `kind`); the task object is the train step's objective (device side:
 `heads`, `counts`, `sums`; see `bertjax.objectives.base`) plus the host side (`featurize`,
 `outputs_to_predictions`, `metrics`, `write_predictions`, `records`). A new task kind is one
 module plus a
@@ -42,5 +42,5 @@ def compute_metrics(kind: str, *, references, predictions, num_labels: int | Non
         values = set(np.unique(references).tolist()) | set(np.unique(predictions).tolist())
         num_labels = 2 if values <= {0, 1} else max(values) + 1
     names = [str(i) for i in range(num_labels or 0)]
-    task = task_module(kind).make_task(kind, names)
+    task = task_module(kind).make_task({"kind": kind}, names)
     return task.metrics(predictions, references)

@@ -321,6 +321,11 @@ def read(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
     absent, and a `.txt` file holds one text per line (a tab separates a pair)."""
     if split == "predict" and path.suffix.lower() == ".txt":
         return iter_text_lines(path)  # lazily: a long file streams
+    if task_cfg.format in ("klue-nli", "klue-sts"):
+        from bertjax.tasks import korean
+
+        reader = korean.read_klue_nli if task_cfg.format == "klue-nli" else korean.read_klue_sts
+        return reader(path, **korean.split_args(task_cfg, split))
     return read_text_classification(
         path,
         format=task_cfg.format or None,
@@ -458,7 +463,7 @@ def _write_tsv(out_dir, header: str, rows: list[str]) -> pathlib.Path:
     return path
 
 
-def make_task(kind: str, label_names: Sequence[str]) -> TaskBase:
-    if kind == "regression":
+def make_task(task_cfg: Mapping, label_names: Sequence[str]) -> TaskBase:
+    if task_cfg["kind"] == "regression":
         return Regression()
     return Classification(tuple(label_names))

@@ -67,16 +67,14 @@ class KlueNerSentence(TaggedSentence):
         tokens: the units the model sees: non-space characters ("char") or whitespace words.
         tags: one IOB2 tag per token: the tag of its first character.
         source: "path:line" of the sentence header (or first character).
-        guid: the KLUE id, e.g. "klue-ner-v1_dev_00000-wikitree".
         text: the sentence, spaces included.
+        offsets: [start, end) character range of each token in `text`.
+        guid: the KLUE id, e.g. "klue-ner-v1_dev_00000-wikitree".
         char_tags: one tag per character of `text`, as in the file.
-        spans: [start, end) character range of each token in `text`.
     """
 
-    guid: str
-    text: str
-    char_tags: tuple[str, ...]
-    spans: tuple[tuple[int, int], ...]
+    guid: str = ""
+    char_tags: tuple[str, ...] = ()
 
     def gold_char_tags(self) -> list[str]:
         """The tags KLUE scores: one per non-space character."""
@@ -177,7 +175,9 @@ class _NerBlock:
         tokens = tuple(text[s:e] for s, e in spans)
         tags = tuple(self.tags[s] for s, _ in spans)
         guid = self.guid if self.guid is not None else source
-        return KlueNerSentence(tokens, tags, source, guid, text, tuple(self.tags), tuple(spans))
+        return KlueNerSentence(
+            tokens, tags, source, text, tuple(spans), guid=guid, char_tags=tuple(self.tags)
+        )
 
 
 def to_char_tags(sentence: KlueNerSentence, token_tags: Sequence[str]) -> list[str]:
@@ -360,6 +360,14 @@ def _split_rows(rows: list[dict], split, eval_fraction, seed) -> list[dict]:
 def _check_split(split) -> None:
     if split not in (*_SPLITS, None):
         raise ValueError(f"split must be one of {_SPLITS} or None, got {split!r}")
+
+
+def split_args(task_cfg, split: str) -> dict:
+    """The `split`, `eval_fraction`, `seed` arguments of a KLUE reader for `config.task`: one
+    side of the seeded split by guid when `config.task.split_by_guid` (KLUE shares only dev
+    files), else the whole file."""
+    side = split if task_cfg.split_by_guid and split in ("train", "eval") else None
+    return {"split": side, "eval_fraction": task_cfg.eval_fraction, "seed": task_cfg.split_seed}
 
 
 def eval_guids(guids: Sequence[str], eval_fraction: float = 0.2, seed: int = 0) -> set[str]:

@@ -413,6 +413,7 @@ class QuestionAnswering(TaskBase):
     """Mean of the start and end cross-entropies; exact match and F1 of the best spans."""
 
     kind: ClassVar[str] = "qa"
+    metric: str = "squad"  # "squad" (SQuAD v1.1 EM/F1) or "korquad" (KorQuAD 1.0: characters)
 
     @property
     def num_labels(self) -> int:
@@ -466,6 +467,10 @@ class QuestionAnswering(TaskBase):
         return [{"id": e.id, **span} for e, span in zip(examples, spans, strict=True)]
 
     def metrics(self, predictions, references) -> dict[str, float]:
+        if self.metric == "korquad":
+            from bertjax.tasks import korean
+
+            return korean.korquad_em_f1(predictions, references)
         return squad_em_f1(predictions, references)
 
     def write_predictions(self, out_dir, examples, predictions, references) -> pathlib.Path:
@@ -474,5 +479,11 @@ class QuestionAnswering(TaskBase):
         return path
 
 
-def make_task(kind: str, label_names: Sequence[str]) -> QuestionAnswering:
-    return QuestionAnswering()
+QA_METRICS = ("squad", "korquad")
+
+
+def make_task(task_cfg: Mapping, label_names: Sequence[str]) -> QuestionAnswering:
+    metric = task_cfg.get("metric") or "squad"
+    if metric not in QA_METRICS:
+        raise ValueError(f"config.task.metric={metric!r} is invalid for qa: allowed {QA_METRICS}")
+    return QuestionAnswering(metric=metric)

@@ -143,7 +143,7 @@ def build_task(
     if task_cfg.kind in ("classification", "tagging"):
         fixed = label_names or list(task_cfg.labels) or None
         names = list(build_label_map(train_examples + eval_examples, fixed))
-    task = module.make_task(task_cfg.kind, names)
+    task = module.make_task(task_cfg, names)
     train_features = None
     if not config.eval_only:
         train_features = task.featurize(task_cfg, train_examples, tokenizer, training=True)
@@ -160,7 +160,7 @@ def make_model(kind: str, cfg, num_labels: int = 0):
     from bertjax.models import Model
 
     names = [str(i) for i in range(num_labels)]
-    task = tasks.task_module(kind).make_task(kind, names)
+    task = tasks.task_module(kind).make_task({"kind": kind}, names)
     return Model(family_of(cfg), cfg, task.heads)
 
 

@@ -26,7 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
     task.kind = "classification"  # "classification", "regression", "tagging" or "qa"
     task.train_file = ""  # training file; a leading $BERTJAX_DATA is resolved at run time
     task.eval_file = ""  # evaluation file (may equal train_file for QA split_by_article)
-    task.format = ""  # classification/regression: "tsv", "csv", "jsonl" ("" from the suffix)
+    # classification/regression: "tsv", "csv", "jsonl" ("" from the suffix), "klue-nli",
+    # "klue-sts"; tagging: "conll" (or "") or "klue-ner" (KLUE's character-tagged TSV)
+    task.format = ""
     task.text_a = "sentence"  # column (header name or 0-based index) of the first segment
     task.text_b = ""  # column of the second segment; "" for single-sentence tasks
     task.label = "label"  # column of the label or score
@@ -36,8 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
     task.tag_column = -1  # tagging: column of the tag (negative counts from the end)
     task.scheme = "IOB2"  # tagging: tag scheme of the file, "IOB2" or "IOB1"
     task.split_by_article = False  # qa: split one SQuAD file into train/eval by article
-    task.eval_fraction = 0.2  # qa with split_by_article: share of articles for eval
-    task.split_seed = 0  # qa with split_by_article: which articles go where
+    task.split_by_guid = False  # KLUE formats: split one file into train/eval by example guid
+    task.eval_fraction = 0.2  # with a split: share of articles (guids) for eval
+    task.split_seed = 0  # with a split: which articles (guids) go where
+    task.metric = ""  # "" the kind's default; tagging "conll" or "klue"; qa "squad" or "korquad"
     task.max_len = 128  # tokens per feature, special tokens included
     task.doc_stride = 128  # qa: pieces between the starts of consecutive context windows
     task.max_query_length = 64  # qa: most question pieces kept
