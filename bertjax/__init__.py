@@ -15,12 +15,16 @@ _LAZY = {
     "get_family": "bertjax.models",
     "model_config": "bertjax.models",
     "load_pretrained": "bertjax.interop.model_dir",
+    "generate": "bertjax.models.decoding",
+    "generate_text": "bertjax.commands.generate",
 }
 
 if TYPE_CHECKING:
+    from bertjax.commands.generate import generate_text
     from bertjax.interop.model_dir import load_pretrained
     from bertjax.models import Model, get_family, model_config
     from bertjax.models.bert import BertConfig
+    from bertjax.models.decoding import generate
 
 
 def __getattr__(name: str):
@@ -29,4 +33,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'bertjax' has no attribute {name!r}")
 
 
-__all__ = ["BertConfig", "Model", "get_family", "load_pretrained", "model_config", "__version__"]
+__all__ = [
+    "BertConfig",
+    "Model",
+    "generate",
+    "generate_text",
+    "get_family",
+    "load_pretrained",
+    "model_config",
+    "__version__",
+]

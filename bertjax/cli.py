@@ -18,9 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "export-hf": ("bertjax.commands.export_hf", "Export a bertjax model as a transformers BERT."),
     "fill-mask": ("bertjax.commands.fill_mask", "Predict the tokens behind [MASK] in a text."),
+    "generate": ("bertjax.commands.generate", "Continue a text with a GPT model."),
     "pretrain": (
         "bertjax.commands.pretrain_cmd",
-        "Pretrain BERT (MLM + NSP) from a config; resumable.",
+        "Pretrain BERT (MLM + NSP) or GPT (causal LM) from a config; resumable.",
     ),
     "finetune": ("bertjax.commands.finetune_cmd", "Fine-tune BERT on a task; resumable."),
     "tokenizer": ("bertjax.commands.tokenizer_cmd", "Train a WordPiece vocabulary on text files."),

@@ -382,25 +382,26 @@ def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
-def stack_layers(params: Params, num_layers: int) -> Params:
-    """Unscanned `bert/encoder/layer_{i}` -> scanned `bert/encoder/layers` (leading layer axis)."""
-    encoder = params["backbone"]["encoder"]
+def stack_layers(params: Params, num_layers: int, stack: str = "encoder") -> Params:
+    """Unscanned `backbone/<stack>/layer_{i}` -> scanned `backbone/<stack>/layers` (leading
+    layer axis); `stack` is the backbone's `LayerStack` ("encoder" in BERT, "decoder" in GPT)."""
+    encoder = params["backbone"][stack]
     layers = [encoder[f"layer_{i}"] for i in range(num_layers)]
     stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
-    return _replace_encoder(params, {"layers": stacked})
+    return _replace_stack(params, {"layers": stacked}, stack)
 
 
-def unstack_layers(params: Params, num_layers: int) -> Params:
-    """Scanned `bert/encoder/layers` -> unscanned `bert/encoder/layer_{i}`."""
-    stacked = params["backbone"]["encoder"]["layers"]
+def unstack_layers(params: Params, num_layers: int, stack: str = "encoder") -> Params:
+    """Scanned `backbone/<stack>/layers` -> unscanned `backbone/<stack>/layer_{i}`."""
+    stacked = params["backbone"][stack]["layers"]
     layers = {
         f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(num_layers)
     }
-    return _replace_encoder(params, layers)
+    return _replace_stack(params, layers, stack)
 
 
-def _replace_encoder(params: Params, encoder: Params) -> Params:
-    backbone = {**params["backbone"], "encoder": encoder}
+def _replace_stack(params: Params, layers: Params, stack: str) -> Params:
+    backbone = {**params["backbone"], stack: layers}
     return {**params, "backbone": backbone}
 
 

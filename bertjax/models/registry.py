@@ -36,6 +36,8 @@ class Family:
       input_fields: the batch fields the backbone reads.
       forward_flops: (config, seq_len) -> matmul FLOPs of one backbone forward pass on one sequence.
       hf: import path of the Hugging Face converter module (`bertjax.interop.hf_*`), or None.
+      pretraining_heads: the heads a pretrained model directory of the family holds (and
+        `load_pretrained` builds), e.g. ("mlm", "nsp") or ("lm",).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Family:
     input_fields: tuple[str, ...]
     forward_flops: Callable[[Any, int], float]
     hf: str | None = None
+    pretraining_heads: tuple[str, ...] = ()
 
     def converter(self):
         """The Hugging Face converter module; raises when the family has none."""

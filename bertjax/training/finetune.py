@@ -323,7 +323,7 @@ def save_finetuned(job: trainer.Trainer) -> None:
     params = job.gathered_params()  # all processes take part
     if jax.process_index() != 0:
         return
-    vocab = job.source_dir / model_dir.VOCAB_NAME
+    vocab = model_dir.vocab_file(job.source_dir)
     options = model_dir.tokenizer_options(job.source_dir)
     model_dir.save_model(
         job.workdir / MODEL_DIR, params, job.model_config, vocab, options or None, overwrite=True
@@ -374,7 +374,7 @@ def export_hf(
     cfg, params = load_finetuned_params(workdir)
     params = jax.device_get(params)
     hf = family_of(cfg).converter()
-    vocab = workdir / MODEL_DIR / model_dir.VOCAB_NAME
+    vocab = model_dir.vocab_file(workdir / MODEL_DIR)
     options = model_dir.tokenizer_options(workdir / MODEL_DIR)
     with model_dir.atomic_dir(out_dir, overwrite=overwrite) as tmp:
         hf.write_hf_task_files(
