@@ -391,3 +391,28 @@ def test_pretrain_generate_and_resume(tmp_path, capsys):
     )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["prompt"] == "The" and len(result["tokens"]) <= 5
+
+
+# ------------------------------------------------------------------------------- prompting
+
+
+def test_zero_shot_scores_are_choice_log_likelihoods(bpe):
+    from bertjax.tasks.prompting import classify, score_choices
+
+    tokenizer = tok.load_tokenizer(bpe)
+    model, params = init(tiny(vocab_size=400))
+    prompts, choices = ["The class is", "A def"], [" good", " bad thing"]
+    scores = score_choices(model, params, tokenizer, prompts, choices, batch_size=3)
+    prompt = tokenizer.encode(prompts[1]).ids
+    choice = tokenizer.encode(choices[1]).ids
+    logp = jax.nn.log_softmax(logits(model, params, np.array([prompt + choice]))[0], axis=-1)
+    expected = sum(logp[len(prompt) - 1 + i, t] for i, t in enumerate(choice))
+    assert scores.shape == (2, 2) and scores[1, 1] == pytest.approx(float(expected), rel=1e-5)
+    verbalizer = {"0": " bad thing", "1": " good"}
+    labels = classify(
+        model, params, tokenizer, ["is", "def"], template="The class {text}", verbalizer=verbalizer
+    )
+    assert labels == [
+        "1" if s[0] > s[1] else "0"
+        for s in score_choices(model, params, tokenizer, ["The class is", "The class def"], choices)
+    ]

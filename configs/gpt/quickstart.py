@@ -13,6 +13,7 @@ def get_config():
     config = base.get_config()
     config.model.update(
         vocab_size=4096,  # the trained vocabulary's size (it may come out smaller)
+        eos_token_id=0,  # <|endoftext|> comes first in a trained byte-level BPE
         hidden_size=128,
         num_layers=2,
         num_heads=4,
