@@ -416,3 +416,10 @@ def test_zero_shot_scores_are_choice_log_likelihoods(bpe):
         "1" if s[0] > s[1] else "0"
         for s in score_choices(model, params, tokenizer, ["The class is", "The class def"], choices)
     ]
+
+
+def test_task_inputs_use_end_of_text_for_byte_bpe(bpe):
+    from bertjax.tasks.common import SpecialIds
+
+    special = SpecialIds.from_tokenizer(tok.load_tokenizer(bpe))
+    assert special == SpecialIds(cls=0, sep=0, pad=0)

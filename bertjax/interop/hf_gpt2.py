@@ -63,7 +63,9 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> GptConfig:
     if not hf_config.get("tie_word_embeddings", True):
         raise ValueError("GPT-2 checkpoints with an untied LM head are not supported")
     values = {
-        ours: hf_config[theirs] for theirs, ours in _CONFIG_FIELDS.items() if theirs in hf_config
+        ours: hf_config[theirs]
+        for theirs, ours in _CONFIG_FIELDS.items()
+        if hf_config.get(theirs) is not None
     }
     hidden = values.get("hidden_size", 768)
     values["intermediate_size"] = hf_config.get("n_inner") or 4 * hidden
