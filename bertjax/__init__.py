@@ -17,13 +17,17 @@ _LAZY = {
     "load_pretrained": "bertjax.interop.model_dir",
     "predictor": "bertjax.inference",
     "Embedder": "bertjax.inference",
+    "generate": "bertjax.models.decoding",
+    "generate_text": "bertjax.commands.generate",
 }
 
 if TYPE_CHECKING:
+    from bertjax.commands.generate import generate_text
     from bertjax.inference import Embedder, predictor
     from bertjax.interop.model_dir import load_pretrained
     from bertjax.models import Model, get_family, model_config
     from bertjax.models.bert import BertConfig
+    from bertjax.models.decoding import generate
 
 
 def __getattr__(name: str):
@@ -37,6 +41,8 @@ __all__ = [
     "Embedder",
     "Model",
     "__version__",
+    "generate",
+    "generate_text",
     "get_family",
     "load_pretrained",
     "model_config",

@@ -23,9 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Predict with a fine-tuned model (file or --text).",
     ),
     "embed": ("bertjax.commands.embed_cmd", "Embed lines of text with any encoder (.npy)."),
+    "generate": ("bertjax.commands.generate", "Continue a text with a GPT model."),
     "pretrain": (
         "bertjax.commands.pretrain_cmd",
-        "Pretrain BERT (MLM + NSP) from a config; resumable.",
+        "Pretrain BERT (MLM + NSP) or GPT (causal LM) from a config; resumable.",
     ),
     "finetune": ("bertjax.commands.finetune_cmd", "Fine-tune BERT on a task; resumable."),
     "tokenizer": ("bertjax.commands.tokenizer_cmd", "Train a WordPiece vocabulary on text files."),

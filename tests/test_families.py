@@ -4,7 +4,7 @@ A new family adds one entry to `CASES` (a tiny config of its own fields); the te
 registered family without one. Each family is checked for: init under a data x fsdp x tensor
 mesh, one logical axis name per parameter dimension, sharded forward == single-device forward,
 a jitted pretraining step that lowers the loss, a model-directory round trip, and (where the
-family has a converter) a Hugging Face export/import round trip with the same outputs.
+family has a converter) a Hugging Face state-dict round trip with the same outputs.
 """
 
 import importlib.util
@@ -18,6 +18,8 @@ import pytest
 from bertjax.config import load_config
 from bertjax.interop import model_dir
 from bertjax.models import FAMILIES, Model, get_family, model_config
+from bertjax.models.registry import family_of
+from bertjax.objectives.causal_lm import CausalLm
 from bertjax.objectives.mlm_nsp import MlmNsp, make_mask_fn
 from bertjax.training import sharding
 from bertjax.training.step import compile_steps
@@ -42,6 +44,17 @@ CASES = {
         num_layers=2,
         rnn_size=16,
         hidden_dropout=0.0,
+    ),
+    "gpt": dict(
+        vocab_size=128,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        eos_token_id=3,
     ),
 }
 BATCH, LENGTH = 8, 16
@@ -71,6 +84,9 @@ def _setup(name, mesh_sizes):
 
 
 def _objective(cfg):
+    """The family's pretraining objective: MLM+NSP for encoders, next-token LM for decoders."""
+    if "lm" in family_of(cfg).pretraining_heads:
+        return CausalLm()
     ids = {"pad": COMMON.PAD, "cls": COMMON.CLS, "sep": COMMON.SEP, "mask": COMMON.MASK}
     data = {"max_predictions": 4, "mask_rate": 0.15, "whole_word_masking": False}
     return MlmNsp(make_mask_fn(data, COMMON.synthetic_vocab(cfg.vocab_size), ids), 4)
@@ -83,7 +99,7 @@ def _inputs(family, batch):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_init_under_a_mesh_has_logical_axes_and_shards_like_one_device(name):
     family, cfg, _, mesh, rules, batch = _setup(name, {"data": 2, "fsdp": 2, "tensor": 2})
-    model = Model(family, cfg, model_dir.PRETRAINING_HEADS)
+    model = Model(family, cfg, model_dir.pretraining_heads(family))
     inputs = _inputs(family, batch)
     init_fn = lambda rng: model.init(rng, inputs)["params"]
     boxed = jax.eval_shape(init_fn, jax.random.key(0))
@@ -132,14 +148,16 @@ def test_model_directory_and_hugging_face_round_trips_keep_the_outputs(name, tmp
     vocab = COMMON.write_vocab(cfg.vocab_size, tmp_path)
     model_dir.save_model(tmp_path / "model", params, cfg, vocab)
     model, loaded = model_dir.load_pretrained(tmp_path / "model")
-    reference = Model(family, cfg, model_dir.PRETRAINING_HEADS).apply({"params": params}, batch)
+    reference = Model(family, cfg, model_dir.pretraining_heads(family)).apply(
+        {"params": params}, batch
+    )
     out = model.apply({"params": loaded}, batch)
     for key in reference:
         np.testing.assert_allclose(out[key], reference[key], atol=1e-6, err_msg=key)
     if get_family(name).hf is None:
         return
-    model_dir.export_hf(tmp_path / "model", tmp_path / "hf")
-    model, back = model_dir.load_pretrained(tmp_path / "hf")
+    hf = get_family(name).converter()  # to the transformers state dict and back
+    back, _ = hf.params_from_hf(hf.params_to_hf(params, cfg), cfg)
     out = model.apply({"params": back}, batch)
     for key in reference:
         np.testing.assert_allclose(out[key], reference[key], atol=1e-5, err_msg=key)

@@ -1,8 +1,16 @@
-"""Pretraining data for BERT (masked LM + next-sentence prediction), prepared once on the host.
+"""Pretraining data, prepared once on the host: BERT's sentence pairs or GPT's token blocks.
 
-`prepare` turns raw text into fixed-shape instances `[CLS] A [SEP] B [SEP]` and writes them as
-memory-mappable numpy shards; `PretrainingSource` reads them back one example at a time for the
-input pipeline. Masking is not done here: it is dynamic, on device, every step, so the original
+`prepare` turns raw text into fixed-shape instances and writes them as memory-mappable numpy
+shards; `PretrainingSource` reads them back one example at a time for the input pipeline. The
+instance builder is picked by `instances` (`config.data.instances`):
+
+  * "nsp_pairs" (BERT, masked LM + next-sentence prediction): `[CLS] A [SEP] B [SEP]`, below.
+  * "lm_blocks" (GPT, causal LM, the nanoGPT way): each chunk's documents are tokenised whole,
+    each followed by <|endoftext|>, concatenated and cut into blocks of `max_seq_len` tokens
+    (the chunk's last block padded); the first token of every document is marked
+    (`document_starts`) so that a source can restart attention per document.
+
+Everything else (reading, splitting, chunking, workers, shards, resume) is shared. Masking is not done here: it is dynamic, on device, every step, so the original
 `dupe_factor` (several differently masked copies of the corpus) is not needed.
 
 Input text:
@@ -61,6 +69,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SPLITS = ("train", "eval")
 FIELDS = ("input_ids", "token_type_ids", "lengths", "next_sentence_labels", "word_starts")
+BLOCK_FIELDS = ("input_ids", "lengths", "document_starts")  # the shard fields of "lm_blocks"
+INSTANCES = ("nsp_pairs", "lm_blocks")
 MAX_LINE_BYTES = 1 << 20  # longer lines are read in pieces of this size
 MAX_SENTENCE_CHARS = 10_000  # longer "sentences" are cut at whitespace before tokenization
 MAX_DOCUMENT_CHARS = 1 << 18  # longer documents are cut into parts at a paragraph/line boundary
@@ -444,6 +454,39 @@ def field_dtypes(vocab_size: int) -> dict[str, type]:
     }
 
 
+def build_blocks(
+    documents: Sequence[Sequence[int]], *, block_len: int, eos_id: int, ids_dtype: np.dtype
+) -> dict[str, np.ndarray]:
+    """Concatenates documents, each followed by `eos_id`, and cuts the stream into blocks.
+
+    Args:
+      documents: token ids of each document (no special tokens).
+      block_len: L, tokens per block.
+      eos_id: the <|endoftext|> id; it also pads the last block.
+      ids_dtype: storage dtype of the ids.
+
+    Returns:
+      input_ids [N, L], lengths [N] uint16 (L except maybe the last block), document_starts
+      [N, ceil(L / 8)] uint8 (bits packed along L: True at each document's first token).
+    """
+    stream = np.array([t for document in documents for t in (*document, eos_id)], np.int64)
+    starts = np.zeros(stream.size, bool)
+    starts[np.cumsum([0, *(len(d) + 1 for d in documents)][:-1], dtype=np.int64)] = True
+    n = -(-stream.size // block_len)
+    input_ids = np.full(n * block_len, eos_id, ids_dtype)
+    input_ids[: stream.size] = stream
+    padded_starts = np.zeros(n * block_len, bool)
+    padded_starts[: stream.size] = starts
+    lengths = np.full(n, block_len, np.uint16)
+    if n:
+        lengths[-1] = stream.size - (n - 1) * block_len
+    return {
+        "input_ids": input_ids.reshape(n, block_len),
+        "lengths": lengths,
+        "document_starts": np.packbits(padded_starts.reshape(n, block_len), axis=1),
+    }
+
+
 def make_word_start_table(vocab: Sequence[str], special_ids: dict[str, int]) -> np.ndarray:
     """[vocab] bool: True for tokens that start a word (no "##" prefix, not a structural special)."""
     table = np.array([not t.startswith(tokenizer_lib.CONTINUATION_PREFIX) for t in vocab])
@@ -459,6 +502,7 @@ class _Settings:
     max_seq_len: int
     short_seq_prob: float
     seed: int
+    instances: str = "nsp_pairs"
 
 
 _worker: dict = {}
@@ -470,11 +514,12 @@ def _init_worker(settings: _Settings, single_threaded: bool) -> None:
     tok = tokenizer_lib.load_tokenizer(settings.vocab_path, lowercase=settings.lowercase)
     special = tokenizer_lib.special_token_ids(tok, settings.vocab_path)
     vocab = tokenizer_lib.read_vocab(settings.vocab_path)
+    pairs = settings.instances == "nsp_pairs"
     _worker.update(
         settings=settings,
         tokenizer=tok,
         special=special,
-        table=make_word_start_table(vocab, special),
+        table=make_word_start_table(vocab, special) if pairs else None,
         ids_dtype=field_dtypes(len(vocab))["input_ids"],
     )
 
@@ -500,9 +545,27 @@ def _tokenize_documents(
     return out
 
 
+def _process_blocks(documents: list[list[str]]) -> tuple[dict, dict]:
+    """The "lm_blocks" instances of one chunk: documents (sentences joined) -> blocks."""
+    texts = [" ".join(document) for document in documents]
+    encodings = _worker["tokenizer"].encode_batch(texts, add_special_tokens=False)
+    tokenized = [e.ids for e in encodings if e.ids]
+    arrays = build_blocks(
+        tokenized,
+        block_len=_worker["settings"].max_seq_len,
+        eos_id=_worker["special"]["eos"],
+        ids_dtype=_worker["ids_dtype"],
+    )
+    skipped = len(texts) - len(tokenized)
+    stats = {"documents_skipped_after_tokenization": skipped} if skipped else {}
+    return arrays, {"documents": len(tokenized), **stats}
+
+
 def _process_chunk(task: tuple[int, str, list[list[str]]]) -> tuple[str, dict, dict]:
     chunk_index, split, documents = task
     settings: _Settings = _worker["settings"]
+    if settings.instances == "lm_blocks":
+        return split, *_process_blocks(documents)
     stats = Statistics()
     max_num_tokens = settings.max_seq_len - 3
     tokenized = _tokenize_documents(documents, max_num_tokens, stats)
@@ -540,14 +603,17 @@ class _ShardWriter:
         self.shards: list[int] = []
         self.tokens = 0
         self.random_next = 0
+        self.fields = FIELDS
         directory.mkdir(parents=True, exist_ok=True)
 
     def add(self, arrays: dict[str, np.ndarray]) -> None:
         n = len(arrays["lengths"])
         if not n:
             return
+        self.fields = tuple(arrays)
         self.tokens += int(arrays["lengths"].sum(dtype=np.int64))
-        self.random_next += int(arrays["next_sentence_labels"].sum(dtype=np.int64))
+        if "next_sentence_labels" in arrays:
+            self.random_next += int(arrays["next_sentence_labels"].sum(dtype=np.int64))
         self.buffer.append(arrays)
         self.buffered += n
         while self.buffered >= self.shard_size:
@@ -558,11 +624,11 @@ class _ShardWriter:
             self._write(self.buffered)
 
     def _write(self, n: int) -> None:
-        merged = {f: np.concatenate([b[f] for b in self.buffer]) for f in FIELDS}
+        merged = {f: np.concatenate([b[f] for b in self.buffer]) for f in self.fields}
         index = len(self.shards)
-        for field in FIELDS:
+        for field in self.fields:
             np.save(self.directory / shard_filename(field, index), merged[field][:n])
-        rest = {f: merged[f][n:] for f in FIELDS}
+        rest = {f: merged[f][n:] for f in self.fields}
         self.buffered -= n
         self.buffer = [rest] if self.buffered else []
         self.shards.append(n)
@@ -592,8 +658,10 @@ def _iter_chunks(
     eval_fraction: float,
     documents_per_file: bool,
     chunk_chars: int,
+    min_sentences: int = 2,
 ) -> Iterator[tuple[int, str, list[list[str]]]]:
-    """Yields `(chunk_index, split, documents)`, each chunk about `chunk_chars` of one split."""
+    """Yields `(chunk_index, split, documents)`, each chunk about `chunk_chars` of one split;
+    documents with fewer than `min_sentences` sentences are skipped (NSP needs two)."""
     buffers: dict[str, list] = {s: [] for s in SPLITS}
     sizes = dict.fromkeys(SPLITS, 0)
     chunk_index, usable = 0, 0
@@ -602,7 +670,7 @@ def _iter_chunks(
             if not document:
                 continue
             stats.documents += 1
-            if len(document) < 2:
+            if len(document) < min_sentences:
                 stats.documents_skipped_single_sentence += 1
                 continue
             split = "eval" if is_eval_document(usable, eval_fraction) else "train"
@@ -684,12 +752,14 @@ def prepare(
     lowercase: bool | None = None,
     chunk_chars: int = 1 << 20,
     overwrite: bool = False,
+    instances: str = "nsp_pairs",
 ) -> dict:
-    """Prepares MLM+NSP pretraining instances from text files into `out_dir`.
+    """Prepares pretraining instances from text files into `out_dir`.
 
     Args:
       files: Text files, folders (their `*.txt`) or glob patterns.
-      vocab_path: WordPiece `vocab.txt` (its `tokenizer_config.json`, if any, is honoured).
+      vocab_path: WordPiece `vocab.txt` (its `tokenizer_config.json`, if any, is honoured), or
+        a byte-level BPE `vocab.json` (merges.txt beside it) for "lm_blocks".
       out_dir: Output folder; must be empty or a dataset prepared earlier with `overwrite`.
       max_seq_len: L, the padded instance length, specials included.
       short_seq_prob: Probability that a document uses a random shorter target length.
@@ -701,11 +771,14 @@ def prepare(
       lowercase: Tokenizer option; None: from the vocabulary's config, else True.
       chunk_chars: Characters of text per unit of work (and per NSP random-document pool).
       overwrite: Replace an earlier prepared dataset in `out_dir`.
+      instances: "nsp_pairs" (BERT) or "lm_blocks" (GPT); see the module docstring.
 
     Returns:
       The metadata, also written to `out_dir/metadata.json`.
     """
     _check_arguments(max_seq_len, short_seq_prob, eval_fraction, shard_size, chunk_chars)
+    if instances not in INSTANCES:
+        raise ValueError(f"config.data.instances={instances!r} is invalid: allowed {INSTANCES}")
     paths = resolve_files(files)
     vocab_path = pathlib.Path(vocab_path)
     tok = tokenizer_lib.load_tokenizer(vocab_path, lowercase=lowercase)
@@ -714,7 +787,7 @@ def prepare(
     out = pathlib.Path(out_dir)
     _prepare_out_dir(out, overwrite)
     num_workers = _default_workers() if num_workers is None else num_workers
-    settings = _Settings(str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed)
+    settings = _Settings(str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances)
     stats = Statistics()
     tasks = _iter_chunks(
         paths,
@@ -722,10 +795,12 @@ def prepare(
         eval_fraction=eval_fraction,
         documents_per_file=documents_per_file,
         chunk_chars=chunk_chars,
+        min_sentences=2 if instances == "nsp_pairs" else 1,
     )
     splits = _write_splits(_run_chunks(tasks, settings, num_workers), out, shard_size, stats)
     metadata = {
         "format_version": FORMAT_VERSION,
+        "instances": instances,
         "vocab_file": str(vocab_path),
         "vocab_sha256": file_sha256(vocab_path),
         "vocab_size": vocab_size,
@@ -738,6 +813,7 @@ def prepare(
         "documents_per_file": documents_per_file,
         "chunk_chars": chunk_chars,
         "dtypes": {f: np.dtype(d).name for f, d in field_dtypes(vocab_size).items()},
+        "fields": list(FIELDS if instances == "nsp_pairs" else BLOCK_FIELDS),
         "word_starts_packed": True,
         "splits": splits,
         "source_files": [str(p) for p in paths],
@@ -840,13 +916,17 @@ def load_metadata(directory: str | os.PathLike) -> dict:
 class PretrainingSource:
     """Random access to prepared instances of one split, memory-mapped shard by shard.
 
-    Each item is a dict: `input_ids`, `token_type_ids`, `attention_mask` int32 [L],
-    `next_sentence_label` int32 [] and `word_starts` bool [L].
+    Each item of "nsp_pairs" data is a dict: `input_ids`, `token_type_ids`, `attention_mask`
+    int32 [L], `next_sentence_label` int32 [] and `word_starts` bool [L]. Each item of
+    "lm_blocks" data: `input_ids`, `attention_mask` int32 [L]; the mask is 1 for real tokens (0
+    for the padding of a chunk's last block) or, with `document_attention`, the segment number
+    1, 2, ... of each token's document within the block.
 
     Args:
       directory: Output folder of `prepare`.
       split: "train" or "eval".
       vocab_path: When given, its sha256 must match the one the data was prepared with.
+      document_attention: "lm_blocks" only: number the documents in `attention_mask`.
     """
 
     def __init__(
@@ -855,6 +935,7 @@ class PretrainingSource:
         split: str = "train",
         *,
         vocab_path: str | os.PathLike | None = None,
+        document_attention: bool = False,
     ):
         self.directory = pathlib.Path(directory)
         self.metadata = load_metadata(directory)
@@ -870,6 +951,9 @@ class PretrainingSource:
                     f"{self.metadata['vocab_sha256'][:12]}...) that {directory} was prepared with"
                 )
         self.split = split
+        self.instances = self.metadata.get("instances", "nsp_pairs")
+        self.fields = tuple(self.metadata.get("fields", FIELDS))
+        self.document_attention = document_attention
         self.max_seq_len = self.metadata["max_seq_len"]
         self._offsets = np.cumsum([0, *splits[split]["shards"]]).tolist()
         self._shards: list[dict[str, np.ndarray]] | None = None
@@ -887,6 +971,8 @@ class PretrainingSource:
         length = int(arrays["lengths"][row])
         attention_mask = np.zeros(self.max_seq_len, np.int32)
         attention_mask[:length] = 1
+        if self.instances == "lm_blocks":
+            return self._block(arrays, row, attention_mask)
         word_starts = np.unpackbits(arrays["word_starts"][row], count=self.max_seq_len)
         return {
             "input_ids": arrays["input_ids"][row].astype(np.int32),
@@ -894,6 +980,16 @@ class PretrainingSource:
             "attention_mask": attention_mask,
             "next_sentence_label": np.array(arrays["next_sentence_labels"][row], np.int32),
             "word_starts": word_starts.astype(bool),
+        }
+
+    def _block(self, arrays, row: int, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        if self.document_attention:
+            starts = np.unpackbits(arrays["document_starts"][row], count=self.max_seq_len)
+            segments = np.cumsum(starts, dtype=np.int32) + (1 - int(starts[0]))
+            attention_mask = attention_mask * segments
+        return {
+            "input_ids": arrays["input_ids"][row].astype(np.int32),
+            "attention_mask": attention_mask,
         }
 
     def lengths(self) -> np.ndarray:
@@ -912,7 +1008,7 @@ class PretrainingSource:
         if self._shards is None:
             folder = self.directory / self.split
             self._shards = [
-                {f: np.load(folder / shard_filename(f, i), mmap_mode="r") for f in FIELDS}
+                {f: np.load(folder / shard_filename(f, i), mmap_mode="r") for f in self.fields}
                 for i in range(len(self._offsets) - 1)
             ]
         return self._shards

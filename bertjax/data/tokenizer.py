@@ -1,4 +1,10 @@
-"""WordPiece tokenizers: train a vocabulary and load any BERT `vocab.txt` as a fast tokenizer.
+"""Tokenizers: WordPiece (BERT's `vocab.txt`) and byte-level BPE (GPT-2's `vocab.json` +
+`merges.txt`); train either on text files, load either as a fast tokenizer.
+
+A tokenizer is named by its vocabulary file; the name says the kind (`tokenizer_kind`):
+`vocab.txt` (or any other name) is WordPiece, `vocab.json` is byte-level BPE with `merges.txt`
+beside it. `load_tokenizer`, `read_vocab` and `tokenizer_files` work on both, so data
+preparation, model directories and jobs pass one path whatever the kind.
 
 Both functions build on Hugging Face `tokenizers` with BERT's normalizer (clean text, optional
 lowercasing and accent stripping, spaces around CJK characters) and pre-tokenizer (split on
@@ -31,6 +37,9 @@ OPTIONS_NAME = "bertjax_tokenizer.json"  # bertjax's options (below)
 CONFIG_NAME = "tokenizer_config.json"  # transformers' (older bertjax folders: the options)
 TOKENIZER_JSON = "tokenizer.json"  # the tokenizers serialization, read by transformers
 VOCAB_NAME = "vocab.txt"
+BPE_VOCAB_NAME = "vocab.json"  # byte-level BPE: token -> id, with MERGES_NAME beside it
+MERGES_NAME = "merges.txt"
+END_OF_TEXT = "<|endoftext|>"  # GPT-2's document separator (and unconditional start)
 CONTINUATION_PREFIX = "##"
 OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
 HANGUL_SYLLABLES = (0xAC00, 0xD7A3)  # first and last code point of the precomposed syllables
@@ -245,6 +254,8 @@ def load_tokenizer(
     vocab_path = pathlib.Path(vocab_path)
     if not vocab_path.is_file():
         raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
+    if tokenizer_kind(vocab_path) == "byte_bpe":
+        return load_byte_bpe(vocab_path)
     options = (lowercase, strip_accents, handle_chinese_chars, keep_hangul)
     # Read the options file beside the vocabulary only for options not given.
     config = read_options(vocab_path.parent) if None in options else {}
@@ -289,6 +300,9 @@ def load_tokenizer(
 def special_token_ids(tokenizer: tokenizers.Tokenizer, vocab_path: str = "") -> dict[str, int]:
     """Returns the ids of [PAD], [UNK], [CLS], [SEP] and [MASK] under keys pad/unk/cls/sep/mask.
 
+    For a byte-level BPE tokenizer: `eos` (and `pad`, the same id: padding is masked out) of
+    <|endoftext|>.
+
     Args:
       tokenizer: A tokenizer from `load_tokenizer`.
       vocab_path: Named in the error message when a special token is missing.
@@ -296,8 +310,10 @@ def special_token_ids(tokenizer: tokenizers.Tokenizer, vocab_path: str = "") -> 
     Raises:
       ValueError: A special token is not in the vocabulary.
     """
+    bpe = isinstance(tokenizer.model, models.BPE)
+    specials = {"eos": END_OF_TEXT, "pad": END_OF_TEXT} if bpe else SPECIAL_TOKENS
     ids = {}
-    for key, token in SPECIAL_TOKENS.items():
+    for key, token in specials.items():
         token_id = tokenizer.token_to_id(token)
         if token_id is None:
             where = f"vocabulary {vocab_path}" if vocab_path else "the tokenizer's vocabulary"
@@ -307,7 +323,13 @@ def special_token_ids(tokenizer: tokenizers.Tokenizer, vocab_path: str = "") -> 
 
 
 def read_vocab(vocab_path: str | pathlib.Path) -> list[str]:
-    """Reads `vocab.txt` into a list of tokens (index = id); trailing newlines are stripped."""
+    """Reads `vocab.txt` (or a BPE `vocab.json`) into a list of tokens (index = id)."""
+    if tokenizer_kind(vocab_path) == "byte_bpe":
+        vocab = json.loads(pathlib.Path(vocab_path).read_text(encoding="utf-8"))
+        tokens = sorted(vocab, key=vocab.get)
+        if [vocab[t] for t in tokens] != list(range(len(tokens))):
+            raise ValueError(f"vocabulary {vocab_path}: ids are not 0..{len(tokens) - 1}")
+        return tokens
     with open(vocab_path, encoding="utf-8") as f:
         tokens = [line.rstrip("\n").rstrip("\r") for line in f]
     if tokens and tokens[-1] == "":
@@ -363,3 +385,93 @@ def _write_vocab(tokens: Iterable[str], path: pathlib.Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for token in tokens:
             f.write(token + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Byte-level BPE (GPT-2)
+# --------------------------------------------------------------------------------------------
+
+
+def tokenizer_kind(vocab_path: str | pathlib.Path) -> str:
+    """ "byte_bpe" for a `vocab.json` (merges.txt beside it), else "wordpiece"."""
+    return "byte_bpe" if pathlib.Path(vocab_path).suffix == ".json" else "wordpiece"
+
+
+def tokenizer_files(vocab_path: str | pathlib.Path) -> list[pathlib.Path]:
+    """The files that make up the tokenizer named by `vocab_path`, to copy together:
+    `vocab.json` and `merges.txt`, or `vocab.txt` and its `tokenizer_config.json` if any."""
+    vocab_path = pathlib.Path(vocab_path)
+    if tokenizer_kind(vocab_path) == "byte_bpe":
+        return [vocab_path, vocab_path.parent / MERGES_NAME]
+    config = vocab_path.parent / CONFIG_NAME
+    return [vocab_path, *([config] if config.is_file() else [])]
+
+
+def _byte_level(tokenizer: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
+    # GPT-2: no normalizer, bytes mapped to printable characters and split by GPT-2's regex,
+    # no prefix space, and no special tokens added on encoding.
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([tokenizers.AddedToken(END_OF_TEXT, special=True)])
+    return tokenizer
+
+
+def load_byte_bpe(vocab_path: str | pathlib.Path) -> tokenizers.Tokenizer:
+    """Loads a GPT-2 style byte-level BPE tokenizer from `vocab.json` and `merges.txt` beside it.
+
+    Encodes as `transformers.GPT2TokenizerFast` does on the same files: no prefix space, no
+    special tokens added, `<|endoftext|>` in the text kept whole.
+    """
+    vocab_path = pathlib.Path(vocab_path)
+    merges = vocab_path.parent / MERGES_NAME
+    if not merges.is_file():
+        raise FileNotFoundError(f"byte-level BPE vocabulary {vocab_path} has no {merges} beside it")
+    model = models.BPE.from_file(str(vocab_path), str(merges), fuse_unk=False)
+    tokenizer = _byte_level(tokenizers.Tokenizer(model))
+    if tokenizer.token_to_id(END_OF_TEXT) is None:
+        raise ValueError(f"vocabulary {vocab_path} has no {END_OF_TEXT} token")
+    return tokenizer
+
+
+def train_byte_bpe(
+    files: Sequence[str | pathlib.Path],
+    out_dir: str | pathlib.Path,
+    *,
+    vocab_size: int = 50257,
+    min_frequency: int = 2,
+) -> pathlib.Path:
+    """Trains a byte-level BPE tokenizer (GPT-2's kind) on text files.
+
+    Ids: <|endoftext|> = 0, the 256 byte symbols, then the merges in the order they were learnt.
+    Every byte string is encodable, so there is no unknown token.
+
+    Args:
+      files: UTF-8 text files.
+      out_dir: Folder that receives `vocab.json` and `merges.txt` (created if missing).
+      vocab_size: Size of the vocabulary, <|endoftext|> and the 256 bytes included.
+      min_frequency: Minimum count for a merge.
+
+    Returns:
+      Path of the written `vocab.json`.
+    """
+    files = [str(f) for f in files]
+    for f in files:
+        if not pathlib.Path(f).is_file():
+            raise FileNotFoundError(f"train_byte_bpe: training file {f} does not exist")
+    if vocab_size <= 257:
+        raise ValueError(
+            f"vocab_size must exceed 257 (256 bytes + {END_OF_TEXT}), got {vocab_size}"
+        )
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _byte_level(tokenizers.Tokenizer(models.BPE()))
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[END_OF_TEXT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train(files, trainer)
+    tokenizer.model.save(str(out))  # vocab.json, merges.txt
+    return out / BPE_VOCAB_NAME

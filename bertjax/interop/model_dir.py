@@ -2,12 +2,17 @@
 
 A bertjax model directory holds:
   config.json            {"format": "bertjax", "family": "bert", "model": {config fields}}
-  vocab.txt              the WordPiece vocabulary, one token per line
-  bertjax_tokenizer.json the tokenizer options: lowercase, strip_accents, handle_chinese_chars,
-                         keep_hangul (older directories: in tokenizer_config.json; still read)
-  tokenizer.json         the exact tokenizer (tokenizers' serialization) and
-  tokenizer_config.json  transformers' keys, so AutoTokenizer.from_pretrained(dir) matches
+  the tokenizer, one of:
+    vocab.txt              WordPiece (BERT), one token per line, with
+    bertjax_tokenizer.json its options: lowercase, strip_accents, handle_chinese_chars,
+                           keep_hangul (older directories: in tokenizer_config.json; still read),
+    tokenizer.json and     the exact tokenizer (tokenizers' serialization) and transformers'
+    tokenizer_config.json  keys, so AutoTokenizer.from_pretrained(dir) matches;
+    vocab.json, merges.txt or byte-level BPE (GPT-2)
   params/                the parameter tree {"backbone": ..., "heads": {...}}, written with orbax
+
+`vocab_file(dir)` names the tokenizer of a directory whatever its kind; the family's
+`pretraining_heads` say which heads a pretrained directory holds (BERT mlm + nsp, GPT lm).
 
 Directories written before the model registry (no "family", parameters under "bert",
 "mlm_head", "nsp_head", "classifier", "qa_outputs") load unchanged: `upgrade_params` maps them.
@@ -33,10 +38,13 @@ import orbax.checkpoint as ocp
 import tokenizers
 
 from bertjax.data.tokenizer import (
+    BPE_VOCAB_NAME,
     load_tokenizer,
     read_options,
     read_vocab,
     resolve_options,
+    tokenizer_files,
+    tokenizer_kind,
     write_tokenizer_files,
 )
 from bertjax.interop.hf_files import read_hf_config, read_hf_weights
@@ -52,8 +60,9 @@ MODEL_FORMAT = "bertjax"
 MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers directory
 PARAMS_DIR = "params"
 VOCAB_NAME = "vocab.txt"
+VOCAB_NAMES = (BPE_VOCAB_NAME, VOCAB_NAME)  # the tokenizer kinds a directory may hold
 TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
-PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))
+PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))  # BERT's; any family: pretraining_heads
 # parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
 _LEGACY_HEADS = {
     "mlm_head": ("mlm", False),
@@ -108,6 +117,41 @@ def check_vocab(vocab_file: str | pathlib.Path, config: Any, config_source: str)
         )
 
 
+def vocab_file(directory: str | pathlib.Path) -> pathlib.Path:
+    """The vocabulary file naming the tokenizer of a model directory, workdir or transformers
+    directory: `vocab.json` (byte-level BPE) when present, else `vocab.txt` (WordPiece)."""
+    directory = pathlib.Path(directory)
+    for name in VOCAB_NAMES:
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"{directory} has no tokenizer ({' or '.join(VOCAB_NAMES)})")
+
+
+def _write_tokenizer(out_dir: pathlib.Path, config: Any, vocab_file, options: Mapping) -> None:
+    """The tokenizer of `vocab_file` in `out_dir`: byte-level BPE's `vocab.json` and
+    `merges.txt`, or WordPiece's `vocab.txt` with its options, `tokenizer.json` and
+    transformers' `tokenizer_config.json`. Nothing is copied onto itself."""
+    out_dir, vocab_file = pathlib.Path(out_dir), pathlib.Path(vocab_file)
+    if tokenizer_kind(vocab_file) == "byte_bpe":
+        for path in tokenizer_files(vocab_file):
+            if path.resolve() != (out_dir / path.name).resolve():
+                shutil.copyfile(path, out_dir / path.name)
+        return
+    if vocab_file.resolve() != (out_dir / VOCAB_NAME).resolve():
+        shutil.copyfile(vocab_file, out_dir / VOCAB_NAME)
+    write_tokenizer_files(
+        out_dir,
+        out_dir / VOCAB_NAME,
+        options,
+        model_max_length=getattr(config, "max_position_embeddings", 512),
+    )
+
+
+def pretraining_heads(family) -> tuple:
+    """The `head_spec`s of the heads a pretrained model of `family` holds."""
+    return tuple(head_spec(name) for name in family.pretraining_heads)
+
+
 def example_inputs(family, length: int = 1) -> dict[str, jax.Array]:
     """A [1, length] batch of the family's input fields, for `init` and `eval_shape`."""
     ids = jnp.zeros((1, length), jnp.int32)
@@ -117,10 +161,11 @@ def example_inputs(family, length: int = 1) -> dict[str, jax.Array]:
     }
 
 
-def init_params(config: Any, *, heads=PRETRAINING_HEADS, seed: int = 0) -> Params:
-    """Fresh unboxed parameters of `Model(family_of(config), config, heads)` as numpy arrays."""
+def init_params(config: Any, *, heads=None, seed: int = 0) -> Params:
+    """Fresh unboxed parameters of `Model(family_of(config), config, heads)` as numpy arrays
+    (heads None: the family's pretraining heads)."""
     family = family_of(config)
-    model = Model(family, config, tuple(heads))
+    model = Model(family, config, pretraining_heads(family) if heads is None else tuple(heads))
     variables = jax.jit(model.init)(jax.random.key(seed), example_inputs(family))
     return jax.device_get(nn.meta.unbox(variables["params"]))
 
@@ -158,8 +203,9 @@ def save_model(
       params: Unboxed parameters `{"backbone": ..., "heads": {...}}`, in the layout of
         `config.scan_layers`.
       config: The architecture (a registered family's config dataclass).
-      vocab_file: `vocab.txt`; it must have exactly `config.vocab_size` entries.
-      tokenizer_config: Tokenizer options (lowercase, strip_accents, handle_chinese_chars,
+      vocab_file: `vocab.txt` or `vocab.json` (merges.txt beside it); it must have exactly
+        `config.vocab_size` entries.
+      tokenizer_config: WordPiece options (lowercase, strip_accents, handle_chinese_chars,
         keep_hangul); None: BERT's defaults. Written with `tokenizer.json` and transformers'
         `tokenizer_config.json` (`bertjax.data.tokenizer.write_tokenizer_files`).
       overwrite: Replace an existing non-empty `out_dir` (only once the new one is complete).
@@ -178,13 +224,7 @@ def save_model(
         )
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
         _write_json(tmp / MODEL_CONFIG_NAME, config_document(config))
-        shutil.copyfile(vocab_file, tmp / VOCAB_NAME)
-        write_tokenizer_files(
-            tmp,
-            tmp / VOCAB_NAME,
-            dict(tokenizer_config or {}),
-            model_max_length=getattr(config, "max_position_embeddings", 512),
-        )
+        _write_tokenizer(tmp, config, vocab_file, dict(tokenizer_config or {}))
         _write_params(tmp / PARAMS_DIR, params)
     logger.debug("wrote %s model to %s", family.name, out_dir)
     return pathlib.Path(out_dir)
@@ -287,7 +327,16 @@ def _fresh_heads(config: Any, with_heads: bool = True) -> Params:
     compile time of a deep one.
     """
     shallow = dataclasses.replace(config, num_layers=1, scan_layers=False)
-    return init_params(shallow, heads=PRETRAINING_HEADS if with_heads else ())
+    return init_params(shallow, heads=None if with_heads else ())
+
+
+def _heads_with_params(config: Any) -> list[str]:
+    """The pretraining heads of the family that have parameters (GPT's tied LM head has none)."""
+    family = family_of(config)
+    shallow = dataclasses.replace(config, num_layers=1, scan_layers=False)
+    model = Model(family, shallow, pretraining_heads(family))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), example_inputs(family))
+    return [name for name in family.pretraining_heads if name in shapes["params"].get("heads", {})]
 
 
 def import_hf(
@@ -305,9 +354,7 @@ def import_hf(
     """
     hf_dir = pathlib.Path(hf_dir)
     config, params, initialised = load_hf_dir(hf_dir, scan_layers=scan_layers)
-    vocab = hf_dir / VOCAB_NAME
-    if not vocab.is_file():
-        raise FileNotFoundError(f"{hf_dir} has no {VOCAB_NAME}; bertjax needs a WordPiece vocab")
+    vocab = vocab_file(hf_dir)
     check_vocab(vocab, config, f"vocab_size in {hf_dir / MODEL_CONFIG_NAME}")
     options = family_of(config).converter().hf_tokenizer_options(hf_dir)
     save_model(out_dir, params, config, vocab, options, overwrite=overwrite)
@@ -318,18 +365,19 @@ def export_hf(
     model_dir: str | pathlib.Path, out_dir: str | pathlib.Path, *, overwrite: bool = False
 ) -> pathlib.Path:
     """Writes a bertjax model directory as a transformers pretraining directory (for BERT,
-    `BertForPreTraining`): `config.json`, `model.safetensors`, `vocab.txt`,
-    `tokenizer_config.json`."""
+    `BertForPreTraining` with `vocab.txt`, `tokenizer_config.json`; for GPT, `GPT2LMHeadModel`
+    with `vocab.json`, `merges.txt`): `config.json`, `model.safetensors` and the tokenizer."""
     model_dir = pathlib.Path(model_dir)
     config, params = load_model_dir(model_dir)
     hf = family_of(config).converter()
-    missing = [name for name, _ in PRETRAINING_HEADS if name not in params.get("heads", {})]
+    present = params.get("heads", {})
+    missing = [name for name in _heads_with_params(config) if name not in present]
     if missing:
         raise ValueError(f"{model_dir} holds no pretraining heads {missing}; nothing to export")
     options = tokenizer_options(model_dir)
     params = jax.device_get(params)
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        hf.write_hf_files(tmp, params, config, model_dir / VOCAB_NAME, options)
+        hf.write_hf_files(tmp, params, config, vocab_file(model_dir), options)
     return pathlib.Path(out_dir)
 
 
@@ -359,7 +407,7 @@ def detect_format(path: str | pathlib.Path) -> str:
 def _load_bertjax(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
     config, params = load_model_dir(path)
     present = params.get("heads", {})
-    missing = [name for name, _ in PRETRAINING_HEADS if name not in present]
+    missing = [name for name in _heads_with_params(config) if name not in present]
     if with_heads and missing:
         fresh = _fresh_heads(config)["heads"]
         params = {**params, "heads": {**present, **{name: fresh[name] for name in missing}}}
@@ -429,43 +477,42 @@ def load_pretrained(
       path: The directory (format detected from its config.json).
       dtype: Compute dtype override ("float32", "bfloat16", "float16"); parameters keep their
         stored dtype (`config.param_dtype`).
-      with_heads: With the MLM and NSP heads (heads the checkpoint lacks are initialised fresh,
-        with a warning); False gives the bare backbone.
+      with_heads: With the family's pretraining heads (BERT: MLM and NSP, GPT: the tied LM
+        head; heads the checkpoint lacks are initialised fresh, with a warning); False gives the
+        bare backbone.
       scan_layers: Override the layer layout (None keeps the stored one).
 
     Returns:
       (model, params): `model.apply({"params": params}, {"input_ids": ..., "token_type_ids":
       ..., "attention_mask": ...})` returns `sequence_output` [batch, length, hidden],
-      `pooled_output` [batch, hidden] and, with heads, `mlm_logits` and `nsp_logits`.
+      `pooled_output` [batch, hidden] and, with heads, `mlm_logits` and `nsp_logits` (BERT) or
+      `lm_logits` (GPT).
     """
     config, params = load_params(path, with_heads=with_heads)
-    if with_heads:
-        params = {
-            "backbone": params["backbone"],
-            "heads": {n: params["heads"][n] for n in ("mlm", "nsp")},
-        }
-    else:
-        params = {"backbone": params["backbone"]}
+    family = family_of(config)
+    heads = {n: t for n, t in params.get("heads", {}).items() if n in family.pretraining_heads}
+    params = {"backbone": params["backbone"], **({"heads": heads} if with_heads and heads else {})}
     if scan_layers is not None:
         config, params = relayout(config, params, scan_layers)
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)
-    model = Model(family_of(config), config, PRETRAINING_HEADS if with_heads else ())
+    model = Model(family, config, pretraining_heads(family) if with_heads else ())
     return model, jax.tree.map(jnp.asarray, params)
 
 
 def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
-    """The WordPiece tokenizer of a bertjax or transformers model directory.
+    """The tokenizer of a bertjax model directory, workdir or transformers directory.
 
-    Uses `vocab.txt` with the options of `bertjax_tokenizer.json` (older directories:
-    `tokenizer_config.json` with bertjax's keys), or of a transformers directory's
-    `tokenizer_config.json` (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars`). Special tokens ([CLS], [SEP],
-    [MASK], ...) are matched whole in the text, and encoding adds [CLS] ... [SEP].
+    Byte-level BPE from `vocab.json` + `merges.txt` (GPT-2's, encoding as GPT2TokenizerFast),
+    or WordPiece from `vocab.txt` with the options of `bertjax_tokenizer.json` (older
+    directories: `tokenizer_config.json` with bertjax's keys), or of a transformers directory's
+    `tokenizer_config.json` (`do_lower_case`, `strip_accents`, `tokenize_chinese_chars`). Special
+    tokens ([CLS], [SEP], [MASK], ...) are matched whole in the text, and encoding adds
+    [CLS] ... [SEP].
     """
-    path = pathlib.Path(path)
-    vocab = path / VOCAB_NAME
-    if not vocab.is_file():
-        raise FileNotFoundError(f"model directory {path} has no {VOCAB_NAME}")
+    vocab = vocab_file(path)
+    if tokenizer_kind(vocab) == "byte_bpe":
+        return load_tokenizer(vocab)
     return load_tokenizer(vocab, **resolve_options(tokenizer_options(path)))
 
 
@@ -499,11 +546,4 @@ def write_model_files(
     check_vocab(vocab_file, config, f"{workdir / MODEL_CONFIG_NAME}")
     options = dict(read_options(pathlib.Path(vocab_file).parent) if options is None else options)
     _write_json(workdir / MODEL_CONFIG_NAME, config_document(config))
-    if pathlib.Path(vocab_file).resolve() != (workdir / VOCAB_NAME).resolve():
-        shutil.copyfile(vocab_file, workdir / VOCAB_NAME)
-    write_tokenizer_files(
-        workdir,
-        workdir / VOCAB_NAME,
-        options,
-        model_max_length=getattr(config, "max_position_embeddings", 512),
-    )
+    _write_tokenizer(workdir, config, vocab_file, options)

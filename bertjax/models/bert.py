@@ -116,7 +116,7 @@ def validate_transformer(cfg: Any) -> None:
     for name in ("dtype", "param_dtype"):
         if getattr(cfg, name) not in DTYPES:
             fail(name, getattr(cfg, name), f"allowed values are {DTYPES}")
-    if not 0 <= cfg.pad_token_id < cfg.vocab_size:
+    if not 0 <= getattr(cfg, "pad_token_id", 0) < cfg.vocab_size:
         fail("pad_token_id", cfg.pad_token_id, f"must be in [0, vocab_size={cfg.vocab_size})")
 
 
@@ -253,6 +253,7 @@ BERT = register(
         input_fields=("input_ids", "token_type_ids", "attention_mask"),
         forward_flops=forward_flops,
         hf="bertjax.interop.hf_bert",
+        pretraining_heads=("mlm", "nsp"),
     )
 )
 

@@ -172,7 +172,14 @@ def attention(
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a padding (or causal) mask and an output projection."""
+    """Multi-head self-attention with a padding (or causal) mask and an output projection.
+
+    Incremental decoding (causal only): when the "cache" collection is mutable, keys, values and
+    the key mask of every call are appended to a cache (`cached_key`, `cached_value` [batch,
+    max_length, heads, head_dim], `cached_mask` [batch, max_length], `cache_index` []) and the
+    queries attend to everything cached so far. The first such call, on a [batch, max_length]
+    input, only creates the (zero) cache; `jax.eval_shape` of it gives its shapes for free.
+    """
 
     config: Any
     causal: bool = False
@@ -189,19 +196,45 @@ class SelfAttention(nn.Module):
             nn.with_logical_constraint(t, ("act_batch", "act_length", "act_heads", "act_kv"))
             for t in (q, k, v)
         )
-        use_dropout = not deterministic and cfg.attention_dropout > 0.0
-        out = attention(
-            q,
-            k,
-            v,
-            attention_mask,
-            implementation=cfg.attention_impl,
-            causal=self.causal,
-            dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None,
-        )
+        if self.causal and self.is_mutable_collection("cache"):
+            out = self._cached(q, k, v, attention_mask)
+        else:
+            use_dropout = not deterministic and cfg.attention_dropout > 0.0
+            out = attention(
+                q,
+                k,
+                v,
+                attention_mask,
+                implementation=cfg.attention_impl,
+                causal=self.causal,
+                dropout_rate=cfg.attention_dropout if use_dropout else 0.0,
+                dropout_rng=self.make_rng("dropout") if use_dropout else None,
+            )
         out = nn.with_logical_constraint(out, ("act_batch", "act_length", "act_heads", "act_kv"))
         return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "out")(out)
+
+    def _cached(self, q: Array, k: Array, v: Array, attention_mask: Array) -> Array:
+        """Appends k, v, mask [batch, n, ...] to the cache; q attends to the cache (causally)."""
+        ready = self.has_variable("cache", "cached_key")
+        key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        mask = self.variable("cache", "cached_mask", jnp.zeros, attention_mask.shape, jnp.int32)
+        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        if not ready:  # creating the cache: its length is the input's
+            return jnp.zeros_like(q)
+        i, n = index.value, q.shape[1]
+        key.value = jax.lax.dynamic_update_slice(key.value, k, (0, i, 0, 0))
+        value.value = jax.lax.dynamic_update_slice(value.value, v, (0, i, 0, 0))
+        mask.value = jax.lax.dynamic_update_slice(
+            mask.value, attention_mask.astype(jnp.int32), (0, i)
+        )
+        index.value = i + n
+        key_pos = jnp.arange(key.value.shape[1])[None, :]
+        query_pos = i + jnp.arange(n)[:, None]
+        visible = (key_pos <= query_pos)[None, None] & (mask.value > 0)[:, None, None, :]
+        return jax.nn.dot_product_attention(
+            q, key.value, value.value, mask=visible, implementation="xla"
+        )
 
 
 class Mlp(nn.Module):
@@ -243,7 +276,7 @@ class LayerStack(nn.Module):
         if cfg.scan_layers:
             stack = nn.scan(
                 layer_cls,
-                variable_axes={"params": 0},
+                variable_axes={"params": 0, "cache": 0},
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast, nn.broadcast),
                 length=cfg.num_layers,

@@ -38,6 +38,8 @@ class Family:
       hf: import path of the Hugging Face converter module (`bertjax.interop.hf_*`), or None.
       stack_path: where in the parameters the backbone's `LayerStack` is (for relayouts
         between unrolled and scanned layers); None when it has none.
+      pretraining_heads: the heads a pretrained model directory of the family holds (and
+        `load_pretrained` builds), e.g. ("mlm", "nsp") or ("lm",).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Family:
     forward_flops: Callable[[Any, int], float]
     hf: str | None = None
     stack_path: tuple[str, ...] | None = ("backbone", "encoder")
+    pretraining_heads: tuple[str, ...] = ()
 
     def converter(self):
         """The Hugging Face converter module; raises when the family has none."""

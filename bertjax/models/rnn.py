@@ -393,5 +393,6 @@ RNN = register(
         input_fields=("input_ids", "token_type_ids", "attention_mask"),
         forward_flops=forward_flops_per_sequence,
         stack_path=None,  # its own recurrent stack, no LayerStack to relayout
+        pretraining_heads=("mlm", "nsp"),
     )
 )

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 import numpy as np
 
+from bertjax.data.tokenizer import END_OF_TEXT
 from bertjax.models import head_spec
 from bertjax.objectives.base import apply, nll_and_hits
 
@@ -60,7 +61,15 @@ class SpecialIds:
         sep_token: str = "[SEP]",
         pad_token: str = "[PAD]",
     ) -> SpecialIds:
-        """Looks the special tokens up in the tokenizer's vocabulary; raises if one is missing."""
+        """Looks the special tokens up in the tokenizer's vocabulary; raises if one is missing.
+
+        A byte-level BPE tokenizer (GPT) has none of them: its <|endoftext|> plays all three,
+        so an input reads `<|endoftext|> a <|endoftext|> (b <|endoftext|>)` and a causal
+        model's last real token (its `pooled_output`) has seen the whole input.
+        """
+        eos = tokenizer.token_to_id(END_OF_TEXT)
+        if eos is not None and tokenizer.token_to_id(cls_token) is None:
+            return cls(cls=eos, sep=eos, pad=eos)
         ids = {}
         for name, token in (("cls", cls_token), ("sep", sep_token), ("pad", pad_token)):
             ids[name] = tokenizer.token_to_id(token)

@@ -486,7 +486,7 @@ def export_hf(
     cfg, params = load_finetuned_params(workdir)
     params = jax.device_get(params)
     hf = family_of(cfg).converter()
-    vocab = workdir / MODEL_DIR / model_dir.VOCAB_NAME
+    vocab = model_dir.vocab_file(workdir / MODEL_DIR)
     options = model_dir.tokenizer_options(workdir / MODEL_DIR)
     with model_dir.atomic_dir(out_dir, overwrite=overwrite) as tmp:
         hf.write_hf_task_files(

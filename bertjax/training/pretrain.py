@@ -1,5 +1,9 @@
 """The pretraining job: corpus -> vocab -> instances -> the trainer with the config's objective.
 
+The family (`config.model.family`), objective (`config.objective`), tokenizer
+(`config.data.tokenizer`) and instance builder (`config.data.instances`) are config choices:
+BERT is wordpiece + nsp_pairs + mlm_nsp, GPT byte_bpe + lm_blocks + causal_lm.
+
 `pretrain(config, workdir)` is what `bertjax pretrain` runs. Rerunning it on the same workdir
 resumes from the latest complete checkpoint, including the data position.
 
@@ -38,6 +42,8 @@ from bertjax.data.tokenizer import (
     read_options,
     read_vocab,
     resolve_options,
+    special_token_ids,
+    train_byte_bpe,
     train_wordpiece,
     write_tokenizer_files,
 )
@@ -161,12 +167,7 @@ def prepare_data(
     if vocab is None and config.data.vocab:
         vocab = pathlib.Path(config.data.vocab)
     elif vocab is None:
-        vocab = train_wordpiece(
-            files,
-            workdir / "tokenizer",
-            vocab_size=config.model.vocab_size,
-            lowercase=config.data.lowercase,
-        )
+        vocab = train_tokenizer(config, files, workdir / "tokenizer")
     prepare(
         files,
         vocab,
@@ -177,14 +178,35 @@ def prepare_data(
         seed=config.train.seed,
         documents_per_file=config.data.corpus == BUILTIN_CORPUS,
         lowercase=lowercase,
+        instances=config.data.instances,
     )
     return data_dir, vocab
+
+
+TOKENIZERS = ("wordpiece", "byte_bpe")
+
+
+def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.Path):
+    """Trains the `config.data.tokenizer` kind on the corpus; returns its vocabulary file."""
+    kind = config.data.tokenizer
+    if kind == "wordpiece":
+        return train_wordpiece(
+            files, out_dir, vocab_size=config.model.vocab_size, lowercase=config.data.lowercase
+        )
+    if kind == "byte_bpe":
+        return train_byte_bpe(files, out_dir, vocab_size=config.model.vocab_size)
+    raise ValueError(f"config.data.tokenizer={kind!r} is invalid: allowed values are {TOKENIZERS}")
 
 
 def check_config(config: ml_collections.ConfigDict, cfg) -> None:
     """The pretraining checks that need no data (with `trainer.check_config`, before any data
     work): raise naming the fields."""
     trainer.check_config(config)
+    if config.data.tokenizer not in TOKENIZERS:
+        raise ValueError(
+            f"config.data.tokenizer={config.data.tokenizer!r} is invalid: allowed values are "
+            f"{TOKENIZERS}"
+        )
     limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
     if limit is not None and config.data.max_seq_len > limit:
         raise ValueError(
@@ -195,6 +217,11 @@ def check_config(config: ml_collections.ConfigDict, cfg) -> None:
         raise ValueError(
             "config.data.pack_sequences=True needs block-diagonal attention, which "
             "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"
+        )
+    if config.data.pack_sequences and config.data.instances != "nsp_pairs":
+        raise ValueError(
+            "config.data.pack_sequences=True packs sentence pairs; "
+            f"config.data.instances={config.data.instances!r} blocks are full already"
         )
     if config.data.pack_sequences and config.data.max_pack_size < 1:
         raise ValueError(f"config.data.max_pack_size={config.data.max_pack_size} must be >= 1")
@@ -223,8 +250,14 @@ def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:
 
 
 def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
-    train_source = PretrainingSource(data_dir, "train", vocab_path=vocab)
-    eval_source = PretrainingSource(data_dir, "eval", vocab_path=vocab)
+    options = dict(vocab_path=vocab, document_attention=config.data.document_attention)
+    train_source = PretrainingSource(data_dir, "train", **options)
+    eval_source = PretrainingSource(data_dir, "eval", **options)
+    if train_source.instances != config.data.instances:
+        raise ValueError(
+            f"config.data.instances={config.data.instances!r} but {data_dir} holds "
+            f"{train_source.instances!r} instances"
+        )
     if train_source.max_seq_len != config.data.max_seq_len:
         raise ValueError(
             f"config.data.max_seq_len={config.data.max_seq_len} but {data_dir} was prepared at "
@@ -252,7 +285,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
         data_dir, vocab = prepare_data(config, workdir)
         if not config.data.vocab:  # a vocabulary trained here may be smaller than asked for
             config.model.vocab_size = len(read_vocab(vocab))
-            _, cfg = model_config(config.model)
+        if "eos_token_id" in config.model:  # decoders: the tokenizer's <|endoftext|>
+            ids = special_token_ids(load_tokenizer(vocab), str(vocab))
+            config.model.eos_token_id = ids["eos"]
+        _, cfg = model_config(config.model)
         options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = _sources(config, data_dir, vocab)
@@ -276,8 +312,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
 
 
 def evaluate(job: trainer.Trainer, params=None) -> dict[str, float]:
-    """The objective's held-out metrics (MLM loss/accuracy, NSP accuracy) with fixed corruption
-    per eval batch, over `config.train.eval_batches` batches."""
+    """The objective's held-out metrics (MLM loss/accuracy and NSP accuracy, or next-token loss,
+    accuracy and perplexity) with fixed corruption per eval batch, over
+    `config.train.eval_batches` batches."""
     config = job.config
     params = job.state.params if params is None else params
     batch_size = min(config.train.global_batch_size, len(job.eval_source))
@@ -309,7 +346,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         last = trainer.train(job, desc="pretrain")
     params = job.gathered_params()  # all processes take part
     if jax.process_index() == 0:
-        vocab = job.workdir / model_dir.VOCAB_NAME
+        vocab = model_dir.vocab_file(job.workdir)
         options = model_dir.tokenizer_options(job.workdir)
         model_dir.save_model(
             job.workdir / "model", params, job.model_config, vocab, options or None, overwrite=True
