@@ -326,15 +326,20 @@ def _fresh_heads(config: Any, with_heads: bool = True) -> Params:
     Those do not depend on the depth, so a one-layer model is initialised: a fraction of the
     compile time of a deep one.
     """
-    shallow = dataclasses.replace(config, num_layers=1, scan_layers=False)
-    return init_params(shallow, heads=None if with_heads else ())
+    return init_params(_shallow(config), heads=None if with_heads else ())
+
+
+def _shallow(config: Any) -> Any:
+    """`config` with one unscanned layer (the heads' shapes do not depend on the depth)."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {"num_layers": 1, "scan_layers": False}
+    return dataclasses.replace(config, **{k: v for k, v in changes.items() if k in fields})
 
 
 def _heads_with_params(config: Any) -> list[str]:
     """The pretraining heads of the family that have parameters (GPT's tied LM head has none)."""
     family = family_of(config)
-    shallow = dataclasses.replace(config, num_layers=1, scan_layers=False)
-    model = Model(family, shallow, pretraining_heads(family))
+    model = Model(family, _shallow(config), pretraining_heads(family))
     shapes = jax.eval_shape(model.init, jax.random.key(0), example_inputs(family))
     return [name for name in family.pretraining_heads if name in shapes["params"].get("heads", {})]
 
