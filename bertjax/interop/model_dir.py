@@ -43,7 +43,7 @@ PARAMS_DIR = "params"
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
-PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))
+PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))  # BERT's; see `pretraining_heads`
 # parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
 _LEGACY_HEADS = {
     "mlm_head": ("mlm", False),
@@ -107,12 +107,28 @@ def example_inputs(family, length: int = 1) -> dict[str, jax.Array]:
     }
 
 
-def init_params(config: Any, *, heads=PRETRAINING_HEADS, seed: int = 0) -> Params:
-    """Fresh unboxed parameters of `Model(family_of(config), config, heads)` as numpy arrays."""
+def pretraining_heads(config: Any) -> tuple:
+    """The `head_spec`s of the heads a pretrained model of `config`'s family holds."""
+    return tuple(head_spec(name) for name in family_of(config).pretraining_heads)
+
+
+def init_params(config: Any, *, heads=None, seed: int = 0) -> Params:
+    """Fresh unboxed parameters of `Model(family_of(config), config, heads)` as numpy arrays
+    (heads None: the family's pretraining heads)."""
     family = family_of(config)
+    heads = pretraining_heads(config) if heads is None else heads
     model = Model(family, config, tuple(heads))
     variables = jax.jit(model.init)(jax.random.key(seed), example_inputs(family))
     return jax.device_get(nn.meta.unbox(variables["params"]))
+
+
+def encoder_params(config: Any, backbone: Params) -> Params:
+    """The subtrees of `backbone` that a model without pretraining heads has (what fine-tuning
+    loads; ELECTRA's generator is left out)."""
+    family = family_of(config)
+    model = Model(family, config, ())
+    shapes = jax.eval_shape(model.init, jax.random.key(0), example_inputs(family))["params"]
+    return {k: v for k, v in backbone.items() if k in shapes["backbone"]}
 
 
 def upgrade_params(params: Params) -> Params:
@@ -274,7 +290,7 @@ def _fresh_heads(config: Any, with_heads: bool = True) -> Params:
     compile time of a deep one.
     """
     shallow = dataclasses.replace(config, num_layers=1, scan_layers=False)
-    return init_params(shallow, heads=PRETRAINING_HEADS if with_heads else ())
+    return init_params(shallow, heads=None if with_heads else ())
 
 
 def import_hf(
@@ -310,7 +326,8 @@ def export_hf(
     model_dir = pathlib.Path(model_dir)
     config, params = load_model_dir(model_dir)
     hf = family_of(config).converter()
-    missing = [name for name, _ in PRETRAINING_HEADS if name not in params.get("heads", {})]
+    heads = family_of(config).pretraining_heads
+    missing = [name for name in heads if name not in params.get("heads", {})]
     if missing:
         raise ValueError(f"{model_dir} holds no pretraining heads {missing}; nothing to export")
     options = _read_json(model_dir / TOKENIZER_CONFIG_NAME, missing_ok=True)
@@ -346,7 +363,7 @@ def detect_format(path: str | pathlib.Path) -> str:
 def _load_bertjax(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
     config, params = load_model_dir(path)
     present = params.get("heads", {})
-    missing = [name for name, _ in PRETRAINING_HEADS if name not in present]
+    missing = [name for name in family_of(config).pretraining_heads if name not in present]
     if with_heads and missing:
         fresh = _fresh_heads(config)["heads"]
         params = {**params, "heads": {**present, **{name: fresh[name] for name in missing}}}
@@ -417,7 +434,7 @@ def load_pretrained(
     if with_heads:
         params = {
             "backbone": params["backbone"],
-            "heads": {n: params["heads"][n] for n in ("mlm", "nsp")},
+            "heads": {n: params["heads"][n] for n in family_of(config).pretraining_heads},
         }
     else:
         params = {"backbone": params["backbone"]}
@@ -425,7 +442,7 @@ def load_pretrained(
         config, params = relayout(config, params, scan_layers)
     if dtype is not None:
         config = dataclasses.replace(config, dtype=dtype)
-    model = Model(family_of(config), config, PRETRAINING_HEADS if with_heads else ())
+    model = Model(family_of(config), config, pretraining_heads(config) if with_heads else ())
     return model, jax.tree.map(jnp.asarray, params)
 
 

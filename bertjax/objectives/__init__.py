@@ -11,6 +11,7 @@ import importlib
 OBJECTIVES = {
     "mlm_nsp": ("bertjax.objectives.mlm_nsp", {"nsp": True}),
     "mlm": ("bertjax.objectives.mlm_nsp", {"nsp": False}),
+    "rtd": ("bertjax.objectives.rtd", {}),  # ELECTRA: generator MLM + replaced-token detection
 }
 
 

@@ -203,7 +203,7 @@ def load_encoder(config: ml_collections.ConfigDict):
     cfg = runtime_config(config, init_cfg)
     stored, params = model_dir.load_params(path, with_heads=False)
     _, params = model_dir.relayout(stored, params, cfg.scan_layers)
-    return cfg, params["backbone"], tokenizer, path
+    return cfg, model_dir.encoder_params(cfg, params["backbone"]), tokenizer, path
 
 
 def _load_finetuned(config: ml_collections.ConfigDict):
