@@ -216,7 +216,9 @@ def hf_pair(request, tmp_path_factory):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     path = tmp_path_factory.mktemp("hf_electra")
-    disc = _randomize(transformers.ElectraForPreTraining(transformers.ElectraConfig(**HF)), torch, 0)
+    disc = _randomize(
+        transformers.ElectraForPreTraining(transformers.ElectraConfig(**HF)), torch, 0
+    )
     gen = _randomize(transformers.ElectraForMaskedLM(transformers.ElectraConfig(**GEN)), torch, 1)
     if request.param:  # shared embedding tables, as ELECTRA trains them
         gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
@@ -295,7 +297,9 @@ def test_fine_tuned_export_matches_transformers(kind, head, arch, tmp_path):
     model = make_model(kind, cfg, 3)
     batch = inputs(vocab=99, length=16)
     params = nn.meta.unbox(model.init(jax.random.key(2), batch)["params"])
-    params = jax.tree.map(lambda x: x + 0.05 * np.random.default_rng(0).normal(size=x.shape), params)
+    params = jax.tree.map(
+        lambda x: x + 0.05 * np.random.default_rng(0).normal(size=x.shape), params
+    )
     ours = model.apply({"params": params}, batch)
     write_vocab(tmp_path / "vocab.txt", 99)
     labels = ["a", "b", "c"]
@@ -328,17 +332,14 @@ def test_fine_tuned_export_matches_transformers(kind, head, arch, tmp_path):
     ],
 )
 def test_finetune_loads_the_discriminator(task, extra, expected, tmp_path):
-    from tests.conftest import data_dir
-
     from bertjax.training.finetune import finetune
+    from tests.conftest import data_dir
 
     vocab = data_dir() / "vocab" / "bert-base-uncased-vocab.txt"
     if not vocab.is_file():
         pytest.skip(f"real data folder {data_dir()} is absent (set BERTJAX_DATA)")
     cfg = ElectraConfig(**{**TINY, "vocab_size": 30522, "max_position_embeddings": 128})
-    model_path = model_dir.save_model(
-        tmp_path / "model", model_dir.init_params(cfg), cfg, vocab
-    )
+    model_path = model_dir.save_model(tmp_path / "model", model_dir.init_params(cfg), cfg, vocab)
     overrides = [
         f"--config.init_from={model_path}",
         "--config.model.hidden_size=32",

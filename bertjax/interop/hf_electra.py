@@ -82,7 +82,9 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> ElectraCon
         `generator_fraction` of the discriminator (same depth, vocabulary and embeddings).
     """
     if hf_config.get("model_type") != "electra":
-        raise ValueError(f"config.json has model_type={hf_config.get('model_type')!r}, not 'electra'")
+        raise ValueError(
+            f"config.json has model_type={hf_config.get('model_type')!r}, not 'electra'"
+        )
     if "ElectraForMaskedLM" in hf_config.get("architectures", []):
         raise ValueError(
             "this is an ElectraForMaskedLM, ELECTRA's generator: put it in the discriminator's "
@@ -163,13 +165,19 @@ def _entries(config: ElectraConfig) -> list[_Entry]:
     entries = embedding_entries((*bb, "embeddings"), "electra.embeddings", config, e, "encoder")
     if e != h:
         entries += _linear(
-            (*bb, "discriminator", "embeddings_project"), "electra.embeddings_project", (h, e), "encoder"
+            (*bb, "discriminator", "embeddings_project"),
+            "electra.embeddings_project",
+            (h, e),
+            "encoder",
         )
     disc = config.network("discriminator")
     entries += layer_entries((*bb, "discriminator", "encoder"), "electra.encoder", disc, "encoder")
     entries += _linear(("heads", "rtd", "dense"), "discriminator_predictions.dense", (h, h), "rtd")
     entries += _linear(
-        ("heads", "rtd", "dense_prediction"), "discriminator_predictions.dense_prediction", (1, h), "rtd"
+        ("heads", "rtd", "dense_prediction"),
+        "discriminator_predictions.dense_prediction",
+        (1, h),
+        "rtd",
     )
     gen = []
     if not config.tie_embeddings:
@@ -178,15 +186,23 @@ def _entries(config: ElectraConfig) -> list[_Entry]:
         )
     if e != g:
         gen += _linear(
-            (*bb, "generator", "embeddings_project"), f"{_G}electra.embeddings_project", (g, e), "generator"
+            (*bb, "generator", "embeddings_project"),
+            f"{_G}electra.embeddings_project",
+            (g, e),
+            "generator",
         )
     gen += layer_entries(
-        (*bb, "generator", "encoder"), f"{_G}electra.encoder", config.network("generator"), "generator"
+        (*bb, "generator", "encoder"),
+        f"{_G}electra.encoder",
+        config.network("generator"),
+        "generator",
     )
     mlm = ("heads", "mlm")
     gen += _linear((*mlm, "transform"), f"{_G}generator_predictions.dense", (e, g), "generator")
     gen += _norm((*mlm, "layer_norm"), f"{_G}generator_predictions.LayerNorm", e, "generator")
-    gen.append(_Entry((*mlm, "output_bias"), f"{_G}generator_lm_head.bias", (v,), "copy", "generator"))
+    gen.append(
+        _Entry((*mlm, "output_bias"), f"{_G}generator_lm_head.bias", (v,), "copy", "generator")
+    )
     return entries + gen
 
 
@@ -205,9 +221,7 @@ def _tied_copies(config: ElectraConfig) -> dict[str, str]:
 def normalize_hf_keys(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Prefixes `electra.` to the keys of a bare `ElectraModel` (`embeddings.*`, `encoder.*`)."""
     bare = ("embeddings.", "embeddings_project.", "encoder.")
-    return {
-        ("electra." + k if k.startswith(bare) else k): v for k, v in state.items()
-    }
+    return {("electra." + k if k.startswith(bare) else k): v for k, v in state.items()}
 
 
 def params_from_hf(
@@ -254,7 +268,9 @@ def params_from_hf(
             continue
         array = np.asarray(state[entry.key])
         if array.shape != entry.shape:
-            raise ValueError(f"checkpoint weight {entry.key} has shape {array.shape}, not {entry.shape}")
+            raise ValueError(
+                f"checkpoint weight {entry.key} has shape {array.shape}, not {entry.shape}"
+            )
         array = _to_bertjax(entry.kind, array, _network(config, entry))
         flat[entry.path] = np.ascontiguousarray(array, dtype)
     params = _unflatten(flat)
@@ -282,7 +298,9 @@ def _state(params: Params, config: ElectraConfig, groups: tuple[str, ...]) -> di
     out = {}
     for entry in _entries(config):
         if entry.group in groups:
-            array = _to_hf(entry.kind, np.asarray(_get(params, entry.path)), _network(config, entry))
+            array = _to_hf(
+                entry.kind, np.asarray(_get(params, entry.path)), _network(config, entry)
+            )
             out[entry.key] = np.ascontiguousarray(array)
     if "generator" in groups:
         out.update({copy: out[key] for copy, key in _tied_copies(config).items()})
