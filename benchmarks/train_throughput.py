@@ -27,8 +27,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from bertjax.models import Model
-from bertjax.models.bert import BERT, bert_model_config
+from bertjax.models import Model, model_config
 from bertjax.objectives import make_objective
 from bertjax.training import flops, sharding
 from bertjax.training.optimizer import make_optimizer
@@ -42,7 +41,7 @@ except ImportError:  # run as a script: this folder is on sys.path
 
 def build(config, vocab_path):
     """(model config, compiled steps, one global synthetic batch, objective) for `config`."""
-    cfg = bert_model_config(config.model)
+    family, cfg = model_config(config.model)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
     rs = np.random.default_rng(config.train.seed)
@@ -56,7 +55,7 @@ def build(config, vocab_path):
     tx, schedule = make_optimizer(config.optim, config.train.num_steps)
     objective = make_objective(config, vocab_path)
     steps = compile_steps(
-        Model(BERT, cfg, tuple(objective.heads)),
+        Model(family, cfg, tuple(objective.heads)),
         objective,
         tx,
         schedule,
@@ -103,7 +102,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return state, metrics
 
     blocks = common.time_steps(step, args.warmup, args.steps, jax.block_until_ready, args.repeats)
-    per_sequence = objective.flops_per_sequence(BERT, cfg, config.data.max_seq_len)
+    family, _ = model_config(config.model)
+    per_sequence = objective.flops_per_sequence(family, cfg, config.data.max_seq_len)
     result = {
         "name": "bertjax",
         "config": args.config,
@@ -133,6 +133,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     result["peak_memory_bytes"] = device_peak or common.rss_peak_bytes()
     result["memory_kind"] = "device peak" if device_peak else "process RSS peak"
     result["loss_finite"] = bool(np.isfinite(float(jax.device_get(step()[1]["mlm_loss"]))))
+    result["objective"] = config.get("objective", "mlm_nsp")
     result.update(common.environment())
     return result
 

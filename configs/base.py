@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.max_predictions = 20  # masked positions per sequence (the gathered MLM head's width)
     data.mask_rate = 0.15  # share of real tokens chosen for MLM (MosaicBERT uses 0.3)
     data.whole_word_masking = False  # mask all WordPiece pieces of a word together
+    data.mask_token_prob = 0.8  # share of chosen tokens replaced by [MASK] (ELECTRA: 1.0)
+    data.random_token_prob = 0.1  # share replaced by a random token (ELECTRA: 0.0); rest kept
     data.pack_sequences = False  # several instances per row, attention kept within each
     data.max_pack_size = 3  # instances per packed row at most
 

@@ -21,6 +21,7 @@ from bertjax.models import FAMILIES, Model, get_family, model_config
 from bertjax.models.registry import family_of
 from bertjax.objectives.causal_lm import CausalLm
 from bertjax.objectives.mlm_nsp import MlmNsp, make_mask_fn
+from bertjax.objectives.rtd import ReplacedTokenDetection
 from bertjax.training import sharding
 from bertjax.training.step import compile_steps
 from tests.conftest import REPO
@@ -44,6 +45,18 @@ CASES = {
         num_layers=2,
         rnn_size=16,
         hidden_dropout=0.0,
+    ),
+    "electra": dict(
+        vocab_size=128,
+        embedding_size=16,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        generator_fraction=0.5,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
     ),
     "gpt": dict(
         vocab_size=128,
@@ -84,12 +97,17 @@ def _setup(name, mesh_sizes):
 
 
 def _objective(cfg):
-    """The family's pretraining objective: MLM+NSP for encoders, next-token LM for decoders."""
-    if "lm" in family_of(cfg).pretraining_heads:
+    """The family's pretraining objective: MLM+NSP for encoders, replaced-token detection for
+    ELECTRA, next-token LM for decoders."""
+    heads = family_of(cfg).pretraining_heads
+    if "lm" in heads:
         return CausalLm()
     ids = {"pad": COMMON.PAD, "cls": COMMON.CLS, "sep": COMMON.SEP, "mask": COMMON.MASK}
     data = {"max_predictions": 4, "mask_rate": 0.15, "whole_word_masking": False}
-    return MlmNsp(make_mask_fn(data, COMMON.synthetic_vocab(cfg.vocab_size), ids), 4)
+    mask_fn = make_mask_fn(data, COMMON.synthetic_vocab(cfg.vocab_size), ids)
+    if "rtd" in heads:
+        return ReplacedTokenDetection(mask_fn, 4)
+    return MlmNsp(mask_fn, 4)
 
 
 def _inputs(family, batch):

@@ -26,6 +26,8 @@ from bertjax.interop.hf_files import (
     CONFIG_NAME,
     SAFETENSORS_NAME,
     np_dtype,
+    read_hf_config,  # noqa: F401  (part of this converter's API)
+    read_hf_weights,  # noqa: F401
 )
 from bertjax.models.bert import BertConfig
 from bertjax.models.layers import stack_layer_params, unstack_layer_params
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 Params = dict[str, Any]
 
 MODEL_TYPES = ("bert",)  # transformers model_type values this converter reads
-STACK_PATH = ("backbone", "encoder")  # where BertBackbone's LayerStack keeps its layers
+STACK_PATHS = (("backbone", "encoder"),)  # where BertBackbone's LayerStack keeps its layers
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
@@ -163,57 +165,65 @@ def _linear(
     ]
 
 
-def _entries(config: BertConfig) -> list[_Entry]:
-    """The one-to-one map between bertjax parameters and HF keys of `BertForPreTraining`."""
-    h, m = config.hidden_size, config.intermediate_size
-    emb, hf_emb = ("backbone", "embeddings"), "bert.embeddings"
+def embedding_entries(
+    ours: tuple[str, ...], theirs: str, config: Any, width: int, group: str
+) -> list[_Entry]:
+    """The entries of the word, position and token-type tables (`width` wide) and their
+    LayerNorm: bertjax `ours/...` and HF `theirs.*`."""
+    tables = (
+        ("word_embeddings", "embedding", config.vocab_size),
+        ("position_embeddings", None, config.max_position_embeddings),
+        ("token_type_embeddings", None, config.type_vocab_size),
+    )
     entries = [
         _Entry(
-            (*emb, "word_embeddings", "embedding"),
-            f"{hf_emb}.word_embeddings.weight",
-            (config.vocab_size, h),
+            (*ours, name, leaf) if leaf else (*ours, name),
+            f"{theirs}.{name}.weight",
+            (rows, width),
             "copy",
-            "encoder",
-        ),
-        _Entry(
-            (*emb, "position_embeddings"),
-            f"{hf_emb}.position_embeddings.weight",
-            (config.max_position_embeddings, h),
-            "copy",
-            "encoder",
-        ),
-        _Entry(
-            (*emb, "token_type_embeddings"),
-            f"{hf_emb}.token_type_embeddings.weight",
-            (config.type_vocab_size, h),
-            "copy",
-            "encoder",
-        ),
-        *_norm((*emb, "layer_norm"), f"{hf_emb}.LayerNorm", h, "encoder"),
+            group,
+        )
+        for name, leaf, rows in tables
     ]
+    return entries + _norm((*ours, "layer_norm"), f"{theirs}.LayerNorm", width, group)
+
+
+def layer_entries(ours: tuple[str, ...], theirs: str, config: Any, group: str) -> list[_Entry]:
+    """The entries of a BERT-style encoder's layers: bertjax `ours/layer_{i}` and HF
+    `theirs.layer.{i}` (query/key/value, attention output, LayerNorms, intermediate, output)."""
+    h, m = config.hidden_size, config.intermediate_size
+    entries = []
     for i in range(config.num_layers):
-        ours, theirs = ("backbone", "encoder", f"layer_{i}"), f"bert.encoder.layer.{i}"
+        layer, hf = (*ours, f"layer_{i}"), f"{theirs}.layer.{i}"
         for name in ("query", "key", "value"):
             entries += _linear(
-                (*ours, "attention", name),
-                f"{theirs}.attention.self.{name}",
+                (*layer, "attention", name),
+                f"{hf}.attention.self.{name}",
                 (h, h),
-                "encoder",
+                group,
                 "heads_kernel",
             )
         entries += _linear(
-            (*ours, "attention", "out"),
-            f"{theirs}.attention.output.dense",
+            (*layer, "attention", "out"),
+            f"{hf}.attention.output.dense",
             (h, h),
-            "encoder",
+            group,
             "out_kernel",
         )
         entries += _norm(
-            (*ours, "attention_layer_norm"), f"{theirs}.attention.output.LayerNorm", h, "encoder"
+            (*layer, "attention_layer_norm"), f"{hf}.attention.output.LayerNorm", h, group
         )
-        entries += _linear((*ours, "mlp", "wi"), f"{theirs}.intermediate.dense", (m, h), "encoder")
-        entries += _linear((*ours, "mlp", "wo"), f"{theirs}.output.dense", (h, m), "encoder")
-        entries += _norm((*ours, "mlp_layer_norm"), f"{theirs}.output.LayerNorm", h, "encoder")
+        entries += _linear((*layer, "mlp", "wi"), f"{hf}.intermediate.dense", (m, h), group)
+        entries += _linear((*layer, "mlp", "wo"), f"{hf}.output.dense", (h, m), group)
+        entries += _norm((*layer, "mlp_layer_norm"), f"{hf}.output.LayerNorm", h, group)
+    return entries
+
+
+def _entries(config: BertConfig) -> list[_Entry]:
+    """The one-to-one map between bertjax parameters and HF keys of `BertForPreTraining`."""
+    h = config.hidden_size
+    entries = embedding_entries(("backbone", "embeddings"), "bert.embeddings", config, h, "encoder")
+    entries += layer_entries(("backbone", "encoder"), "bert.encoder", config, "encoder")
     entries += _linear(("backbone", "pooler", "dense"), "bert.pooler.dense", (h, h), "pooler")
     entries += _linear((*MLM, "transform"), "cls.predictions.transform.dense", (h, h), "mlm_head")
     entries += _norm((*MLM, "layer_norm"), "cls.predictions.transform.LayerNorm", h, "mlm_head")
@@ -387,12 +397,12 @@ def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
 
 def stack_layers(params: Params, num_layers: int) -> Params:
     """Unscanned `backbone/encoder/layer_{i}` -> scanned `backbone/encoder/layers`."""
-    return stack_layer_params(params, STACK_PATH, num_layers)
+    return stack_layer_params(params, STACK_PATHS, num_layers)
 
 
 def unstack_layers(params: Params, num_layers: int) -> Params:
     """Scanned `backbone/encoder/layers` -> unscanned `backbone/encoder/layer_{i}`."""
-    return unstack_layer_params(params, STACK_PATH, num_layers)
+    return unstack_layer_params(params, STACK_PATHS, num_layers)
 
 
 def _get(tree: Params, path: tuple[str, ...]) -> Any:
@@ -495,6 +505,12 @@ def task_config_to_hf(config: BertConfig, kind: str, label_names: Sequence[str])
     """The transformers `config.json` of a fine-tuned model of task `kind`."""
     hf = config_to_hf(config)
     hf["architectures"] = [HF_TASK_HEADS[kind][0]]
+    return {**hf, **task_label_fields(kind, label_names)}
+
+
+def task_label_fields(kind: str, label_names: Sequence[str]) -> dict[str, Any]:
+    """The label fields of a fine-tuned model's `config.json` (id2label, label2id, problem_type)."""
+    hf: dict[str, Any] = {}
     if kind == "regression":
         hf.update(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, problem_type="regression")
     elif kind in ("classification", "tagging"):

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from bertjax.data.tokenizer import tokenizer_files
-from bertjax.interop.hf_files import CONFIG_NAME, SAFETENSORS_NAME, np_dtype
+from bertjax.interop.hf_files import (  # noqa: F401  (read_hf_*: this converter's readers)
+    CONFIG_NAME,
+    SAFETENSORS_NAME,
+    np_dtype,
+    read_hf_config,
+    read_hf_weights,
+)
 from bertjax.models.gpt import GptConfig
 from bertjax.models.layers import stack_layer_params, unstack_layer_params
 
@@ -28,7 +34,7 @@ Params = dict[str, Any]
 
 MODEL_TYPES = ("gpt2",)  # transformers model_type values this converter reads
 PRETRAINING_HEADS = ("lm",)
-STACK_PATH = ("backbone", "decoder")  # where GptBackbone's LayerStack keeps its blocks
+STACK_PATHS = (("backbone", "decoder"),)  # where GptBackbone's LayerStack keeps its blocks
 _ACTS_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 _ACTS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
 # HF GPT2Config field -> GptConfig field
@@ -162,7 +168,7 @@ def params_from_hf(
         raise ValueError(f"GPT-2 checkpoint has weights bertjax does not know: {unknown[:5]}")
     params = _tree_map(lambda x: x.astype(np_dtype(config.param_dtype)), params)
     if config.scan_layers:
-        params = stack_layer_params(params, STACK_PATH, config.num_layers)
+        params = stack_layer_params(params, STACK_PATHS, config.num_layers)
     return params, []
 
 
@@ -170,7 +176,7 @@ def params_to_hf(params: Params, config: GptConfig) -> dict[str, np.ndarray]:
     """The `GPT2LMHeadModel` state dict (float32 numpy, without the tied `lm_head.weight`)."""
     params = _tree_map(lambda x: np.asarray(x, np.float32), params)
     if config.scan_layers:
-        params = unstack_layer_params(params, STACK_PATH, config.num_layers)
+        params = unstack_layer_params(params, STACK_PATHS, config.num_layers)
     backbone = params["backbone"]
     state = {
         "transformer.wte.weight": backbone["wte"]["embedding"],

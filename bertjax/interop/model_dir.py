@@ -47,7 +47,7 @@ from bertjax.data.tokenizer import (
     tokenizer_kind,
     write_tokenizer_files,
 )
-from bertjax.interop.hf_files import read_hf_config, read_hf_weights
+from bertjax.interop.hf_files import read_hf_config
 from bertjax.models import Model, head_spec, model_config
 from bertjax.models.layers import stack_layer_params, unstack_layer_params
 from bertjax.models.registry import FAMILIES, family_of
@@ -168,6 +168,15 @@ def init_params(config: Any, *, heads=None, seed: int = 0) -> Params:
     model = Model(family, config, pretraining_heads(family) if heads is None else tuple(heads))
     variables = jax.jit(model.init)(jax.random.key(seed), example_inputs(family))
     return jax.device_get(nn.meta.unbox(variables["params"]))
+
+
+def encoder_params(config: Any, backbone: Params) -> Params:
+    """The subtrees of `backbone` that a model without pretraining heads has (what fine-tuning
+    loads; ELECTRA's generator is left out)."""
+    family = family_of(config)
+    model = Model(family, config, ())
+    shapes = jax.eval_shape(model.init, jax.random.key(0), example_inputs(family))["params"]
+    return {k: v for k, v in backbone.items() if k in shapes["backbone"]}
 
 
 def upgrade_params(params: Params) -> Params:
@@ -301,7 +310,8 @@ def hf_family(path: str | pathlib.Path):
 
 def load_hf_config(path: str | pathlib.Path, **overrides: Any) -> Any:
     """The frozen model config of a transformers directory's `config.json`."""
-    return hf_family(path).converter().config_from_hf(read_hf_config(path), **overrides)
+    hf = hf_family(path).converter()
+    return hf.config_from_hf(hf.read_hf_config(path), **overrides)
 
 
 def load_hf_dir(
@@ -312,8 +322,8 @@ def load_hf_dir(
     `overrides` are config fields set on top of config.json (e.g. `scan_layers=True`).
     """
     hf = hf_family(path).converter()
-    config = hf.config_from_hf(read_hf_config(path), **overrides)
-    state = read_hf_weights(path)
+    config = hf.config_from_hf(hf.read_hf_config(path), **overrides)
+    state = hf.read_hf_weights(path)
     params, initialised = hf.params_from_hf(
         state, config, with_heads=with_heads, init_fn=lambda: _fresh_heads(config, with_heads)
     )
@@ -461,11 +471,11 @@ def load_partial(path: str | pathlib.Path) -> tuple[Any, Params, list[str]]:
 
 def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Params]:
     """Params (and config) in the scanned or unscanned layer layout."""
-    path = family_of(config).stack_path
-    if path is None or scan_layers == config.scan_layers:
+    paths = family_of(config).stack_paths
+    if not paths or scan_layers == config.scan_layers:
         return config, params
     move = stack_layer_params if scan_layers else unstack_layer_params
-    params = move(jax.device_get(params), path, config.num_layers)
+    params = move(jax.device_get(params), paths, config.num_layers)
     return dataclasses.replace(config, scan_layers=scan_layers), params
 
 

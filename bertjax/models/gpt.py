@@ -187,6 +187,6 @@ GPT = register(
         forward_flops=forward_flops,
         hf="bertjax.interop.hf_gpt2",
         pretraining_heads=("lm",),
-        stack_path=("backbone", "decoder"),
+        stack_paths=(("backbone", "decoder"),),
     )
 )

@@ -24,6 +24,9 @@ Array = jax.Array
 class MlmHead(nn.Module):
     """dense + GELU + LayerNorm, then the decoder tied to the word embedding plus an output bias.
 
+    The transform maps the hidden state to the word embedding's width (ELECTRA's generator has a
+    narrower hidden state than its embedding; in BERT they are equal).
+
     Runs on `inputs["masked_positions"]` [batch, P] when present (the vocabulary-sized
     projection only where a prediction is needed), else on every token.
     """
@@ -37,11 +40,12 @@ class MlmHead(nn.Module):
         x = features["sequence_output"]
         if inputs.get("masked_positions") is not None:
             x = gather_positions(x, inputs["masked_positions"])
-        h = dense(cfg, cfg.hidden_size, ("embed", "mlp"), "transform")(x)
+        word = features["word_embeddings"]  # its width: hidden_size, or a smaller embedding_size
+        h = dense(cfg, word.features, ("embed", "mlp"), "transform")(x)
         h = activation(cfg)(h)
         h = layer_norm(cfg, "layer_norm")(h)
         bias = self.param("output_bias", zeros_init(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
-        logits = features["word_embeddings"].attend(h) + jnp.asarray(bias, cfg.dtype)
+        logits = word.attend(h) + jnp.asarray(bias, cfg.dtype)
         logits = nn.with_logical_constraint(logits, ("act_batch", "act_length", "act_vocab"))
         return {"mlm_logits": logits.astype(jnp.float32)}
 

@@ -17,7 +17,7 @@ Logical axes used:
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -312,19 +312,36 @@ def _at(params: Mapping, path: tuple[str, ...]) -> Any:
     return params
 
 
-def stack_layer_params(params: Mapping, path: tuple[str, ...], num_layers: int) -> dict:
-    """Host parameters of an unrolled `LayerStack` at `path` (`layer_{i}`) -> its scanned layout
-    (`layers`, a leading layer axis)."""
-    stack = _at(params, path)
-    layers = [stack[f"layer_{i}"] for i in range(num_layers)]
-    stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
-    return _replace_at(params, path, {"layers": stacked})
+def _present(params: Mapping, path: tuple[str, ...]) -> bool:
+    for name in path:
+        if not isinstance(params, Mapping) or name not in params:
+            return False
+        params = params[name]
+    return True
 
 
-def unstack_layer_params(params: Mapping, path: tuple[str, ...], num_layers: int) -> dict:
+def stack_layer_params(params: Mapping, paths: Sequence[tuple[str, ...]], num_layers: int) -> dict:
+    """Host parameters of unrolled `LayerStack`s at `paths` (`layer_{i}`) -> their scanned
+    layout (`layers`, a leading layer axis); a path absent from `params` is skipped."""
+    for path in paths:
+        if _present(params, path):
+            stack = _at(params, path)
+            layers = [stack[f"layer_{i}"] for i in range(num_layers)]
+            stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
+            params = _replace_at(params, path, {"layers": stacked})
+    return dict(params)
+
+
+def unstack_layer_params(
+    params: Mapping, paths: Sequence[tuple[str, ...]], num_layers: int
+) -> dict:
     """The inverse of `stack_layer_params`."""
-    stacked = _at(params, path)["layers"]
-    layers = {
-        f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(num_layers)
-    }
-    return _replace_at(params, path, layers)
+    for path in paths:
+        if _present(params, path):
+            stacked = _at(params, path)["layers"]
+            layers = {
+                f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked)
+                for i in range(num_layers)
+            }
+            params = _replace_at(params, path, layers)
+    return dict(params)

@@ -36,10 +36,14 @@ class Family:
       input_fields: the batch fields the backbone reads.
       forward_flops: (config, seq_len) -> matmul FLOPs of one backbone forward pass on one sequence.
       hf: import path of the Hugging Face converter module (`bertjax.interop.hf_*`), or None.
-      stack_path: where in the parameters the backbone's `LayerStack` is (for relayouts
-        between unrolled and scanned layers); None when it has none.
+      stack_paths: where in the parameters the backbone's `LayerStack`s are (for relayouts
+        between unrolled and scanned layers; a path absent from a tree is skipped); () for none.
       pretraining_heads: the heads a pretrained model directory of the family holds (and
-        `load_pretrained` builds), e.g. ("mlm", "nsp") or ("lm",).
+        `load_pretrained` builds and export writes), e.g. ("mlm", "nsp") or ("lm",).
+      head_roles: head name -> the backbone role it reads, for a backbone that holds more than
+        one network (ELECTRA: `{"mlm": "generator"}`). `Model` calls the backbone once per role
+        its run heads need, with `role=`; heads not named here (and a run with no heads) read
+        the backbone called without `role`, its default network.
     """
 
     name: str
@@ -49,8 +53,9 @@ class Family:
     input_fields: tuple[str, ...]
     forward_flops: Callable[[Any, int], float]
     hf: str | None = None
-    stack_path: tuple[str, ...] | None = ("backbone", "encoder")
+    stack_paths: tuple[tuple[str, ...], ...] = (("backbone", "encoder"),)
     pretraining_heads: tuple[str, ...] = ()
+    head_roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def converter(self):
         """The Hugging Face converter module; raises when the family has none."""
@@ -115,11 +120,13 @@ class HeadSet(nn.Module):
 
     @nn.compact
     def __call__(self, features, inputs, *, deterministic: bool, only) -> dict[str, Array]:
+        """`features`: backbone role (None: the default) -> the backbone's outputs there."""
         out: dict[str, Array] = {}
         for name, kwargs in self.specs:
             if only is None or name in only:
                 head = self.family.heads[name](self.config, **dict(kwargs), name=name)
-                out.update(head(features, inputs, deterministic=deterministic))
+                role = self.family.head_roles.get(name)
+                out.update(head(features[role], inputs, deterministic=deterministic))
         return out
 
 
@@ -153,13 +160,18 @@ class Model(nn.Module):
           only: names of the heads to run (None: all).
 
         Returns:
-          The backbone's array outputs (`sequence_output`, `pooled_output`, ...) and every run
-          head's outputs (e.g. `mlm_logits`, `logits`).
+          The backbone's array outputs (`sequence_output`, `pooled_output`, ...; those of its
+          default role when that ran) and every run head's outputs (e.g. `mlm_logits`, `logits`).
         """
-        features = self.family.backbone(self.config, name="backbone")(
-            inputs, deterministic=deterministic
-        )
-        out = {k: v for k, v in features.items() if isinstance(v, jax.Array)}
+        run = [name for name, _ in self.heads if only is None or name in only]
+        roles = dict.fromkeys(self.family.head_roles.get(name) for name in run) or {None: None}
+        backbone = self.family.backbone(self.config, name="backbone")
+        features = {
+            role: backbone(inputs, deterministic=deterministic, **({"role": role} if role else {}))
+            for role in roles
+        }
+        main = features.get(None, next(iter(features.values())))
+        out = {k: v for k, v in main.items() if isinstance(v, jax.Array)}
         if self.heads:
             out.update(
                 HeadSet(self.family, self.config, self.heads, name="heads")(
@@ -171,7 +183,7 @@ class Model(nn.Module):
 
 def family_of(config: Any) -> Family:
     """The registered family whose config dataclass `config` is."""
-    for family in FAMILIES.values():
-        if isinstance(config, family.config_cls):
+    for family in FAMILIES.values():  # the exact class: a family's config may extend another's
+        if type(config) is family.config_cls:
             return family
     raise ValueError(f"{type(config).__name__} is the config of no registered model family")

@@ -392,7 +392,7 @@ RNN = register(
         heads=ENCODER_HEADS,
         input_fields=("input_ids", "token_type_ids", "attention_mask"),
         forward_flops=forward_flops_per_sequence,
-        stack_path=None,  # its own recurrent stack, no LayerStack to relayout
+        stack_paths=(),  # its own recurrent stack, no LayerStack to relayout
         pretraining_heads=("mlm", "nsp"),
     )
 )

@@ -12,6 +12,7 @@ OBJECTIVES = {
     "mlm_nsp": ("bertjax.objectives.mlm_nsp", {"nsp": True}),
     "mlm": ("bertjax.objectives.mlm_nsp", {"nsp": False}),
     "causal_lm": ("bertjax.objectives.causal_lm", {}),
+    "rtd": ("bertjax.objectives.rtd", {}),  # ELECTRA: generator MLM + replaced-token detection
 }
 
 

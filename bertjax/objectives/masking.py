@@ -87,6 +87,8 @@ def mask_batch(
     max_predictions: int,
     mask_rate: float = 0.15,
     whole_word_masking: bool = False,
+    mask_token_prob: float = MASK_PROB,
+    random_token_prob: float = RANDOM_PROB,
 ) -> dict[str, Array]:
     """Chooses and corrupts masked-LM positions for a batch. Pure and jittable.
 
@@ -105,6 +107,8 @@ def mask_batch(
       mask_rate: share of real tokens to choose, in (0, 1].
       whole_word_masking: choose all pieces of a word together (`word_starts` marks the words; a
         piece right after a special token always starts a word).
+      mask_token_prob, random_token_prob: shares of the chosen positions replaced by [MASK] and by
+        a random candidate (BERT: 0.8 and 0.1; ELECTRA: 1.0 and 0.0); the rest stay unchanged.
 
     Returns:
       The batch with `input_ids` [batch, length] replaced by the corrupted ids, plus
@@ -115,6 +119,11 @@ def mask_batch(
     input_ids = batch["input_ids"]
     length = input_ids.shape[1]
     _check_args(length, max_predictions, mask_rate, candidate_ids)
+    if min(mask_token_prob, random_token_prob) < 0 or mask_token_prob + random_token_prob > 1:
+        raise ValueError(
+            f"config.data.mask_token_prob={mask_token_prob} and config.data.random_token_prob="
+            f"{random_token_prob} are invalid: both >= 0 with a sum <= 1"
+        )
     order_rng, action_rng, replace_rng = jax.random.split(rng, 3)
 
     eligible = (
@@ -129,14 +138,14 @@ def mask_batch(
         order_rng, eligible, batch["word_starts"], k, max_predictions, whole_word_masking
     )
 
-    # 80% [MASK], 10% random candidate, 10% unchanged; decided independently per position.
+    # [MASK], random candidate or unchanged (BERT: 80/10/10); decided independently per position.
     action = jax.random.uniform(action_rng, input_ids.shape)
     pick = jax.random.randint(replace_rng, input_ids.shape, 0, candidate_ids.shape[0])
     random_ids = jnp.asarray(candidate_ids, input_ids.dtype)[pick]
-    corrupted = jnp.where(action < MASK_PROB, jnp.asarray(mask_id, input_ids.dtype), input_ids)
-    corrupted = jnp.where(
-        (action >= MASK_PROB) & (action < MASK_PROB + RANDOM_PROB), random_ids, corrupted
-    )
+    mask = jnp.asarray(mask_id, input_ids.dtype)
+    corrupted = jnp.where(action < mask_token_prob, mask, input_ids)
+    is_random = (action >= mask_token_prob) & (action < mask_token_prob + random_token_prob)
+    corrupted = jnp.where(is_random, random_ids, corrupted)
 
     positions, weights = _positions(chosen, max_predictions)
     masked_ids = jnp.take_along_axis(input_ids, positions, axis=1)

@@ -113,6 +113,8 @@ def make_mask_fn(data: Mapping, vocab_tokens, special_ids: Mapping[str, int]):
         max_predictions=data["max_predictions"],
         mask_rate=data["mask_rate"],
         whole_word_masking=data["whole_word_masking"],
+        mask_token_prob=data.get("mask_token_prob", masking.MASK_PROB),
+        random_token_prob=data.get("random_token_prob", masking.RANDOM_PROB),
     )
 
 

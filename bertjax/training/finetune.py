@@ -228,7 +228,7 @@ def load_encoder(config: ml_collections.ConfigDict):
     check_max_len(config, cfg)
     stored, params = model_dir.load_params(path, with_heads=False)
     _, params = model_dir.relayout(stored, params, getattr(cfg, "scan_layers", False))
-    return cfg, params["backbone"], tokenizer, path
+    return cfg, model_dir.encoder_params(cfg, params["backbone"]), tokenizer, path
 
 
 def scratch_encoder(config: ml_collections.ConfigDict):
