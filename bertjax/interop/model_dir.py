@@ -4,7 +4,8 @@ A bertjax model directory holds:
   config.json            {"format": "bertjax", "family": "bert", "model": {config fields}}
   vocab.txt              the WordPiece vocabulary, one token per line
   bertjax_tokenizer.json the tokenizer options: lowercase, strip_accents, handle_chinese_chars,
-                         keep_hangul (older directories: in tokenizer_config.json; still read)
+                         keep_hangul, pretokenizer (older directories: in tokenizer_config.json;
+                         still read)
   tokenizer.json         the exact tokenizer (tokenizers' serialization) and
   tokenizer_config.json  transformers' keys, so AutoTokenizer.from_pretrained(dir) matches
   params/                the parameter tree {"backbone": ..., "heads": {...}}, written with orbax
@@ -52,7 +53,13 @@ MODEL_FORMAT = "bertjax"
 MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers directory
 PARAMS_DIR = "params"
 VOCAB_NAME = "vocab.txt"
-TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
+TOKENIZER_OPTIONS = (
+    "lowercase",
+    "strip_accents",
+    "handle_chinese_chars",
+    "keep_hangul",
+    "pretokenizer",
+)
 PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))
 # parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
 _LEGACY_HEADS = {
@@ -160,8 +167,9 @@ def save_model(
       config: The architecture (a registered family's config dataclass).
       vocab_file: `vocab.txt`; it must have exactly `config.vocab_size` entries.
       tokenizer_config: Tokenizer options (lowercase, strip_accents, handle_chinese_chars,
-        keep_hangul); None: BERT's defaults. Written with `tokenizer.json` and transformers'
-        `tokenizer_config.json` (`bertjax.data.tokenizer.write_tokenizer_files`).
+        keep_hangul, pretokenizer); None: BERT's defaults. Written with `tokenizer.json` and
+        transformers' `tokenizer_config.json` (`bertjax.data.tokenizer.write_tokenizer_files`;
+        not for pretokenizer="morpheme", which transformers cannot reproduce).
       overwrite: Replace an existing non-empty `out_dir` (only once the new one is complete).
 
     Returns:

@@ -166,6 +166,7 @@ def prepare_data(
             workdir / "tokenizer",
             vocab_size=config.model.vocab_size,
             lowercase=config.data.lowercase,
+            pretokenizer=config.data.pretokenizer,
         )
     prepare(
         files,
