@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.document_attention = False  # lm_blocks: attention and positions restart per document
     data.extra_vocab = ""  # with init_from: file of new tokens (one a line) appended to its vocab
     data.lowercase = True  # lower-case (and strip accents) when tokenizing
+    data.pretokenizer = "whitespace"  # vocab trained here: "whitespace" (BERT) or "morpheme" (ko)
     data.max_seq_len = 128  # tokens per instance, [CLS] and [SEP]s included
     data.short_seq_prob = 0.1  # share of instances with a shorter random target length
     data.eval_fraction = 0.01  # share of documents held out for evaluation

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-chinese-chars", action="store_true", help="do not split CJK ideographs apart"
     )
+    parser.add_argument(
+        "--pretokenizer",
+        choices=tokenizer.PRETOKENIZERS,
+        default="whitespace",
+        help="split words BERT's way, or into Korean morphemes first (needs bertjax[korean])",
+    )
     parser.add_argument("--min-frequency", type=int, default=2, help="minimum merge count")
     parser.add_argument("--limit-alphabet", type=int, default=1000, help="initial characters kept")
 
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         handle_chinese_chars=not args.no_chinese_chars,
         min_frequency=args.min_frequency,
         limit_alphabet=args.limit_alphabet,
+        pretokenizer=args.pretokenizer,
     )
     print(f"wrote {vocab_path} ({len(tokenizer.read_vocab(vocab_path))} tokens)")
     return 0

@@ -19,18 +19,26 @@ Vocabularies trained here set `keep_hangul`: the text is recomposed (NFC) after 
 Hangul syllables, which BERT's accent stripping splits into conjoining jamo through NFD, stay whole.
 Vocabularies without the option (bert-base-*, models imported from transformers) are read as
 transformers reads them.
+
+`pretokenizer` picks how text is split into words before WordPiece: "whitespace" (BERT's split
+on whitespace and punctuation) or "morpheme" (Korean morphemes from the MeCab-ko analyzer first,
+`bertjax.data.morpheme`; the `korean` extra). A morpheme tokenizer is rebuilt from the options on
+every load; transformers cannot reproduce it, so its folder has no `tokenizer.json`.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import logging
 import pathlib
 import unicodedata
 from collections.abc import Iterable, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 OPTIONS_NAME = "bertjax_tokenizer.json"  # bertjax's options (below)
@@ -41,7 +49,8 @@ BPE_VOCAB_NAME = "vocab.json"  # byte-level BPE: token -> id, with MERGES_NAME b
 MERGES_NAME = "merges.txt"
 END_OF_TEXT = "<|endoftext|>"  # GPT-2's document separator (and unconditional start)
 CONTINUATION_PREFIX = "##"
-OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
+OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul", "pretokenizer")
+PRETOKENIZERS = ("whitespace", "morpheme")  # values of the `pretokenizer` option
 HANGUL_SYLLABLES = (0xAC00, 0xD7A3)  # first and last code point of the precomposed syllables
 
 
@@ -55,12 +64,14 @@ def train_wordpiece(
     handle_chinese_chars: bool = True,
     min_frequency: int = 2,
     limit_alphabet: int | None = 1000,
+    pretokenizer: str = "whitespace",
 ) -> pathlib.Path:
     """Trains a WordPiece vocabulary on text files; the same files and options give the same bytes.
 
     The five special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4; then the
     alphabet, its `##` continuations and the merged pieces in the order they were learnt. The
-    tokenizer options are written with `keep_hangul=True`.
+    tokenizer options are written with `keep_hangul=True` (and `pretokenizer` unless
+    "whitespace").
 
     Args:
       files: UTF-8 text files to learn the vocabulary from.
@@ -75,6 +86,8 @@ def train_wordpiece(
       limit_alphabet: Maximum number of distinct characters kept besides Hangul syllables (every
         syllable seen is kept: it has no smaller piece to fall back on); the most frequent win,
         ties by code point. None keeps all.
+      pretokenizer: How words are split before WordPiece (`PRETOKENIZERS`): "whitespace"
+        (BERT's) or "morpheme" (Korean morphemes first; needs the `korean` extra).
 
     Returns:
       Path of the written `vocab.txt`.
@@ -93,6 +106,8 @@ def train_wordpiece(
         handle_chinese_chars=handle_chinese_chars,
         keep_hangul=True,
     )
+    if _check_pretokenizer(pretokenizer) != "whitespace":  # whitespace folders stay as before
+        options["pretokenizer"] = pretokenizer
     tokenizer = _build_tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk"]), **options)
     alphabet, inner = _alphabet(files, tokenizer, limit_alphabet)
     # The tokenizers trainer gives the `##` pieces of the alphabet ids in hash-map order and breaks
@@ -145,6 +160,20 @@ def write_tokenizer_files(
         raise ValueError(f"tokenizer options {unknown} are unknown; allowed: {list(OPTIONS)}")
     resolved = resolve_options(options)
     _write_json(out / OPTIONS_NAME, dict(options))
+    if resolved["pretokenizer"] != "whitespace":
+        # A custom (Python) pre-tokenizer has no tokenizer.json form; transformers would
+        # silently split words BERT's way, so it gets no files to do that with.
+        for name in (TOKENIZER_JSON, CONFIG_NAME):
+            (out / name).unlink(missing_ok=True)
+        logger.warning(
+            "%s: pretokenizer=%r cannot be saved as %s; transformers cannot reproduce this "
+            "tokenizer (bertjax rebuilds it from %s)",
+            out,
+            resolved["pretokenizer"],
+            TOKENIZER_JSON,
+            OPTIONS_NAME,
+        )
+        return
     load_tokenizer(vocab_path, **resolved).save(str(out / TOKENIZER_JSON))
     transformers_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",  # honours tokenizer.json's normalizer
@@ -159,8 +188,8 @@ def write_tokenizer_files(
 
 
 def resolve_options(options: dict) -> dict:
-    """All four options, BERT's defaults where `options` has none (strip_accents follows
-    lowercase)."""
+    """All the options, BERT's defaults where `options` has none (strip_accents follows
+    lowercase, pretokenizer is "whitespace")."""
     lowercase = options.get("lowercase", True)
     strip_accents = options.get("strip_accents")
     return {
@@ -168,7 +197,14 @@ def resolve_options(options: dict) -> dict:
         "strip_accents": lowercase if strip_accents is None else strip_accents,
         "handle_chinese_chars": options.get("handle_chinese_chars", True),
         "keep_hangul": options.get("keep_hangul", False),
+        "pretokenizer": _check_pretokenizer(options.get("pretokenizer", "whitespace")),
     }
+
+
+def _check_pretokenizer(value: str) -> str:
+    if value not in PRETOKENIZERS:
+        raise ValueError(f"tokenizer option pretokenizer={value!r}; allowed: {list(PRETOKENIZERS)}")
+    return value
 
 
 def read_options(folder: str | pathlib.Path) -> dict:
@@ -211,7 +247,10 @@ def _alphabet(
         with open(path, encoding="utf-8") as f:
             while lines := f.readlines(1 << 20):  # about 1 MiB of whole lines at a time
                 raw.update(unicodedata.normalize("NFC", "".join(lines)))
-    normalize, words = tokenizer.normalizer.normalize_str, tokenizer.pre_tokenizer.pre_tokenize_str
+    # BERT's split, whatever the tokenizer's: a character that continues a word there may
+    # continue a morpheme too, and the analyzer is slow on one character at a time.
+    normalize = tokenizer.normalizer.normalize_str
+    words = pre_tokenizers.BertPreTokenizer().pre_tokenize_str
     counts = collections.Counter()
     for c, n in raw.items():
         for out in normalize(c):
@@ -231,12 +270,14 @@ def load_tokenizer(
     strip_accents: bool | None = None,
     handle_chinese_chars: bool | None = None,
     keep_hangul: bool | None = None,
+    pretokenizer: str | None = None,
 ) -> tokenizers.Tokenizer:
     """Loads a WordPiece `vocab.txt` as a fast BERT tokenizer.
 
     Options left as None come from the options saved beside the vocabulary (`read_options`),
     otherwise from BERT's defaults (lowercase=True, strip_accents follows lowercase,
-    handle_chinese_chars=True, keep_hangul=False: the tokenization of transformers). When the
+    handle_chinese_chars=True, keep_hangul=False, pretokenizer="whitespace": the tokenization of
+    transformers). When the
     vocabulary has [CLS] and [SEP], encoding with `add_special_tokens=True` gives `[CLS] A [SEP]`
     and `[CLS] A [SEP] B [SEP]` with segment ids.
 
@@ -247,6 +288,8 @@ def load_tokenizer(
       handle_chinese_chars: Put spaces around CJK ideographs.
       keep_hangul: Recompose the normalized text (NFC) so that Hangul syllables stay whole; set
         for every vocabulary `train_wordpiece` writes.
+      pretokenizer: "whitespace" or "morpheme" (`PRETOKENIZERS`). A morpheme tokenizer cannot be
+        saved or pickled; load it again (in each worker process) instead.
 
     Returns:
       A `tokenizers.Tokenizer`.
@@ -256,7 +299,7 @@ def load_tokenizer(
         raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
     if tokenizer_kind(vocab_path) == "byte_bpe":
         return load_byte_bpe(vocab_path)
-    options = (lowercase, strip_accents, handle_chinese_chars, keep_hangul)
+    options = (lowercase, strip_accents, handle_chinese_chars, keep_hangul, pretokenizer)
     # Read the options file beside the vocabulary only for options not given.
     config = read_options(vocab_path.parent) if None in options else {}
     if lowercase is None:
@@ -267,6 +310,8 @@ def load_tokenizer(
         handle_chinese_chars = config.get("handle_chinese_chars", True)
     if keep_hangul is None:
         keep_hangul = config.get("keep_hangul", False)
+    if pretokenizer is None:
+        pretokenizer = config.get("pretokenizer", "whitespace")
     vocab = read_vocab(vocab_path)
     if SPECIAL_TOKENS["unk"] not in vocab:
         raise ValueError(f"vocabulary {vocab_path} has no {SPECIAL_TOKENS['unk']} token")
@@ -281,6 +326,7 @@ def load_tokenizer(
         strip_accents=strip_accents,
         handle_chinese_chars=handle_chinese_chars,
         keep_hangul=keep_hangul,
+        pretokenizer=_check_pretokenizer(pretokenizer),
     )
     # Special tokens written in text ("a [MASK] b") stay whole, as in BERT.
     tokenizer.add_special_tokens(
@@ -346,6 +392,7 @@ def _build_tokenizer(
     strip_accents: bool | None,
     handle_chinese_chars: bool,
     keep_hangul: bool,
+    pretokenizer: str = "whitespace",
 ) -> tokenizers.Tokenizer:
     tokenizer = tokenizers.Tokenizer(model)
     bert = normalizers.BertNormalizer(
@@ -357,7 +404,12 @@ def _build_tokenizer(
     # NFC puts back together the Hangul syllables that accent stripping's NFD splits into jamo
     # (and any other composition whose marks are not stripped); offsets still map to the input.
     tokenizer.normalizer = normalizers.Sequence([bert, normalizers.NFC()]) if keep_hangul else bert
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if pretokenizer == "morpheme":
+        from bertjax.data import morpheme  # the analyzer only where asked for
+
+        tokenizer.pre_tokenizer = morpheme.morpheme_pre_tokenizer()
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
     return tokenizer
 

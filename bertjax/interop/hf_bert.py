@@ -463,6 +463,15 @@ def _write_tokenizer_files(
     }
     if options.get("keep_hangul"):  # read back by hf_tokenizer_options; transformers ignores it
         tokenizer_config["keep_hangul"] = True
+    if options.get("pretokenizer", "whitespace") != "whitespace":
+        # Read back by hf_tokenizer_options; transformers ignores it and splits words BERT's way.
+        tokenizer_config["pretokenizer"] = options["pretokenizer"]
+        logger.warning(
+            "%s: transformers cannot reproduce pretokenizer=%r; only bertjax tokenizes this "
+            "model as it was trained",
+            out_dir,
+            options["pretokenizer"],
+        )
     text = json.dumps(tokenizer_config, indent=2) + "\n"
     (out_dir / TOKENIZER_CONFIG_NAME).write_text(text, encoding="utf-8")
 
@@ -485,6 +494,7 @@ def hf_tokenizer_options(hf_dir: str | pathlib.Path) -> dict[str, Any]:
         "strip_accents": source.get("strip_accents"),
         "handle_chinese_chars": bool(source.get("tokenize_chinese_chars", True)),
         "keep_hangul": bool(source.get("keep_hangul", False)),
+        "pretokenizer": source.get("pretokenizer", "whitespace"),
     }
 
 

@@ -5,9 +5,11 @@ A bertjax model directory holds:
   the tokenizer, one of:
     vocab.txt              WordPiece (BERT), one token per line, with
     bertjax_tokenizer.json its options: lowercase, strip_accents, handle_chinese_chars,
-                           keep_hangul (older directories: in tokenizer_config.json; still read),
+                           keep_hangul, pretokenizer (older directories: in
+                           tokenizer_config.json; still read),
     tokenizer.json and     the exact tokenizer (tokenizers' serialization) and transformers'
-    tokenizer_config.json  keys, so AutoTokenizer.from_pretrained(dir) matches;
+    tokenizer_config.json  keys, so AutoTokenizer.from_pretrained(dir) matches (not written for
+                           pretokenizer="morpheme", which transformers cannot reproduce);
     vocab.json, merges.txt or byte-level BPE (GPT-2)
   params/                the parameter tree {"backbone": ..., "heads": {...}}, written with orbax
 
@@ -61,7 +63,13 @@ MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers direc
 PARAMS_DIR = "params"
 VOCAB_NAME = "vocab.txt"
 VOCAB_NAMES = (BPE_VOCAB_NAME, VOCAB_NAME)  # the tokenizer kinds a directory may hold
-TOKENIZER_OPTIONS = ("lowercase", "strip_accents", "handle_chinese_chars", "keep_hangul")
+TOKENIZER_OPTIONS = (
+    "lowercase",
+    "strip_accents",
+    "handle_chinese_chars",
+    "keep_hangul",
+    "pretokenizer",
+)
 PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))  # BERT's; any family: pretraining_heads
 # parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
 _LEGACY_HEADS = {
@@ -215,8 +223,9 @@ def save_model(
       vocab_file: `vocab.txt` or `vocab.json` (merges.txt beside it); it must have exactly
         `config.vocab_size` entries.
       tokenizer_config: WordPiece options (lowercase, strip_accents, handle_chinese_chars,
-        keep_hangul); None: BERT's defaults. Written with `tokenizer.json` and transformers'
-        `tokenizer_config.json` (`bertjax.data.tokenizer.write_tokenizer_files`).
+        keep_hangul, pretokenizer); None: BERT's defaults. Written with `tokenizer.json` and
+        transformers' `tokenizer_config.json` (`bertjax.data.tokenizer.write_tokenizer_files`;
+        not for pretokenizer="morpheme", which transformers cannot reproduce).
       overwrite: Replace an existing non-empty `out_dir` (only once the new one is complete).
 
     Returns:

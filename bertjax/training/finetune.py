@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from bertjax import tasks
-from bertjax.data.tokenizer import load_tokenizer, resolve_options
+from bertjax.data.tokenizer import load_tokenizer, read_options, resolve_options
 from bertjax.interop import model_dir
 from bertjax.models import model_config
 from bertjax.models.registry import family_of
@@ -244,7 +244,7 @@ def scratch_encoder(config: ml_collections.ConfigDict):
             "config.data.vocab (a vocab.txt) to train config.model from scratch"
         )
     vocab = resolve_path(config.data.vocab)
-    options = {"lowercase": config.data.lowercase}
+    options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     tokenizer = load_tokenizer(vocab, **resolve_options(options))
     fields = config.model.to_dict()
     size = tokenizer.get_vocab_size()

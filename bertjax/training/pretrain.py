@@ -191,7 +191,11 @@ def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.P
     kind = config.data.tokenizer
     if kind == "wordpiece":
         return train_wordpiece(
-            files, out_dir, vocab_size=config.model.vocab_size, lowercase=config.data.lowercase
+            files,
+            out_dir,
+            vocab_size=config.model.vocab_size,
+            lowercase=config.data.lowercase,
+            pretokenizer=config.data.pretokenizer,
         )
     if kind == "byte_bpe":
         return train_byte_bpe(files, out_dir, vocab_size=config.model.vocab_size)
