@@ -166,6 +166,7 @@ def prepare_data(
             workdir / "tokenizer",
             vocab_size=config.model.vocab_size,
             lowercase=config.data.lowercase,
+            entity_markers=config.model.get("entity_vocab_size", 0) > 0,
         )
     prepare(
         files,
