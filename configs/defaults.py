@@ -32,6 +32,10 @@ def get_config() -> ml_collections.ConfigDict:
     )
     model.scan_layers = False  # stack layers with nn.scan: faster compile for deep models
     model.remat_policy = "none"  # "none", "full" or "dots": recompute activations in backward
+    # Entity-aware BERT: rows of an entity embedding added per token from `entity_ids` (0: off;
+    # 2: entity or not, with config.task.entities / config.data.entities naming the span source).
+    # transformers' BertModel has no such table: export to Hugging Face refuses it.
+    model.entity_vocab_size = 0
 
     config.data = data = ml_collections.ConfigDict()
     data.worker_count = 0  # grain worker processes for the input pipeline (0: in-process)
@@ -85,6 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
         ("mlp", "tensor"),
         ("position", None),
         ("token_type", None),
+        ("entity", None),
         ("norm", None),
         ("classes", None),
         ("layers", None),

@@ -38,6 +38,8 @@ from collections.abc import Iterable, Sequence
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from bertjax.data.entities import ENTITY_MARKERS
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
@@ -65,6 +67,7 @@ def train_wordpiece(
     min_frequency: int = 2,
     limit_alphabet: int | None = 1000,
     pretokenizer: str = "whitespace",
+    entity_markers: bool = False,
 ) -> pathlib.Path:
     """Trains a WordPiece vocabulary on text files; the same files and options give the same bytes.
 
@@ -88,6 +91,8 @@ def train_wordpiece(
         ties by code point. None keeps all.
       pretokenizer: How words are split before WordPiece (`PRETOKENIZERS`): "whitespace"
         (BERT's) or "morpheme" (Korean morphemes first; needs the `korean` extra).
+      entity_markers: Also reserve `[ENT]` and `[/ENT]` (entity-aware BERT,
+        `config.model.entity_vocab_size > 0`), right after the special tokens.
 
     Returns:
       Path of the written `vocab.txt`.
@@ -115,18 +120,19 @@ def train_wordpiece(
     # (https://github.com/huggingface/tokenizers/issues/1794). Fixing the alphabet here and passing
     # the `##` pieces as special tokens gives every id before the first merge in sorted order.
     continuations = [CONTINUATION_PREFIX + c for c in inner]
+    markers = list(ENTITY_MARKERS) if entity_markers else []
     trainer = tokenizers.trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         limit_alphabet=len(alphabet),  # drops exactly the characters not in `alphabet`
         initial_alphabet=alphabet,
-        special_tokens=list(SPECIAL_TOKENS.values()) + continuations,
+        special_tokens=list(SPECIAL_TOKENS.values()) + markers + continuations,
         continuing_subword_prefix=CONTINUATION_PREFIX,
         show_progress=False,
     )
     tokenizer.train(files, trainer)
     vocab = tokenizer.get_vocab()
-    group = dict.fromkeys(SPECIAL_TOKENS.values(), 0)
+    group = dict.fromkeys([*SPECIAL_TOKENS.values(), *markers], 0)
     group |= dict.fromkeys(alphabet, 1) | dict.fromkeys(continuations, 2)
     vocab_path = out / VOCAB_NAME
     _write_vocab(sorted(vocab, key=lambda t: (group.get(t, 3), vocab[t])), vocab_path)
@@ -330,7 +336,11 @@ def load_tokenizer(
     )
     # Special tokens written in text ("a [MASK] b") stay whole, as in BERT.
     tokenizer.add_special_tokens(
-        [tokenizers.AddedToken(t, special=True) for t in SPECIAL_TOKENS.values() if t in vocab]
+        [
+            tokenizers.AddedToken(t, special=True)
+            for t in (*SPECIAL_TOKENS.values(), *ENTITY_MARKERS)
+            if t in vocab
+        ]
     )
     cls, sep = SPECIAL_TOKENS["cls"], SPECIAL_TOKENS["sep"]
     if cls in vocab and sep in vocab:

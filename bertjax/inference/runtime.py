@@ -40,7 +40,7 @@ class Runtime:
 
     @property
     def input_fields(self) -> tuple[str, ...]:
-        return tuple(self.model.family.input_fields)
+        return self.model.family.fields_for(self.model.config)
 
 
 def build_runtime(
@@ -59,7 +59,8 @@ def build_runtime(
     batch_size = -(-max(batch_size, 1) // len(devices)) * len(devices)
     mesh = sharding.make_mesh(MESH, devices)
     model = Model(family_of(model_config), model_config, tuple(heads))
-    example = {name: np.ones((batch_size, seq_len), np.int32) for name in model.family.input_fields}
+    fields = model.family.fields_for(model_config)
+    example = {name: np.ones((batch_size, seq_len), np.int32) for name in fields}
     steps = compile_steps(
         model, None, optax.identity(), optax.constant_schedule(0.0), example, mesh, RULES
     )

@@ -115,8 +115,19 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides: Any) -> BertConfig
     return BertConfig(**values)
 
 
+def check_exportable(config: BertConfig) -> None:
+    """Raises when transformers' BERT cannot represent `config` (its entity embedding)."""
+    if config.entity_vocab_size:
+        raise ValueError(
+            f"config.model.entity_vocab_size={config.entity_vocab_size}: transformers' BertModel "
+            "has no entity embedding (nor an entity_ids input), so this entity-aware model cannot "
+            "be exported to Hugging Face; keep it as a bertjax model directory"
+        )
+
+
 def config_to_hf(config: BertConfig) -> dict[str, Any]:
     """The transformers `config.json` dict of a `BertForPreTraining` with this architecture."""
+    check_exportable(config)
     hf = {"architectures": ["BertForPreTraining"], "model_type": "bert"}
     hf.update({theirs: getattr(config, ours) for theirs, ours in _CONFIG_FIELDS.items()})
     hf.update(
@@ -377,6 +388,7 @@ def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
 
     The tied decoder (`cls.predictions.decoder.*`) is left out, as transformers itself saves it.
     """
+    check_exportable(config)
     if any(head not in params.get("heads", {}) for head in PRETRAINING_HEADS):
         raise ValueError(
             f"params_to_hf needs pretraining parameters (with heads {PRETRAINING_HEADS})"

@@ -59,6 +59,7 @@ class BertConfig:
     attention_impl: str = "xla"  # "xla" anywhere, "cudnn" flash attention on NVIDIA GPUs
     scan_layers: bool = False  # stack layers with nn.scan (faster compile for deep models)
     remat_policy: str = "none"  # "none", "full" (recompute each layer) or "dots" (save matmuls)
+    entity_vocab_size: int = 0  # 0: off; 2: an entity embedding (entity or not) per token
 
     @property
     def head_dim(self) -> int:
@@ -66,6 +67,12 @@ class BertConfig:
 
     def __post_init__(self):
         validate_transformer(self)
+        if not isinstance(self.entity_vocab_size, int) or self.entity_vocab_size < 0:
+            fail(
+                "entity_vocab_size",
+                self.entity_vocab_size,
+                "must be a non-negative integer (0: off, 2: entity or not)",
+            )
 
 
 def validate_transformer(cfg: Any) -> None:
@@ -121,18 +128,26 @@ def validate_transformer(cfg: Any) -> None:
 
 
 class Embeddings(nn.Module):
-    """Token + segment + learned position embeddings, then LayerNorm and dropout."""
+    """Token + segment + learned position (+ entity) embeddings, then LayerNorm and dropout."""
 
     config: BertConfig
 
     @nn.compact
     def __call__(
-        self, input_ids: Array, token_type_ids: Array, attention_mask: Array, *, deterministic: bool
+        self,
+        input_ids: Array,
+        token_type_ids: Array,
+        attention_mask: Array,
+        entity_ids: Array | None = None,
+        *,
+        deterministic: bool,
     ):
         """[batch, length] ids -> [batch, length, hidden] embeddings (and the word-embedding module).
 
         Positions count from each segment's start (`segment_positions`), so the instances of a
-        packed row each start at 0; for an ordinary row they are 0, 1, 2, ...
+        packed row each start at 0; for an ordinary row they are 0, 1, 2, ... With
+        `config.entity_vocab_size > 0` the row `entity_ids` [batch, length] (zeros when None) of
+        the `entity_embeddings` table is added too.
         """
         cfg = self.config
         word = nn.Embed(
@@ -158,6 +173,16 @@ class Embeddings(nn.Module):
         x = word(input_ids)
         x = x + jnp.asarray(position, cfg.dtype)[segment_positions(attention_mask)]
         x = x + jnp.asarray(token_type, cfg.dtype)[token_type_ids]
+        if cfg.entity_vocab_size:
+            entity = self.param(
+                "entity_embeddings",
+                normal_init(cfg, ("entity", "embed")),
+                (cfg.entity_vocab_size, cfg.hidden_size),
+                cfg.param_dtype,
+            )
+            if entity_ids is None:
+                entity_ids = jnp.zeros_like(input_ids)
+            x = x + jnp.asarray(entity, cfg.dtype)[entity_ids]
         x = layer_norm(cfg, "layer_norm")(x)
         x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
         return nn.with_logical_constraint(x, ("act_batch", "act_length", "act_embed")), word
@@ -209,7 +234,8 @@ class BertBackbone(nn.Module):
         Args:
           inputs: `input_ids`, `attention_mask` [batch, length] (the mask may hold the segment
             numbers of packed rows, see `layers.segment_mask`), optional `token_type_ids`
-            (default 0) and `nsp_positions` [batch, k] (where the pooler reads in packed rows;
+            (default 0), `entity_ids` (in {0, 1}, default 0; read when
+            `config.entity_vocab_size > 0`) and `nsp_positions` [batch, k] (where the pooler reads in packed rows;
             default position 0).
           deterministic: False enables dropout (needs a "dropout" rng).
 
@@ -223,7 +249,11 @@ class BertBackbone(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x, word = Embeddings(cfg, name="embeddings")(
-            input_ids, token_type_ids, attention_mask, deterministic=deterministic
+            input_ids,
+            token_type_ids,
+            attention_mask,
+            inputs.get("entity_ids"),
+            deterministic=deterministic,
         )
         x = LayerStack(cfg, EncoderLayer, name="encoder")(
             x, attention_mask, deterministic=deterministic
@@ -250,7 +280,9 @@ BERT = register(
         config_cls=BertConfig,
         backbone=BertBackbone,
         heads=heads.ENCODER_HEADS,
-        input_fields=("input_ids", "token_type_ids", "attention_mask"),
+        # entity_ids is optional: the data path emits it only for entity_vocab_size > 0
+        input_fields=("input_ids", "token_type_ids", "attention_mask", "entity_ids"),
+        optional_fields={"entity_ids": "entity_vocab_size"},
         forward_flops=forward_flops,
         hf="bertjax.interop.hf_bert",
         pretraining_heads=("mlm", "nsp"),

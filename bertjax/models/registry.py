@@ -33,7 +33,8 @@ class Family:
         least `sequence_output` [batch, length, hidden].
       heads: head name -> Linen module class, `head(config, **kwargs)(features, inputs,
         deterministic=) -> dict of named outputs` (features: the backbone's outputs).
-      input_fields: the batch fields the backbone reads.
+      input_fields: the batch fields the backbone reads (those in `optional_fields` only when
+        present).
       forward_flops: (config, seq_len) -> matmul FLOPs of one backbone forward pass on one sequence.
       hf: import path of the Hugging Face converter module (`bertjax.interop.hf_*`), or None.
       stack_paths: where in the parameters the backbone's `LayerStack`s are (for relayouts
@@ -44,6 +45,8 @@ class Family:
         one network (ELECTRA: `{"mlm": "generator"}`). `Model` calls the backbone once per role
         its run heads need, with `role=`; heads not named here (and a run with no heads) read
         the backbone called without `role`, its default network.
+      optional_fields: input field -> the config field that turns it on (non-zero), e.g.
+        `{"entity_ids": "entity_vocab_size"}`; the backbone reads such a field when given.
     """
 
     name: str
@@ -56,6 +59,12 @@ class Family:
     stack_paths: tuple[tuple[str, ...], ...] = (("backbone", "encoder"),)
     pretraining_heads: tuple[str, ...] = ()
     head_roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    optional_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def fields_for(self, config: Any) -> tuple[str, ...]:
+        """The input fields a model of `config` is fed: optional ones only when turned on."""
+        on = {k for k, flag in self.optional_fields.items() if getattr(config, flag, 0)}
+        return tuple(f for f in self.input_fields if f not in self.optional_fields or f in on)
 
     def converter(self):
         """The Hugging Face converter module; raises when the family has none."""

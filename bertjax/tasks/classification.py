@@ -19,6 +19,7 @@ import numpy as np
 import scipy.stats
 import tokenizers
 
+from bertjax.data import entities
 from bertjax.models import head_spec
 from bertjax.objectives.base import apply
 from bertjax.tasks.common import (
@@ -46,12 +47,15 @@ class TextExample:
         text_b: second segment for pair tasks, else None.
         label: raw label string (class name or float score as text); None for unlabelled sets.
         source: "path:line" of the row, used in error messages.
+        entities: character spans of entities in text_a (the JSONL field "entities", read with
+            config.task.entities="jsonl").
     """
 
     text_a: str
     text_b: str | None
     label: str | None
     source: str
+    entities: tuple[tuple[int, int], ...] = ()
 
 
 def read_text_classification(
@@ -119,7 +123,8 @@ def _read_jsonl(path, text_a, text_b, label, label_optional=False) -> list[TextE
                 if key is not None and key not in row:
                     raise ValueError(f"{source}: missing key {key!r}; keys are {sorted(row)}")
                 values.append(None if key is None else str(row[key]))
-            examples.append(TextExample(*values, source=source))
+            spans = entities.spans_from_field(row.get("entities"), values[0], source)
+            examples.append(TextExample(*values, source=source, entities=tuple(spans)))
     return examples
 
 
@@ -176,6 +181,7 @@ def featurize_text_classification(
     label_map: Mapping[str, int] | None = None,
     regression: bool = False,
     special: SpecialIds | None = None,
+    spans: entities.SpanSource | None = None,
 ) -> Features:
     """Builds `[CLS] A [SEP] (B [SEP])` inputs with longest-first truncation.
 
@@ -189,9 +195,12 @@ def featurize_text_classification(
         label_map: {label: id} for classification (see `build_label_map`).
         regression: labels are float scores instead of class names.
         special: special token ids; looked up in the tokenizer when None.
+        spans: the entity span source (`config.task.entities`): its `[ENT]`/`[/ENT]` markers are
+            written around the entities of A and B, and `entity_ids` is emitted.
 
     Returns:
-        `Features` with arrays `input_ids`, `token_type_ids`, `attention_mask` (int32 [N, L]) and,
+        `Features` with arrays `input_ids`, `token_type_ids`, `attention_mask` (int32 [N, L]),
+        with `spans` `entity_ids` (int32 [N, L], 1 from `[ENT]` to `[/ENT]`) and,
         for labelled examples, `labels` (int32 [N], or float32 [N] for regression); no meta;
         stats `num_examples` and `num_truncated`.
     """
@@ -201,8 +210,13 @@ def featurize_text_classification(
     budget = max_len - (3 if pair else 2)
     if budget < 2:
         raise ValueError(f"max_len={max_len} leaves no room for text")
-    ids_a = encode_ids(tokenizer, [e.text_a for e in examples])
-    ids_b = encode_ids(tokenizer, [e.text_b or "" for e in examples]) if pair else None
+    texts_a, texts_b = [e.text_a for e in examples], [e.text_b or "" for e in examples]
+    if spans is not None:
+        markers = spans.marker_ids(tokenizer, "config.task.entities")
+        texts_a = [spans.mark(t, e.entities) for t, e in zip(texts_a, examples, strict=True)]
+        texts_b = [spans.mark(t) for t in texts_b]
+    ids_a = encode_ids(tokenizer, texts_a)
+    ids_b = encode_ids(tokenizer, texts_b) if pair else None
     arrays = empty_inputs(len(examples), max_len, special.pad)
     num_truncated = 0
     for i, a in enumerate(ids_a):
@@ -210,11 +224,19 @@ def featurize_text_classification(
         n_a, n_b = _longest_first(len(a), len(b), budget)
         num_truncated += (n_a, n_b) != (len(a), len(b))
         place_segments(arrays, i, a[:n_a], b[:n_b] if pair else None, special)
+    if spans is not None:
+        arrays["entity_ids"] = entities.entity_ids(arrays["input_ids"], *markers)
     labels = _classification_labels(examples, label_map, regression)
     if labels is not None:
         arrays["labels"] = labels
     stats = {"num_examples": len(examples), "num_truncated": num_truncated}
     return Features(arrays, {}, stats)
+
+
+def span_source(task_cfg) -> entities.SpanSource | None:
+    """The entity span source `config.task.entities` names ("": none)."""
+    spec = task_cfg.get("entities", "")
+    return entities.SpanSource(spec, "config.task.entities") if spec else None
 
 
 def _longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
@@ -377,7 +399,11 @@ class Classification(LabelTask):
     def featurize(self, task_cfg, examples, tokenizer, *, training: bool) -> Features:
         label_map = {name: i for i, name in enumerate(self.label_names)}
         return featurize_text_classification(
-            examples, tokenizer, max_len=task_cfg.max_len, label_map=label_map
+            examples,
+            tokenizer,
+            max_len=task_cfg.max_len,
+            label_map=label_map,
+            spans=span_source(task_cfg),
         )
 
     def outputs_to_predictions(self, task_cfg, examples, features, outputs):
@@ -434,7 +460,11 @@ class Regression(TaskBase):
 
     def featurize(self, task_cfg, examples, tokenizer, *, training: bool) -> Features:
         return featurize_text_classification(
-            examples, tokenizer, max_len=task_cfg.max_len, regression=True
+            examples,
+            tokenizer,
+            max_len=task_cfg.max_len,
+            regression=True,
+            spans=span_source(task_cfg),
         )
 
     def outputs_to_predictions(self, task_cfg, examples, features, outputs):

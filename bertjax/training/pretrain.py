@@ -196,6 +196,7 @@ def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.P
             vocab_size=config.model.vocab_size,
             lowercase=config.data.lowercase,
             pretokenizer=config.data.pretokenizer,
+            entity_markers=config.model.get("entity_vocab_size", 0) > 0,
         )
     if kind == "byte_bpe":
         return train_byte_bpe(files, out_dir, vocab_size=config.model.vocab_size)

@@ -43,6 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
     task.split_seed = 0  # with a split: which articles (guids) go where
     task.metric = ""  # "" the kind's default; tagging "conll" or "klue"; qa "squad" or "korquad"
     task.max_len = 128  # tokens per feature, special tokens included
+    # Entity spans for entity-aware BERT (config.model.entity_vocab_size=2): "" none, "markup"
+    # (inline <text:TYPE>), "jsonl" (a field "entities": [[start, end], ...] of character offsets
+    # in text_a) or "gazetteer:<file>" (names one a line, longest match first); [ENT]/[/ENT] are
+    # written around each span and entity_ids (1 from [ENT] to [/ENT]) fed to the model.
+    # Classification and regression.
+    task.entities = ""
     task.doc_stride = 128  # qa: pieces between the starts of consecutive context windows
     task.max_query_length = 64  # qa: most question pieces kept
     task.max_answer_length = 30  # qa: longest predicted answer, in pieces

@@ -1,0 +1,240 @@
+"""Entity-aware BERT: span sources, markers, entity_ids, entity masking, the entity embedding,
+a classification step with entity_ids and the refused Hugging Face export."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bertjax.data import entities
+from bertjax.data.tokenizer import load_tokenizer
+from bertjax.interop import hf_bert
+from bertjax.interop.model_dir import PRETRAINING_HEADS, init_params
+from bertjax.models import Model
+from bertjax.models.bert import BERT, BertConfig, Embeddings
+from bertjax.objectives.masking import mask_batch
+from bertjax.tasks import classification
+
+TINY = dict(
+    vocab_size=64,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=32,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+)
+TEXT = "이순신은 조선의 장군이다"
+
+
+def test_markup_spans_have_offsets_into_the_plain_text():
+    plain, spans = entities.parse_markup("<이순신:PS>은 <조선:LC>의 장군이다")
+    assert plain == TEXT
+    assert spans == [(0, 3), (5, 7)]
+    assert [plain[s:e] for s, e in spans] == ["이순신", "조선"]
+
+
+def test_jsonl_spans_are_checked_and_read_by_the_reader(tmp_path):
+    assert entities.spans_from_field([[5, 7], [0, 3]], TEXT, "f:1") == [(0, 3), (5, 7)]
+    with pytest.raises(ValueError, match="f:1: entity span"):
+        entities.spans_from_field([[10, 99]], TEXT, "f:1")
+    with pytest.raises(ValueError, match="overlap"):
+        entities.spans_from_field([[0, 3], [2, 4]], TEXT, "f:1")
+    path = tmp_path / "train.jsonl"
+    row = {"sentence": TEXT, "label": "a", "entities": [[0, 3]]}
+    path.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
+    (example,) = classification.read_text_classification(path, text_a="sentence", label="label")
+    assert example.entities == ((0, 3),)
+
+
+def test_gazetteer_matches_longest_first_and_reads_wikiextractor_titles(tmp_path):
+    wiki = tmp_path / "wiki.txt"
+    wiki.write_text(
+        '<doc id="1" url="u" title="조선">\n조선은...\n</doc>\n'
+        '<doc id="2" url="u" title="조선왕조">\n...\n</doc>\n'
+        '<doc id="3" url="u" title="이순신">\n...\n</doc>\n',
+        encoding="utf-8",
+    )
+    names = entities.read_gazetteer(wiki)
+    assert names == ["이순신", "조선", "조선왕조"]
+    text = "조선왕조의 이순신과 조선"
+    spans = entities.Gazetteer(names).spans(text)
+    assert [text[s:e] for s, e in spans] == ["조선왕조", "이순신", "조선"]
+    assert spans == [(0, 4), (6, 9), (11, 13)]
+
+
+def test_insert_markers_moves_offsets():
+    marked, offsets = entities.insert_markers(TEXT, [(0, 3), (5, 7)])
+    assert marked == "[ENT] 이순신 [/ENT]은 [ENT] 조선 [/ENT]의 장군이다"
+    for start, end in [(0, 3), (5, 7), (9, 11)]:
+        assert marked[offsets[start] : offsets[start] + end - start] == TEXT[start:end]
+
+
+def _vocab(tmp_path):
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[ENT]", "[/ENT]"]
+    tokens += ["이순신", "은", "조선", "의", "장군", "##이다", "장", "##군", "a", "b"]
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
+def test_markers_are_single_tokens_and_entity_ids_align(tmp_path):
+    tok = load_tokenizer(_vocab(tmp_path), lowercase=False)
+    ent, end = entities.SpanSource.marker_ids(tok, "config.task.entities")
+    marked = entities.SpanSource("markup", "f").mark("<이순신:PS>은 <조선:LC>의 장군이다")
+    tokens = tok.encode(marked, add_special_tokens=False).tokens
+    # a marker ends the word: the particle after an entity is a word of its own
+    assert tokens == ["[ENT]", "이순신", "[/ENT]", "은", "[ENT]", "조선", "[/ENT]", "의"] + [
+        "장군",
+        "##이다",
+    ]
+    ids = np.array([tok.encode(marked, add_special_tokens=False).ids])
+    np.testing.assert_array_equal(
+        entities.entity_ids(ids, ent, end), [[1, 1, 1, 0, 1, 1, 1, 0, 0, 0]]
+    )
+    # a span cut by truncation (no [/ENT]) counts to the end of the row
+    np.testing.assert_array_equal(
+        entities.entity_ids(np.array([[2, ent, 7, 9]]), ent, end), [[0, 1, 1, 1]]
+    )
+
+
+def test_entity_masking_masks_whole_entities():
+    ent, end, cls, sep, pad, mask = 5, 6, 2, 3, 0, 4
+    #            CLS ENT  a  ##b ##c /ENT  d   e  ##f  SEP
+    ids = np.array([[cls, ent, 10, 11, 12, end, 13, 14, 15, sep] + [pad] * 6])
+    word_starts = np.array([[0, 1, 1, 0, 0, 1, 1, 1, 0, 0] + [0] * 6], bool)
+    starts = entities.entity_word_starts(word_starts, ids, ent, end)
+    np.testing.assert_array_equal(starts[0, :10], [0, 1, 1, 0, 0, 1, 1, 1, 0, 0])
+    ids2 = np.array([[cls, ent, 10, 16, 12, end, 13, 14, 15, sep] + [pad] * 6])
+    ws2 = np.array([[0, 1, 1, 1, 0, 1, 1, 1, 0, 0] + [0] * 6], bool)  # "a b ##c": two words
+    starts2 = entities.entity_word_starts(ws2, ids2, ent, end)
+    np.testing.assert_array_equal(starts2[0, :10], [0, 1, 1, 0, 0, 1, 1, 1, 0, 0])  # one entity
+    batch = {
+        "input_ids": jnp.asarray(np.repeat(ids2, 64, 0), jnp.int32),
+        "token_type_ids": jnp.zeros((64, 16), jnp.int32),
+        "attention_mask": jnp.asarray(np.repeat(ids2 != pad, 64, 0), jnp.int32),
+        "word_starts": jnp.asarray(np.repeat(starts2, 64, 0)),
+    }
+    out = mask_batch(
+        jax.random.key(0),
+        batch,
+        candidate_ids=jnp.arange(10, 17),
+        mask_id=mask,
+        cls_id=cls,
+        sep_id=sep,
+        pad_id=pad,
+        max_predictions=4,
+        mask_rate=0.4,
+        whole_word_masking=True,
+    )
+    chosen = np.zeros((64, 16), bool)
+    pos, w = np.asarray(out["masked_positions"]), np.asarray(out["masked_weights"]) > 0
+    for r in range(64):
+        chosen[r, pos[r][w[r]]] = True
+    entity = chosen[:, 2:5]
+    assert np.all(entity.all(1) | ~entity.any(1))  # all three pieces or none
+    assert entity.all(1).any()
+
+
+def _model(entity_vocab_size):
+    cfg = BertConfig(**TINY, entity_vocab_size=entity_vocab_size)
+    return cfg, Model(BERT, cfg, ())
+
+
+def test_entity_embedding_changes_only_entity_tokens_and_is_off_at_zero():
+    cfg, model = _model(2)
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(5, 64, (2, 12)), jnp.int32)
+    inputs = {"input_ids": ids, "attention_mask": jnp.ones_like(ids)}
+    params = model.init(jax.random.key(0), inputs)["params"]
+    assert params["backbone"]["embeddings"]["entity_embeddings"].value.shape == (2, 32)
+    assert params["backbone"]["embeddings"]["entity_embeddings"].names == ("entity", "embed")
+    layer = Embeddings(cfg)
+    variables = {"params": params["backbone"]["embeddings"]}
+
+    def embed(p, x):
+        args = (x["input_ids"], jnp.zeros_like(ids), x["attention_mask"], x.get("entity_ids"))
+        return layer.apply(variables, *args, deterministic=True)[0]
+
+    zeros = embed(params, {**inputs, "entity_ids": jnp.zeros_like(ids)})
+    absent = embed(params, inputs)
+    np.testing.assert_array_equal(zeros, absent)  # all-zero entity_ids == no entity_ids
+    entity_ids = jnp.zeros_like(ids).at[:, 3:6].set(1)
+    some = embed(params, {**inputs, "entity_ids": entity_ids})
+    changed = np.abs(np.asarray(some - zeros)).max(-1) > 1e-6
+    np.testing.assert_array_equal(changed, np.asarray(entity_ids, bool))
+    # with all-zero entity_ids, plain BERT with the same other weights gives the same output,
+    # once row 0 of the entity table is folded into the position table
+    plain_cfg, plain = _model(0)
+    plain_params = jax.tree.map(lambda x: x, params)
+    emb = dict(plain_params["backbone"]["embeddings"])
+    table = emb.pop("entity_embeddings").value
+    emb["position_embeddings"] = emb["position_embeddings"].replace_boxed(
+        emb["position_embeddings"].value + table[0]
+    )
+    plain_params = {**plain_params, "backbone": {**plain_params["backbone"], "embeddings": emb}}
+    ours = model.apply({"params": params}, {**inputs, "entity_ids": jnp.zeros_like(ids)})
+    theirs = plain.apply({"params": plain_params}, inputs)
+    np.testing.assert_allclose(ours["sequence_output"], theirs["sequence_output"], atol=1e-5)
+
+
+def test_family_feeds_entity_ids_only_when_the_option_is_on():
+    assert "entity_ids" not in BERT.fields_for(BertConfig(**TINY))
+    assert "entity_ids" in BERT.fields_for(BertConfig(**TINY, entity_vocab_size=2))
+    with pytest.raises(ValueError, match="config.model.entity_vocab_size"):
+        BertConfig(**TINY, entity_vocab_size=-1)
+
+
+def test_classification_step_runs_with_entity_ids(tmp_path):
+    tok = load_tokenizer(_vocab(tmp_path), lowercase=False)
+    gaz = tmp_path / "names.txt"
+    gaz.write_text("이순신\n조선\n", encoding="utf-8")
+    task_cfg = {"kind": "classification", "max_len": 16, "entities": f"gazetteer:{gaz}"}
+    task_cfg = type("Cfg", (dict,), {"__getattr__": dict.__getitem__})(task_cfg)
+    examples = [
+        classification.TextExample(TEXT, None, "a", "x:1"),
+        classification.TextExample("장군 조선", None, "b", "x:2"),
+    ]
+    task = classification.make_task(task_cfg, ["a", "b"])
+    features = task.featurize(task_cfg, examples, tok, training=True)
+    assert features.arrays["entity_ids"].tolist()[1][:6] == [0, 0, 1, 1, 1, 0]
+    cfg = BertConfig(**TINY, entity_vocab_size=2)
+    model = Model(BERT, cfg, tuple(task.heads))
+    batch = {k: jnp.asarray(v) for k, v in features.arrays.items()}
+    params = jax.tree.map(
+        lambda x: getattr(x, "value", x),
+        model.init(jax.random.key(0), batch)["params"],
+        is_leaf=lambda x: hasattr(x, "value"),
+    )
+    tx = optax.adam(1e-2)
+
+    def loss(p):
+        sums = task.sums(model, p, batch, jax.random.key(1))
+        return sums["task_loss"] / sums["task_count"]
+
+    @jax.jit
+    def step(p, s):
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, value, grads
+
+    state = tx.init(params)
+    params, state, first, grads = step(params, state)
+    assert np.abs(grads["backbone"]["embeddings"]["entity_embeddings"]).sum() > 0
+    for _ in range(5):
+        params, state, last, _ = step(params, state)
+    assert last < first
+
+
+def test_hf_export_refuses_entity_models_and_is_unchanged_without():
+    cfg = BertConfig(**TINY, entity_vocab_size=2)
+    with pytest.raises(ValueError, match="config.model.entity_vocab_size=2"):
+        hf_bert.config_to_hf(cfg)
+    params = init_params(cfg, heads=PRETRAINING_HEADS)
+    with pytest.raises(ValueError, match="config.model.entity_vocab_size=2"):
+        hf_bert.params_to_hf(params, cfg)
+    assert hf_bert.config_to_hf(BertConfig(**TINY))["model_type"] == "bert"
