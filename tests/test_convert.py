@@ -375,7 +375,7 @@ def test_import_other_architecture(hf_small, tmp_path, capsys, model_type):
     config = json.loads((hf_dir / "config.json").read_text())
     (hf_dir / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
     err = import_error(hf_dir, tmp_path / "out", capsys)
-    assert f"model_type='{model_type}'" in err and "bertjax converts ['bert', 'gpt2']" in err
+    assert f"model_type='{model_type}'" in err and "bertjax converts ['bert', " in err
     assert_nothing_written(tmp_path / "out")
 
 
