@@ -195,3 +195,27 @@ def test_best_checkpoint_lookup_without_ranked_checkpoints_is_none(tmp_path):
     manager = checkpoints.checkpoint_manager(tmp_path, config.checkpoint)
     assert checkpoints.best_checkpoint(manager) is None
     manager.close()
+
+
+@pytest.mark.slow
+def test_the_same_command_twice_gives_the_same_vocabulary_and_losses(tmp_path):
+    """Vocabulary training, data preparation and training from the corpus, in two processes:
+    byte-identical vocabularies and bit-identical losses."""
+    argv = [
+        "pretrain",
+        "--config",
+        str(TEST_CONFIG),
+        f"--config.data.corpus={BUILTIN_CORPUS}",
+        "--config.data.max_seq_len=32",
+        "--config.data.max_predictions=5",
+        "--config.train.num_steps=6",
+        "--config.train.log_every=2",
+        *QUIET,
+    ]
+    for run in ("a", "b"):
+        command = [sys.executable, "-m", "bertjax.cli", *argv, "--workdir", str(tmp_path / run)]
+        subprocess.run(command, env=_env(), check=True, capture_output=True, timeout=900)
+    vocab = [(tmp_path / run / "tokenizer" / "vocab.txt").read_bytes() for run in ("a", "b")]
+    assert vocab[0] == vocab[1]
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    assert len(_losses(tmp_path / "a")) == 3
