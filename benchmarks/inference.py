@@ -63,7 +63,7 @@ def measure_bertjax(args, config, batch: dict[str, np.ndarray]) -> dict[str, Any
     device = jax.devices()[0]
     cfg = bert_model_config(config.model)
     model = Model(BERT, cfg)  # the bare encoder: backbone (encoder and pooler), no heads
-    inputs = {k: jax.device_put(batch[k]) for k in BERT.input_fields}
+    inputs = {k: jax.device_put(batch[k]) for k in BERT.fields_for(cfg)}
     params = jax.jit(lambda rng: model.init(rng, inputs)["params"])(jax.random.key(args.seed))
     forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
     started = time.perf_counter()

@@ -82,7 +82,7 @@ def main(argv=None) -> dict[str, float]:
     )
     mask_rng, dropout_rng = jax.random.split(jax.random.key(args.seed))
     premasked = jax.jit(mask)(mask_rng, batch)
-    fields = (*BERT.input_fields, "masked_positions")
+    fields = (*BERT.fields_for(model.config), "masked_positions")
     init = lambda r: model.init(r, {k: premasked[k] for k in fields})
     params = nn.meta.unbox(jax.jit(init)(jax.random.key(args.seed))["params"])
     grad = jax.grad(functools.partial(pretraining_loss, model=model, objective=objective))

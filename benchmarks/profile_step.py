@@ -53,7 +53,7 @@ def compiled_step(args: argparse.Namespace, config):
     local = common.synthetic_batch(
         np.random.default_rng(args.seed), args.batch, args.seq, cfg.vocab_size
     )
-    inputs = {k: local[k] for k in BERT.input_fields}
+    inputs = {k: local[k] for k in BERT.fields_for(cfg)}
     model = Model(BERT, cfg)  # the bare encoder: backbone, no heads
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(args.seed), inputs))
     return jax.jit(model.apply).lower(params, inputs).compile(), [params, inputs]

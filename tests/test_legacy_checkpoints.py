@@ -57,7 +57,7 @@ def test_a_pre_registry_model_directory_loads_with_the_same_outputs(tmp_path):
     _write_legacy_model_dir(tmp_path / "old", params)
     model, loaded = model_dir.load_pretrained(tmp_path / "old")
     batch = COMMON.synthetic_batch(np.random.default_rng(0), 2, 16, CFG.vocab_size)
-    inputs = {k: batch[k] for k in BERT.input_fields}
+    inputs = {k: batch[k] for k in BERT.fields_for(CFG)}
     want = Model(BERT, CFG, model_dir.PRETRAINING_HEADS).apply({"params": params}, inputs)
     got = model.apply({"params": loaded}, inputs)
     for key in want:
