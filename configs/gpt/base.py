@@ -14,6 +14,7 @@ def get_config():
     model.family = "gpt"
     del model["type_vocab_size"]  # GPT has no segment embedding
     del model["pad_token_id"]  # padding is masked out; GPT has no pad token
+    del model["entity_vocab_size"]  # the entity embedding is an option of the BERT family
     model.eos_token_id = 50256  # <|endoftext|>; set from the tokenizer when one is trained
     model.vocab_size = 50257  # GPT-2's byte-level BPE
     model.max_position_embeddings = 1024
