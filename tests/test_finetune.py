@@ -422,7 +422,7 @@ def test_truncation_cut_tags_and_unmatched_answers_are_warned_and_recorded(
     for kind, task_config in configs.items():
         caplog.clear()
         with caplog.at_level("WARNING", logger="bertjax.tasks.common"):
-            task = build_task(task_config, tokenizer, tiny_model)
+            task = build_task(task_config, tokenizer, tiny_model / "vocab.txt", {})
         key, count, message = expected[kind]
         assert isinstance(task, TaskData) and task.train.stats[key] == count
         assert any(message in r.getMessage() for r in caplog.records), kind
