@@ -12,7 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
     # architecture, vocabulary and tokenizer options; may start $BERTJAX_DATA); "": from scratch
     config.init_from = ""
     data = config.data
-    data.corpus = ""  # text files or globs, comma-separated; prepared into workdir/data if set
+    # text files or globs, comma-separated (each may start $BERTJAX_DATA); prepared into
+    # workdir/data if set
+    data.corpus = ""
     data.dir = ""  # prepared shards (bertjax prepare); default workdir/data
     data.vocab = ""  # vocab.txt (or a BPE vocab.json); if empty one is trained on data.corpus
     data.tokenizer = "wordpiece"  # what is trained: "wordpiece" (BERT) or "byte_bpe" (GPT-2)

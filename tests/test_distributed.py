@@ -216,8 +216,11 @@ def test_killed_process_stops_the_job_and_one_process_resumes_it(prepared, refer
     assert stopped_after < 60, stopped_after
     message = "".join(stderr[0])
     assert "another task died" in message or "Connection reset by peer" in message, message[-2000:]
-    assert max(_losses(tmp_path)) < 20, "the run finished before it was killed"
-    _assert_losses_equal(_losses(tmp_path), expected, range(1, 11))
+    logged = _losses(tmp_path)
+    assert max(logged) < 20, "the run finished before it was killed"
+    # process 0 may log a few steps past checkpoint 10 before it sees the death; the rerun
+    # starts from the checkpoint and writes them again
+    _assert_losses_equal({s: v for s, v in logged.items() if s <= 10}, expected, range(1, 11))
 
     # Rerun with 1 process: the checkpoint of 2 processes restores and the job goes on exactly.
     pretrain(load_config(TEST_CONFIG, prepared + RUN), tmp_path)

@@ -347,6 +347,7 @@ def test_hf_gpt2_124m_config_logits(tmp_path):
 
 def test_pretrain_generate_and_resume(tmp_path, capsys):
     from bertjax.config import load_config
+    from bertjax.training.finetune import finetune
     from bertjax.training.pretrain import pretrain
 
     repo = pathlib.Path(__file__).resolve().parents[1]
@@ -391,6 +392,23 @@ def test_pretrain_generate_and_resume(tmp_path, capsys):
     )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["prompt"] == "The" and len(result["tokens"]) <= 5
+    # fine-tuned through the classification task; the fine-tuned model keeps its BPE files
+    rows = [f"{'a good day' if i % 2 else 'a bad night'} {i}\t{i % 2}" for i in range(16)]
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    task = [
+        f"--config.init_from={model}",
+        f"--config.task.train_file={tmp_path / 'train.tsv'}",
+        f"--config.task.eval_file={tmp_path / 'train.tsv'}",
+        "--config.task.max_len=16",
+        "--config.train.global_batch_size=8",
+        "--config.train.num_steps=2",
+        "--config.checkpoint.async_save=False",
+    ]
+    finetune(load_config(repo / "configs/finetune/sst2.py", task), tmp_path / "ft")
+    tuned = tmp_path / "ft" / "model"
+    assert (tuned / "vocab.json").is_file() and (tuned / "merges.txt").is_file()
+    assert cli.main(["predict", str(tmp_path / "ft"), "--text", "a good day"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["label"] in ("0", "1")
 
 
 # ------------------------------------------------------------------------------- prompting

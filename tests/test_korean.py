@@ -2,6 +2,7 @@
 
 import collections
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -369,3 +370,32 @@ def test_klue_ner_and_klue_sts_fine_tune_with_klue_scoring(shared_data, monkeypa
     assert 0.0 <= ner["char_macro_f1"] <= 1.0
     sts = finetune(load_config(REPO / "configs" / "ko" / "klue_sts.py", common), tmp_path / "s")
     assert set(sts) == {"pearson", "spearman"}
+
+
+@pytest.mark.slow
+def test_korean_quickstart_trains_on_ko_wikipedia(shared_data, monkeypatch, tmp_path):
+    """configs/ko/quickstart.py finds its four ko-wikipedia files through $BERTJAX_DATA, trains a
+    vocabulary that keeps Hangul syllables whole, and runs (two steps here)."""
+    from bertjax.config import load_config
+    from bertjax.training.pretrain import pretrain
+
+    monkeypatch.setenv("BERTJAX_DATA", str(shared_data))
+    overrides = [
+        "--config.train.num_steps=2",
+        "--config.optim.warmup_steps=1",
+        "--config.train.global_batch_size=8",
+        "--config.train.eval_batches=1",
+        "--config.data.max_seq_len=32",
+        "--config.data.max_predictions=5",
+        "--config.checkpoint.async_save=False",
+    ]
+    config = load_config(REPO / "configs" / "ko" / "quickstart.py", overrides)
+    final = pretrain(config, tmp_path)
+    assert np.isfinite(final["eval_mlm_loss"])
+    vocab = (tmp_path / "model" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert {"대통령", "미국", "한국", "##다"} <= set(vocab)  # whole syllables (NFC), as written
+    assert not any("\u1100" <= ch <= "\u11ff" for token in vocab for ch in token)  # no jamo
+    metadata = json.loads((tmp_path / "data" / "metadata.json").read_text())
+    assert [pathlib.Path(f).name for f in metadata["source_files"]] == [
+        f"wiki_0{i}" for i in range(4)
+    ]

@@ -223,15 +223,23 @@ def _at_path(tree: Any, path) -> Any:
     return tree
 
 
-def latest_params(directory: str | pathlib.Path) -> Any:
-    """Params of the latest checkpoint in `directory` (on the host, no optimizer state)."""
+def latest_params(directory: str | pathlib.Path, step: int | None = None) -> Any:
+    """Params of the latest checkpoint in `directory`, or of checkpoint `step` (on the host, no
+    optimizer state)."""
     from bertjax.interop.model_dir import upgrade_params
 
     manager = ocp.CheckpointManager(pathlib.Path(directory).absolute())
     args = ocp.args.Composite(state=ocp.args.StandardRestore(None))
     restore = lambda step: manager.restore(step, args=args)  # noqa: E731
-    found = _newest_readable(manager, restore, rename=False)
+    if step is None:
+        found = _newest_readable(manager, restore, rename=False)
+    elif step in manager.all_steps():
+        found = step, restore(step)
+    else:
+        found = None
+    steps = manager.all_steps()
     manager.close()
     if found is None:
-        raise FileNotFoundError(f"{directory} holds no complete checkpoint")
+        wanted = "no complete checkpoint" if step is None else f"no checkpoint {step} (has {steps})"
+        raise FileNotFoundError(f"{directory} holds {wanted}")
     return upgrade_params(found[1]["state"]["params"])

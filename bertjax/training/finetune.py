@@ -310,7 +310,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
     else:
         cfg, tokenizer, vocab, options = scratch_encoder(config)
     if config.eval_only or config.init_from:
-        vocab = source_dir / model_dir.VOCAB_NAME
+        vocab = model_dir.vocab_file(source_dir)  # vocab.txt, or a BPE vocab.json
         options = model_dir.tokenizer_options(source_dir)
     data = build_task(config, tokenizer, vocab, options, label_names=label_names)
     workdir.mkdir(parents=True, exist_ok=True)

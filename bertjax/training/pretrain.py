@@ -36,6 +36,7 @@ from bertjax.data.pretraining import (
     file_sha256,
     load_metadata,
     prepare,
+    resolve_files,
 )
 from bertjax.data.tokenizer import (
     load_tokenizer,
@@ -162,7 +163,7 @@ def prepare_data(
         raise FileNotFoundError(
             f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
         )
-    files = corpus_files(config.data.corpus, workdir)
+    files = resolve_files([resolve_path(f) for f in corpus_files(config.data.corpus, workdir)])
     lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
     if vocab is None and config.data.vocab:
         vocab = pathlib.Path(config.data.vocab)
