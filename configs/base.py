@@ -31,6 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
     data.whole_word_masking = False  # mask all WordPiece pieces of a word together
     data.mask_token_prob = 0.8  # share of chosen tokens replaced by [MASK] (ELECTRA: 1.0)
     data.random_token_prob = 0.1  # share replaced by a random token (ELECTRA: 0.0); rest kept
+    # Entity-aware BERT (needs model.entity_vocab_size=2): "" none, "markup" (inline
+    # <text:TYPE>) or "gazetteer:<file>" (names one a line, or a WikiExtractor file's titles;
+    # may start $BERTJAX_DATA): [ENT]/[/ENT] around each span, entity_ids fed to the model
+    data.entities = ""
+    data.entity_masking = False  # mask each entity as one word (needs whole_word_masking)
     data.pack_sequences = False  # several instances per row, attention kept within each
     data.max_pack_size = 3  # instances per packed row at most
 

@@ -238,3 +238,102 @@ def test_hf_export_refuses_entity_models_and_is_unchanged_without():
     with pytest.raises(ValueError, match="config.model.entity_vocab_size=2"):
         hf_bert.params_to_hf(params, cfg)
     assert hf_bert.config_to_hf(BertConfig(**TINY))["model_type"] == "bert"
+
+
+# ----------------------------------------------------------------------------- pretraining
+
+
+def test_pretraining_data_carries_entity_spans_and_the_job_trains_on_them(tmp_path):
+    """config.data.entities: gazetteer spans are marked before WordPiece, the source gives
+    entity_ids over [ENT] ... [/ENT], entity masking makes each span one word, and the BERT job
+    trains with the entity embedding; misconfigurations name the field before any data work."""
+    from bertjax.config import load_config
+    from bertjax.training.pretrain import pretrain
+    from tests.conftest import REPO
+
+    names = ["이순신", "세종대왕", "바다"]
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    lines = []
+    for i in range(40):  # 40 documents of 4 sentences, 2 names in each
+        lines += [f"이순신은 장군이다 {i}.", f"그는 바다를 지켰다 {i}.", f"세종대왕은 왕이다 {i}."]
+        lines += [f"그는 글자를 만들었다 {i}.", ""]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
+    overrides = [
+        f"--config.data.corpus={tmp_path / 'corpus.txt'}",
+        f"--config.data.entities=gazetteer:{tmp_path / 'names.txt'}",
+        "--config.model.entity_vocab_size=2",
+        "--config.model.vocab_size=200",
+        "--config.data.max_seq_len=32",
+        "--config.data.max_predictions=5",
+        "--config.data.eval_fraction=0.25",
+        "--config.data.whole_word_masking=True",
+        "--config.data.entity_masking=True",
+        "--config.train.num_steps=2",
+        "--config.train.eval_batches=1",
+        "--config.optim.warmup_steps=1",
+        "--config.checkpoint.async_save=False",
+    ]
+    for bad, message in [
+        ("--config.model.entity_vocab_size=0", r"config\.model\.entity_vocab_size=2"),
+        ("--config.data.whole_word_masking=False", r"entity_masking=True.*whole_word_masking"),
+    ]:
+        config = load_config(REPO / "configs" / "test.py", [*overrides, bad])
+        with pytest.raises(ValueError, match=message):
+            pretrain(config, tmp_path / "bad")
+        assert not (tmp_path / "bad" / "data").exists()  # nothing prepared
+    final = pretrain(load_config(REPO / "configs" / "test.py", overrides), tmp_path / "run")
+    assert np.isfinite(final["eval_mlm_loss"])
+
+    from bertjax.data.pretraining import PretrainingSource, load_metadata
+
+    metadata = load_metadata(tmp_path / "run" / "data")
+    kept = sum(split["num_documents"] for split in metadata["splits"].values())
+    assert metadata["statistics"]["entity_spans"] == 3 * kept  # 3 names in every document
+    tok = load_tokenizer(tmp_path / "run" / "model" / "vocab.txt")
+    ent, end = (tok.token_to_id(t) for t in entities.ENTITY_MARKERS)
+    source = PretrainingSource(tmp_path / "run" / "data", "train", entity_masking=True)
+    item = source[0]
+    ids, marked, starts = item["input_ids"], item["entity_ids"], item["word_starts"]
+    assert (ids == ent).sum() >= 1 and (ids == ent).sum() == (ids == end).sum()
+    for start, stop in zip(np.flatnonzero(ids == ent), np.flatnonzero(ids == end), strict=True):
+        assert marked[start : stop + 1].all() and starts[start + 1]
+        assert not starts[start + 2 : stop].any()  # one word from the first piece on
+    outside = np.ones_like(marked, bool)
+    for start, stop in zip(np.flatnonzero(ids == ent), np.flatnonzero(ids == end), strict=True):
+        outside[start : stop + 1] = False
+    assert not marked[outside].any()
+
+
+def test_qa_features_mark_gazetteer_names_and_answers_map_to_the_original_context(tmp_path):
+    """config.task.entities="gazetteer:..." for QA: markers around the names in question and
+    context, entity_ids over them, context offsets into the original text (markers are not
+    context), so training positions and predicted answers are the unmarked text."""
+    from bertjax.tasks.qa import Answer, QAExample, featurize_qa, postprocess_qa
+
+    (tmp_path / "names.txt").write_text("이순신\n조선\n", encoding="utf-8")
+    tok = load_tokenizer(_vocab(tmp_path), lowercase=False)
+    ent, end = entities.SpanSource.marker_ids(tok, "config.task.entities")
+    context = "이순신은 조선의 장군이다"
+    example = QAExample("q1", "t", "이순신은 누구인가", context, (Answer("조선의 장군", 5),))
+    spans = entities.SpanSource(f"gazetteer:{tmp_path / 'names.txt'}", "config.task.entities")
+    features = featurize_qa([example], tok, max_len=32, is_training=True, spans=spans)
+    ids, offsets = features.arrays["input_ids"][0], features.meta["offsets"][0]
+    tokens = [tok.id_to_token(int(i)) for i in ids[: int(features.arrays["attention_mask"].sum())]]
+    assert tokens.count("[ENT]") == 3 and tokens.count("[/ENT]") == 3  # 1 in question, 2 context
+    marked = features.arrays["entity_ids"][0]
+    assert [t for t, m in zip(tokens, marked, strict=False) if m] == [
+        *["[ENT]", "이순신", "[/ENT]"] * 2,
+        *["[ENT]", "조선", "[/ENT]"],
+    ]
+    context_pieces = [(t, tuple(o)) for t, o in zip(tokens, offsets, strict=False) if o[0] >= 0]
+    assert all(context[a:b] == t.removeprefix("##") for t, (a, b) in context_pieces)
+    assert not any(t in entities.ENTITY_MARKERS for t, _ in context_pieces)
+    start, stop = features.arrays["start_positions"][0], features.arrays["end_positions"][0]
+    assert tokens[start] == "[ENT]" or tokens[start] == "조선"
+    assert context[offsets[start][0] : offsets[stop][1]] == "조선의 장군"
+    logits = np.full((1, 32), -10.0)
+    start_logits, end_logits = logits.copy(), logits.copy()
+    start_logits[0, start], end_logits[0, stop] = 10.0, 10.0
+    assert postprocess_qa([example], features, start_logits, end_logits) == {"q1": "조선의 장군"}
+    with pytest.raises(ValueError, match=r"config\.task\.entities='markup'.*gazetteer"):
+        featurize_qa([example], tok, spans=entities.SpanSource("markup", "config.task.entities"))

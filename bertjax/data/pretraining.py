@@ -62,6 +62,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from bertjax.data import entities as entities_lib
 from bertjax.data import tokenizer as tokenizer_lib
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class Statistics:
     documents_cut_long: int = 0
     documents_skipped_single_sentence: int = 0
     documents_skipped_after_tokenization: int = 0
+    entity_spans: int = 0  # [ENT] ... [/ENT] spans written (config.data.entities)
 
     def add(self, other: dict[str, int]) -> None:
         for key, value in other.items():
@@ -503,6 +505,7 @@ class _Settings:
     short_seq_prob: float
     seed: int
     instances: str = "nsp_pairs"
+    entities: str = ""  # span source of [ENT]/[/ENT] markers ("": none)
 
 
 _worker: dict = {}
@@ -521,13 +524,31 @@ def _init_worker(settings: _Settings, single_threaded: bool) -> None:
         special=special,
         table=make_word_start_table(vocab, special) if pairs else None,
         ids_dtype=field_dtypes(len(vocab))["input_ids"],
+        spans=entity_source(settings.entities, tok),
     )
+
+
+def entity_source(spec: str, tok) -> entities_lib.SpanSource | None:
+    """The span source of `config.data.entities` ("" none), its markers checked in `tok`."""
+    if not spec:
+        return None
+    if spec == "jsonl":
+        raise ValueError(
+            "config.data.entities='jsonl' is for JSONL task files; a text corpus takes 'markup' "
+            "(inline <text:TYPE>) or 'gazetteer:<file>'"
+        )
+    source = entities_lib.SpanSource(spec, "config.data.entities")
+    source.marker_ids(tok, "config.data.entities")
+    return source
 
 
 def _tokenize_documents(
     documents: list[list[str]], max_num_tokens: int, stats: Statistics
 ) -> list[list[list[int]]]:
     flat = [sentence for document in documents for sentence in document]
+    if _worker["spans"] is not None:  # [ENT] ... [/ENT] around each entity, before WordPiece
+        flat = [_worker["spans"].mark(sentence) for sentence in flat]
+        stats.entity_spans += sum(s.count(entities_lib.ENT) for s in flat)
     encodings = _worker["tokenizer"].encode_batch(flat, add_special_tokens=False)
     out, k = [], 0
     for document in documents:
@@ -753,6 +774,7 @@ def prepare(
     chunk_chars: int = 1 << 20,
     overwrite: bool = False,
     instances: str = "nsp_pairs",
+    entities: str = "",
 ) -> dict:
     """Prepares pretraining instances from text files into `out_dir`.
 
@@ -772,6 +794,9 @@ def prepare(
       chunk_chars: Characters of text per unit of work (and per NSP random-document pool).
       overwrite: Replace an earlier prepared dataset in `out_dir`.
       instances: "nsp_pairs" (BERT) or "lm_blocks" (GPT); see the module docstring.
+      entities: "markup" or "gazetteer:<file>": `[ENT]`/`[/ENT]` written around each entity
+        span of every sentence before tokenization (entity-aware BERT; the vocabulary must hold
+        the markers); `PretrainingSource` then adds `entity_ids`. "": none.
 
     Returns:
       The metadata, also written to `out_dir/metadata.json`.
@@ -784,10 +809,17 @@ def prepare(
     tok = tokenizer_lib.load_tokenizer(vocab_path, lowercase=lowercase)
     special = tokenizer_lib.special_token_ids(tok, str(vocab_path))
     vocab_size = tok.get_vocab_size()
+    if entities and instances != "nsp_pairs":
+        raise ValueError(f"config.data.entities needs 'nsp_pairs' instances, not {instances!r}")
+    markers = None
+    if entity_source(entities, tok) is not None:
+        markers = entities_lib.SpanSource.marker_ids(tok, "config.data.entities")
     out = pathlib.Path(out_dir)
     _prepare_out_dir(out, overwrite)
     num_workers = _default_workers() if num_workers is None else num_workers
-    settings = _Settings(str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances)
+    settings = _Settings(
+        str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances, entities
+    )
     stats = Statistics()
     tasks = _iter_chunks(
         paths,
@@ -817,6 +849,8 @@ def prepare(
         "word_starts_packed": True,
         "splits": splits,
         "source_files": [str(p) for p in paths],
+        "entities": entities,
+        "entity_marker_ids": list(markers) if markers else None,
         "statistics": dataclasses.asdict(stats),
     }
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
@@ -927,6 +961,10 @@ class PretrainingSource:
       split: "train" or "eval".
       vocab_path: When given, its sha256 must match the one the data was prepared with.
       document_attention: "lm_blocks" only: number the documents in `attention_mask`.
+      entity_masking: data prepared with entities: each `[ENT] ... [/ENT]` span is one word
+        for whole-word masking (`entities.entity_word_starts`).
+
+    Data prepared with `entities` also gives `entity_ids` int32 [L] (1 from `[ENT]` to `[/ENT]`).
     """
 
     def __init__(
@@ -936,6 +974,7 @@ class PretrainingSource:
         *,
         vocab_path: str | os.PathLike | None = None,
         document_attention: bool = False,
+        entity_masking: bool = False,
     ):
         self.directory = pathlib.Path(directory)
         self.metadata = load_metadata(directory)
@@ -955,6 +994,14 @@ class PretrainingSource:
         self.fields = tuple(self.metadata.get("fields", FIELDS))
         self.document_attention = document_attention
         self.max_seq_len = self.metadata["max_seq_len"]
+        self.entities = self.metadata.get("entities", "")
+        self.entity_marker_ids = self.metadata.get("entity_marker_ids")
+        if entity_masking and not self.entities:
+            raise ValueError(
+                f"config.data.entity_masking=True but {directory} was prepared without entity "
+                "spans (set config.data.entities and prepare it again)"
+            )
+        self.entity_masking = entity_masking
         self._offsets = np.cumsum([0, *splits[split]["shards"]]).tolist()
         self._shards: list[dict[str, np.ndarray]] | None = None
 
@@ -974,13 +1021,20 @@ class PretrainingSource:
         if self.instances == "lm_blocks":
             return self._block(arrays, row, attention_mask)
         word_starts = np.unpackbits(arrays["word_starts"][row], count=self.max_seq_len)
-        return {
+        item = {
             "input_ids": arrays["input_ids"][row].astype(np.int32),
             "token_type_ids": arrays["token_type_ids"][row].astype(np.int32),
             "attention_mask": attention_mask,
             "next_sentence_label": np.array(arrays["next_sentence_labels"][row], np.int32),
             "word_starts": word_starts.astype(bool),
         }
+        if self.entity_marker_ids:
+            ids, markers = item["input_ids"], self.entity_marker_ids
+            item["entity_ids"] = entities_lib.entity_ids(ids, *markers)
+            if self.entity_masking:
+                starts = entities_lib.entity_word_starts(item["word_starts"], ids, *markers)
+                item["word_starts"] = starts
+        return item
 
     def _block(self, arrays, row: int, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         if self.document_attention:
@@ -1095,13 +1149,17 @@ class PackedSource:
             "nsp_positions": np.zeros(k, np.int32),
             "nsp_weights": np.zeros(k, np.float32),
         }
+        fields = ["input_ids", "token_type_ids", "word_starts"]
+        if self.source.entity_marker_ids:
+            out["entity_ids"] = np.zeros(length, np.int32)
+            fields.append("entity_ids")
         start = 0
         for slot, member in enumerate(self.plan[int(index)]):
             if member < 0:
                 break
             item = self.source[int(member)]
             n = int(item["attention_mask"].sum())
-            for field in ("input_ids", "token_type_ids", "word_starts"):
+            for field in fields:
                 out[field][start : start + n] = item[field][:n]
             out["attention_mask"][start : start + n] = slot + 1
             out["next_sentence_label"][slot] = item["next_sentence_label"]

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import tokenizers
 
+from bertjax.data import entities
 from bertjax.models import head_spec
 from bertjax.objectives.base import apply, nll_and_hits
 from bertjax.tasks.common import (
@@ -116,6 +117,7 @@ def featurize_qa(
     max_query_length: int = 64,
     is_training: bool = False,
     special: SpecialIds | None = None,
+    spans: entities.SpanSource | None = None,
 ) -> Features:
     """Builds `[CLS] question [SEP] context-window [SEP]` features, windows `doc_stride` apart.
 
@@ -132,6 +134,9 @@ def featurize_qa(
         max_query_length: most question pieces kept.
         is_training: skip examples with unusable answers (else keep them, positions 0).
         special: special token ids; looked up in the tokenizer when None.
+        spans: a gazetteer span source (`config.task.entities`): `[ENT]`/`[/ENT]` are written
+            around the names in each question and context, the context offsets still index the
+            original context (the markers are not context), and `entity_ids` is emitted.
 
     Returns:
         `Features` with arrays `input_ids`, `token_type_ids`, `attention_mask` (int32 [N, L]),
@@ -143,8 +148,16 @@ def featurize_qa(
     """
     special = special or SpecialIds.from_tokenizer(tokenizer)
     check_tokenizer(tokenizer)
-    questions = encode_ids(tokenizer, [e.question for e in examples])
-    contexts = _encode_contexts(tokenizer, examples)
+    markers = None
+    if spans is not None:
+        if spans.gazetteer is None:
+            raise ValueError(
+                f"config.task.entities={spans.spec!r}: question answering takes entity spans "
+                "from a gazetteer ('gazetteer:<file>'), matched in questions and contexts"
+            )
+        markers = spans.marker_ids(tokenizer, "config.task.entities")
+    questions = encode_ids(tokenizer, [_mark(spans, e.question) for e in examples])
+    contexts = _encode_contexts(tokenizer, examples, spans)
     if doc_stride < 1:
         raise ValueError(f"doc_stride must be >= 1, got {doc_stride}")
     rows, stats = [], dict.fromkeys(["answers_mismatched", "answers_outside_window"], 0)
@@ -173,18 +186,44 @@ def featurize_qa(
             len(examples),
         )
     features = _assemble_qa(rows, contexts, examples, max_len, special)
+    if markers is not None:
+        features.arrays["entity_ids"] = entities.entity_ids(features.arrays["input_ids"], *markers)
     features.stats = {**stats, "num_features": len(features)}
     return features
 
 
-def _encode_contexts(tokenizer, examples) -> dict[str, tuple[list[int], np.ndarray]]:
-    """{context: (piece ids, int32 [pieces, 2] char offsets)}; each distinct context once."""
+def _mark(spans: entities.SpanSource | None, text: str) -> str:
+    return text if spans is None else spans.mark(text)
+
+
+def _encode_contexts(tokenizer, examples, spans=None) -> dict[str, tuple[list[int], np.ndarray]]:
+    """{context: (piece ids, int32 [pieces, 2] char offsets)}; each distinct context once.
+
+    With `spans` the context is encoded with its markers; the offsets are mapped back to the
+    original context, (-1, -1) for the marker pieces.
+    """
     unique = list(dict.fromkeys(e.context for e in examples))
-    encodings = tokenizer.encode_batch(unique, add_special_tokens=False)
-    return {
-        text: (enc.ids, np.array(enc.offsets, np.int32).reshape(-1, 2))
-        for text, enc in zip(unique, encodings, strict=True)
-    }
+    marked = [entities.insert_markers(t, spans.gazetteer.spans(t)) for t in unique] if spans else []
+    texts = [m[0] for m in marked] if spans else unique
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    out = {}
+    for i, (text, enc) in enumerate(zip(unique, encodings, strict=True)):
+        offsets = np.array(enc.offsets, np.int32).reshape(-1, 2)
+        if spans:
+            offsets = _original_offsets(offsets, marked[i][1])
+        out[text] = (enc.ids, offsets)
+    return out
+
+
+def _original_offsets(offsets: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Piece offsets in the marked text -> in the original text (`positions[i]`: where character
+    i of the original is in the marked text); pieces that are no original text get (-1, -1)."""
+    chars = positions[:-1]
+    start = np.searchsorted(chars, offsets[:, 0])
+    last = np.searchsorted(chars, np.maximum(offsets[:, 1] - 1, 0))
+    found = start < len(chars)
+    found[found] &= chars[start[found]] == offsets[found, 0]
+    return np.where(found[:, None], np.stack([start, last + 1], 1), -1).astype(np.int32)
 
 
 def _answer_token_span(example: QAExample, offsets: np.ndarray) -> tuple[int, int] | None:
@@ -433,6 +472,7 @@ class QuestionAnswering(TaskBase):
         return {"task_loss": jnp.sum(nll) / 2, "task_count": count}
 
     def featurize(self, task_cfg, examples, tokenizer, *, training: bool) -> Features:
+        spec = task_cfg.get("entities", "")
         return featurize_qa(
             examples,
             tokenizer,
@@ -440,6 +480,7 @@ class QuestionAnswering(TaskBase):
             doc_stride=task_cfg.doc_stride,
             max_query_length=task_cfg.max_query_length,
             is_training=training,
+            spans=entities.SpanSource(spec, "config.task.entities") if spec else None,
         )
 
     def outputs_to_predictions(self, task_cfg, examples, features, outputs):

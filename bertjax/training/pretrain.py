@@ -180,8 +180,17 @@ def prepare_data(
         documents_per_file=config.data.corpus == BUILTIN_CORPUS,
         lowercase=lowercase,
         instances=config.data.instances,
+        entities=entity_spec(config),
     )
     return data_dir, vocab
+
+
+def entity_spec(config: ml_collections.ConfigDict) -> str:
+    """`config.data.entities` with a gazetteer path's leading $BERTJAX_DATA resolved."""
+    spec = config.data.get("entities", "")
+    if spec.startswith("gazetteer:"):
+        return "gazetteer:" + str(resolve_path(spec.removeprefix("gazetteer:")))
+    return spec
 
 
 TOKENIZERS = ("wordpiece", "byte_bpe")
@@ -229,6 +238,17 @@ def check_config(config: ml_collections.ConfigDict, cfg) -> None:
             "config.data.pack_sequences=True packs sentence pairs; "
             f"config.data.instances={config.data.instances!r} blocks are full already"
         )
+    entities, entity_masking = config.data.get("entities", ""), config.data.get("entity_masking")
+    if entities and getattr(cfg, "entity_vocab_size", 0) < 2:
+        raise ValueError(
+            f"config.data.entities={entities!r} feeds entity_ids to the model: set "
+            "config.model.entity_vocab_size=2 (the BERT family's entity embedding)"
+        )
+    if entity_masking and not (entities and config.data.whole_word_masking):
+        raise ValueError(
+            "config.data.entity_masking=True masks each entity as one word: it needs "
+            "config.data.entities and config.data.whole_word_masking=True"
+        )
     if config.data.pack_sequences and config.data.max_pack_size < 1:
         raise ValueError(f"config.data.max_pack_size={config.data.max_pack_size} must be >= 1")
 
@@ -256,9 +276,18 @@ def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:
 
 
 def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
-    options = dict(vocab_path=vocab, document_attention=config.data.document_attention)
+    options = dict(
+        vocab_path=vocab,
+        document_attention=config.data.document_attention,
+        entity_masking=bool(config.data.get("entity_masking")),
+    )
     train_source = PretrainingSource(data_dir, "train", **options)
     eval_source = PretrainingSource(data_dir, "eval", **options)
+    if train_source.entities != entity_spec(config):
+        raise ValueError(
+            f"config.data.entities={config.data.get('entities', '')!r} but {data_dir} was "
+            f"prepared with entities={train_source.entities!r}; prepare the corpus again"
+        )
     if train_source.instances != config.data.instances:
         raise ValueError(
             f"config.data.instances={config.data.instances!r} but {data_dir} holds "

@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     # (inline <text:TYPE>), "jsonl" (a field "entities": [[start, end], ...] of character offsets
     # in text_a) or "gazetteer:<file>" (names one a line, longest match first); [ENT]/[/ENT] are
     # written around each span and entity_ids (1 from [ENT] to [/ENT]) fed to the model.
-    # Classification and regression.
+    # Classification and regression; QA takes "gazetteer:<file>" (questions and contexts).
     task.entities = ""
     task.doc_stride = 128  # qa: pieces between the starts of consecutive context windows
     task.max_query_length = 64  # qa: most question pieces kept
