@@ -26,17 +26,16 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from bertjax.models import Model, model_config
+from bertjax.models import model_config
 from bertjax.objectives import make_objective
-from bertjax.training import sharding
-from bertjax.training.optimizer import make_optimizer
 
 try:
-    from benchmarks import common, torch_peer
+    from benchmarks import common, torch_peer, train_throughput
     from benchmarks.rnn_step import median_ms
 except ImportError:  # run as a script: this folder is on sys.path
     import common
     import torch_peer
+    import train_throughput
     from rnn_step import median_ms
 
 
@@ -47,24 +46,10 @@ def lm_batch(rs: np.random.Generator, batch: int, length: int, vocab_size: int) 
 
 def bertjax_step(config, ids: np.ndarray) -> Callable[[], None]:
     """bertjax's jitted causal-LM train step, compiled, as a no-argument callable."""
-    from bertjax.training.step import compile_steps
-
-    family, cfg = model_config(config.model)
-    mesh = sharding.make_mesh(config.mesh)
     local = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    tx, schedule = make_optimizer(config.optim, config.train.num_steps)
     with tempfile.TemporaryDirectory() as tmp:
-        objective = make_objective(config, common.write_vocab(cfg.vocab_size, tmp))
-    steps = compile_steps(
-        Model(family, cfg, tuple(objective.heads)),
-        objective,
-        tx,
-        schedule,
-        local,
-        mesh,
-        sharding.logical_rules(config.mesh),
-    )
-    batch = sharding.global_batch(local, mesh)
+        vocab = common.write_vocab(config.model.vocab_size, tmp)
+        _, steps, batch, _ = train_throughput.build(config, vocab, local)
     state = [steps.init_state(jax.random.key(config.train.seed))]
     start = time.perf_counter()
     state[0], metrics = steps.train_step(state[0], batch)

@@ -39,19 +39,21 @@ except ImportError:  # run as a script: this folder is on sys.path
     import common
 
 
-def build(config, vocab_path):
-    """(model config, compiled steps, one global synthetic batch, objective) for `config`."""
+def build(config, vocab_path, local=None):
+    """(model config, compiled steps, one global batch, objective) for `config`; the batch is
+    `local` (this process's rows) or synthetic sentence pairs."""
     family, cfg = model_config(config.model)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
     rs = np.random.default_rng(config.train.seed)
-    local = common.synthetic_batch(
-        rs,
-        config.train.global_batch_size // jax.process_count(),
-        config.data.max_seq_len,
-        cfg.vocab_size,
-        config.data.short_seq_prob,
-    )
+    if local is None:
+        local = common.synthetic_batch(
+            rs,
+            config.train.global_batch_size // jax.process_count(),
+            config.data.max_seq_len,
+            cfg.vocab_size,
+            config.data.short_seq_prob,
+        )
     tx, schedule = make_optimizer(config.optim, config.train.num_steps)
     objective = make_objective(config, vocab_path)
     steps = compile_steps(

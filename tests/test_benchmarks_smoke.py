@@ -144,3 +144,38 @@ def test_profile_step_attributes_time_to_model_scopes(forward):
     assert any(key.startswith("bwd ") for key in scopes) != forward
     if not forward:
         assert any(key.startswith(("heads/mlm", "bwd heads/mlm")) for key in scopes), scopes
+
+
+def test_gpt_step_times_bertjax_and_transformers_side_by_side():
+    pytest.importorskip("transformers")
+    argv = [
+        f"--config={REPO / 'configs' / 'gpt' / 'tiny.py'}",
+        "--batch=8",  # a row for each of the 8 test devices
+        "--seq=16",
+    ]
+    times = load_benchmark("gpt_step").main([*argv, "--steps=1", "--warmup=0", "--vocab_size=256"])
+    assert set(times) == {"bertjax (jit)", "transformers"} and min(times.values()) > 0
+
+
+def test_family_comparison_plans_seeds_first_and_budgets_for_bert_and_electra():
+    import argparse
+
+    fc = load_benchmark("family_comparison")
+    args = argparse.Namespace(arms="bert,electra,lstm_scratch", tasks="sst2,conll2003")
+    args.seeds, args.points = "0,1", 2
+    done = {a: fc.Pretrained(a, REPO, n, 1.0, 0.0) for a, n in [("bert", 300), ("electra", 280)]}
+    assert fc.plan(args, done) == [
+        ("bert", "sst2", 0, 150),  # half the budget: score against pretraining FLOPs
+        ("bert", "sst2", 0, 300),
+        ("bert", "conll2003", 0, 300),  # not an ELECTRA task: the full budget only
+        ("electra", "sst2", 0, 140),
+        ("electra", "sst2", 0, 280),
+        ("lstm_scratch", "sst2", 0, 0),
+        ("lstm_scratch", "conll2003", 0, 0),
+        ("bert", "sst2", 1, 300),  # the other seeds at the full budget
+        ("bert", "conll2003", 1, 300),
+        ("electra", "sst2", 1, 280),
+        ("lstm_scratch", "sst2", 1, 0),
+        ("lstm_scratch", "conll2003", 1, 0),
+    ]
+    assert fc._mean_sd([70.0, 72.0]) == "71.0 ± 1.4 (2 seeds)" and fc._mean_sd([]) == "-"
