@@ -162,12 +162,12 @@ def test_family_comparison_plans_seeds_first_and_budgets_for_bert_and_electra():
 
     fc = load_benchmark("family_comparison")
     args = argparse.Namespace(arms="bert,electra,lstm_scratch", tasks="sst2,conll2003")
-    args.seeds, args.points = "0,1", 2
+    args.seeds, args.points, args.budget_tasks = "0,1", 2, "sst2"
     done = {a: fc.Pretrained(a, REPO, n, 1.0, 0.0) for a, n in [("bert", 300), ("electra", 280)]}
     assert fc.plan(args, done) == [
         ("bert", "sst2", 0, 150),  # half the budget: score against pretraining FLOPs
         ("bert", "sst2", 0, 300),
-        ("bert", "conll2003", 0, 300),  # not an ELECTRA task: the full budget only
+        ("bert", "conll2003", 0, 300),  # not a budget task: the full budget only
         ("electra", "sst2", 0, 140),
         ("electra", "sst2", 0, 280),
         ("lstm_scratch", "sst2", 0, 0),
