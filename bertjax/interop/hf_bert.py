@@ -343,7 +343,27 @@ def params_from_hf(
     if missing and init_fn is None:
         raise ValueError(f"checkpoint lacks {missing} and no init_fn was given to initialise them")
     fresh = init_fn() if missing else None
-    dtype = np_dtype(config.param_dtype)
+    convert = lambda entry, array: _to_bertjax(entry.kind, array, config)  # noqa: E731
+    flat, initialised = read_entries(entries, state, missing, fresh, config.param_dtype, convert)
+    params = _unflatten(flat)
+    if config.scan_layers:
+        params = stack_layers(params, config.num_layers)
+    if initialised:
+        logger.warning(
+            "initialised %d parameter(s) fresh (absent from the checkpoint): %s",
+            len(initialised),
+            ", ".join(initialised),
+        )
+    return params, sorted(initialised)
+
+
+def read_entries(entries, state, missing, fresh, param_dtype: str, convert):
+    """The flat `{path: array}` of `entries` and the `/`-joined paths initialised fresh.
+
+    Each entry comes from the HF `state` (shape-checked, then `convert(entry, array)`), or from
+    the `fresh` params where its group is in `missing`; arrays are cast to `param_dtype`.
+    """
+    dtype = np_dtype(param_dtype)
     flat, initialised = {}, []
     for entry in entries:
         if entry.group in missing:
@@ -356,17 +376,8 @@ def params_from_hf(
                 f"checkpoint weight {entry.key} has shape {array.shape}, but config.json "
                 f"implies {entry.shape}"
             )
-        flat[entry.path] = np.ascontiguousarray(_to_bertjax(entry.kind, array, config), dtype)
-    params = _unflatten(flat)
-    if config.scan_layers:
-        params = stack_layers(params, config.num_layers)
-    if initialised:
-        logger.warning(
-            "initialised %d parameter(s) fresh (absent from the checkpoint): %s",
-            len(initialised),
-            ", ".join(initialised),
-        )
-    return params, sorted(initialised)
+        flat[entry.path] = np.ascontiguousarray(convert(entry, array), dtype)
+    return flat, initialised
 
 
 def _missing_groups(entries: list[_Entry], state: Mapping[str, np.ndarray]) -> list[str]:

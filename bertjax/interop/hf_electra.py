@@ -41,7 +41,7 @@ from bertjax.interop.hf_bert import (  # noqa: F401  (the converter API, as hf_b
     hf_tokenizer_options,
     layer_entries,
 )
-from bertjax.interop.hf_files import CONFIG_NAME, SAFETENSORS_NAME, np_dtype
+from bertjax.interop.hf_files import CONFIG_NAME, SAFETENSORS_NAME
 from bertjax.models.electra import ELECTRA, ElectraConfig
 from bertjax.models.layers import stack_layer_params, unstack_layer_params
 
@@ -256,20 +256,10 @@ def params_from_hf(
         raise ValueError(f"checkpoint has {len(unknown)} unknown key(s) for ELECTRA: {unknown}")
     missing = hf_bert._missing_groups(entries, state)
     fresh = _fresh(config, missing, init_fn)
-    dtype = np_dtype(config.param_dtype)
-    flat, initialised = {}, []
-    for entry in entries:
-        if entry.group in missing:
-            flat[entry.path] = np.asarray(_get(fresh, entry.path)).astype(dtype)
-            initialised.append("/".join(entry.path))
-            continue
-        array = np.asarray(state[entry.key])
-        if array.shape != entry.shape:
-            raise ValueError(
-                f"checkpoint weight {entry.key} has shape {array.shape}, not {entry.shape}"
-            )
-        array = _to_bertjax(entry.kind, array, _network(config, entry))
-        flat[entry.path] = np.ascontiguousarray(array, dtype)
+    convert = lambda entry, array: _to_bertjax(entry.kind, array, _network(config, entry))  # noqa: E731
+    flat, initialised = hf_bert.read_entries(
+        entries, state, missing, fresh, config.param_dtype, convert
+    )
     params = _unflatten(flat)
     if config.scan_layers:
         params = stack_layer_params(params, ELECTRA.stack_paths, config.num_layers)
