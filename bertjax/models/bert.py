@@ -26,6 +26,7 @@ from bertjax.models.layers import (
     layer_norm,
     normal_init,
     segment_positions,
+    token_and_position_tables,
 )
 from bertjax.models.registry import Family, check_positive, fail, model_config, register
 
@@ -150,19 +151,8 @@ class Embeddings(nn.Module):
         the `entity_embeddings` table is added too.
         """
         cfg = self.config
-        word = nn.Embed(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype,
-            embedding_init=normal_init(cfg, ("vocab", "embed")),
-            name="word_embeddings",
-        )
-        position = self.param(
-            "position_embeddings",
-            normal_init(cfg, ("position", "embed")),
-            (cfg.max_position_embeddings, cfg.hidden_size),
-            cfg.param_dtype,
+        word, position = token_and_position_tables(
+            self, cfg, word="word_embeddings", position="position_embeddings"
         )
         token_type = self.param(
             "token_type_embeddings",

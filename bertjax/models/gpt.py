@@ -24,8 +24,8 @@ from bertjax.models.layers import (
     Mlp,
     SelfAttention,
     layer_norm,
-    normal_init,
     segment_positions,
+    token_and_position_tables,
 )
 from bertjax.models.registry import Family, fail, register
 
@@ -107,20 +107,7 @@ class GptBackbone(nn.Module):
         """
         cfg = self.config
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
-        word = nn.Embed(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype,
-            embedding_init=normal_init(cfg, ("vocab", "embed")),
-            name="wte",
-        )
-        position = self.param(
-            "wpe",
-            normal_init(cfg, ("position", "embed")),
-            (cfg.max_position_embeddings, cfg.hidden_size),
-            cfg.param_dtype,
-        )
+        word, position = token_and_position_tables(self, cfg, word="wte", position="wpe")
         positions = self._positions(attention_mask)
         x = word(input_ids) + jnp.asarray(position, cfg.dtype)[positions]
         x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)

@@ -33,6 +33,27 @@ def normal_init(config: Any, names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
 
 
+def token_and_position_tables(module: nn.Module, config: Any, *, word: str, position: str):
+    """The word embedding (an `nn.Embed` named `word`) and the learned position table
+    [max_position_embeddings, hidden] (the param `position`) of `module`, called inside its
+    compact method."""
+    embed = nn.Embed(
+        config.vocab_size,
+        config.hidden_size,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        embedding_init=normal_init(config, ("vocab", "embed")),
+        name=word,
+    )
+    table = module.param(
+        position,
+        normal_init(config, ("position", "embed")),
+        (config.max_position_embeddings, config.hidden_size),
+        config.param_dtype,
+    )
+    return embed, table
+
+
 def zeros_init(names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
