@@ -241,13 +241,14 @@ def read_results(path: pathlib.Path) -> dict[tuple, dict]:
 
 
 def plan(args, pretrained: dict[str, Pretrained]) -> list[tuple[str, str, int, int]]:
-    """(arm, task, seed, pretraining step) of every fine-tuning run, the first seed first."""
-    arms = [a for a in args.arms.split(",")]
-    tasks = args.tasks.split(",")
+    """(arm, task, seed, pretraining step) of every fine-tuning run: the first seed first, and
+    within a seed task by task, so a stopped run leaves whole comparisons."""
+    arms = args.arms.split(",")
+    tasks = [t for t in TASKS if t in args.tasks.split(",")]
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        for arm in arms:
-            for task in (t for t in MATRIX[arm] if t in tasks):
+        for task in tasks:
+            for arm in (a for a in arms if task in MATRIX[a]):
                 if arm in pretrained:
                     steps = pretrained[arm].steps
                     budgets = arm in BUDGET_ARMS and task in args.budget_tasks.split(",")

@@ -157,7 +157,7 @@ def test_gpt_step_times_bertjax_and_transformers_side_by_side():
     assert set(times) == {"bertjax (jit)", "transformers"} and min(times.values()) > 0
 
 
-def test_family_comparison_plans_seeds_first_and_budgets_for_bert_and_electra():
+def test_family_comparison_plans_seed_by_seed_task_by_task_with_budgets():
     import argparse
 
     fc = load_benchmark("family_comparison")
@@ -167,15 +167,15 @@ def test_family_comparison_plans_seeds_first_and_budgets_for_bert_and_electra():
     assert fc.plan(args, done) == [
         ("bert", "sst2", 0, 150),  # half the budget: score against pretraining FLOPs
         ("bert", "sst2", 0, 300),
-        ("bert", "conll2003", 0, 300),  # not a budget task: the full budget only
         ("electra", "sst2", 0, 140),
         ("electra", "sst2", 0, 280),
         ("lstm_scratch", "sst2", 0, 0),
+        ("bert", "conll2003", 0, 300),  # not a budget task: the full budget only
         ("lstm_scratch", "conll2003", 0, 0),
         ("bert", "sst2", 1, 300),  # the other seeds at the full budget
-        ("bert", "conll2003", 1, 300),
         ("electra", "sst2", 1, 280),
         ("lstm_scratch", "sst2", 1, 0),
+        ("bert", "conll2003", 1, 300),
         ("lstm_scratch", "conll2003", 1, 0),
     ]
     assert fc._mean_sd([70.0, 72.0]) == "71.0 ± 1.4 (2 seeds)" and fc._mean_sd([]) == "-"
