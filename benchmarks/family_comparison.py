@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def report(args, root: pathlib.Path, pretrained: dict[str, Pretrained], done: dict) -> None:
     """Writes table.md and the two plots from the finished runs."""
     lines = [
-        "| arm | steps | tokens | pretraining PFLOP | held-out loss | minutes |",
+        "| arm | steps | tokens | pretraining TFLOP | held-out loss | minutes |",
         "|---|---:|---:|---:|---|---:|",
     ]
     for arm, p in pretrained.items():
@@ -339,7 +339,7 @@ def report(args, root: pathlib.Path, pretrained: dict[str, Pretrained], done: di
         extra = f", RTD acc {final['eval_rtd_accuracy']:.3f}" if arm == "electra" else ""
         lines.append(
             f"| {arm} | {p.steps} | {p.steps * args.batch * args.seq:,} | "
-            f"{p.steps * p.flops_per_step / 1e15:.2f} | {LOSS_KEYS[arm]} {final[key]:.3f}{extra} | "
+            f"{p.steps * p.flops_per_step / 1e12:.1f} | {LOSS_KEYS[arm]} {final[key]:.3f}{extra} | "
             f"{p.seconds / 60:.1f} |"
         )
     tasks = [t for t in TASKS if t in args.tasks.split(",")]
@@ -412,11 +412,11 @@ def _plot_budgets(root, pretrained, done, tasks) -> None:
                         (r["flops"], 100 * r["metrics"][TASKS[task][1]])
                     )
             points = sorted(
-                (v[0][0] / 1e15, statistics.mean(s for _, s in v)) for v in by_step.values()
+                (v[0][0] / 1e12, statistics.mean(s for _, s in v)) for v in by_step.values()
             )
             ax.plot(*zip(*points, strict=True), marker="o", label=arm)
         ax.set_title(f"{task} ({TASKS[task][1]})")
-        ax.set_xlabel("pretraining PFLOP")
+        ax.set_xlabel("pretraining TFLOP")
         ax.legend()
     fig.tight_layout()
     fig.savefig(root / "score_vs_flops.png", dpi=120)
