@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+
+DATA_VAR = "BERTJAX_DATA"  # config paths may start with $BERTJAX_DATA
+
+
+def data_root() -> pathlib.Path:
+    """The shared data folder: $BERTJAX_DATA, else `../shared/data` beside the repository."""
+    default = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+    return pathlib.Path(os.environ.get(DATA_VAR) or default)
+
+
+def resolve_path(path: str) -> pathlib.Path:
+    """Expands a leading `$BERTJAX_DATA` (at run time, so configs hold no absolute paths)."""
+    prefix = "$" + DATA_VAR
+    if path.startswith(prefix):
+        return data_root() / path[len(prefix) :].lstrip("/")
+    return pathlib.Path(path)
 
 
 def load_config_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:

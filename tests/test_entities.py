@@ -119,25 +119,39 @@ def test_entity_masking_masks_whole_entities():
         "attention_mask": jnp.asarray(np.repeat(ids2 != pad, 64, 0), jnp.int32),
         "word_starts": jnp.asarray(np.repeat(starts2, 64, 0)),
     }
-    out = mask_batch(
-        jax.random.key(0),
-        batch,
-        candidate_ids=jnp.arange(10, 17),
-        mask_id=mask,
-        cls_id=cls,
-        sep_id=sep,
-        pad_id=pad,
-        max_predictions=4,
-        mask_rate=0.4,
-        whole_word_masking=True,
-    )
-    chosen = np.zeros((64, 16), bool)
-    pos, w = np.asarray(out["masked_positions"]), np.asarray(out["masked_weights"]) > 0
-    for r in range(64):
-        chosen[r, pos[r][w[r]]] = True
+
+    def chosen_positions(unmaskable_ids):
+        out = mask_batch(
+            jax.random.key(0),
+            batch,
+            candidate_ids=jnp.arange(10, 17),
+            mask_id=mask,
+            cls_id=cls,
+            sep_id=sep,
+            pad_id=pad,
+            max_predictions=4,
+            unmaskable_ids=unmaskable_ids,
+            mask_rate=0.6,  # 4 of the 6 text pieces: room for the 3-piece entity
+            whole_word_masking=True,
+        )
+        chosen = np.zeros((64, 16), bool)
+        pos, w = np.asarray(out["masked_positions"]), np.asarray(out["masked_weights"]) > 0
+        for r in range(64):
+            chosen[r, pos[r][w[r]]] = True
+        return chosen
+
+    assert chosen_positions(())[:, [1, 5]].any()  # markers are tokens like any other...
+    chosen = chosen_positions((ent, end))
+    assert not chosen[:, [1, 5]].any()  # ...unless unmaskable, as the pretraining objective has
     entity = chosen[:, 2:5]
     assert np.all(entity.all(1) | ~entity.any(1))  # all three pieces or none
     assert entity.all(1).any()
+    from bertjax.objectives.mlm_nsp import make_mask_fn
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[ENT]", "[/ENT]", "a", "##b"]
+    data = {"max_predictions": 4, "mask_rate": 0.15, "whole_word_masking": True}
+    special = {"mask": 4, "cls": 2, "sep": 3, "pad": 0}
+    assert make_mask_fn(data, tokens, special).keywords["unmaskable_ids"] == (5, 6)
 
 
 def _model(entity_vocab_size):
@@ -337,3 +351,12 @@ def test_qa_features_mark_gazetteer_names_and_answers_map_to_the_original_contex
     assert postprocess_qa([example], features, start_logits, end_logits) == {"q1": "조선의 장군"}
     with pytest.raises(ValueError, match=r"config\.task\.entities='markup'.*gazetteer"):
         featurize_qa([example], tok, spans=entities.SpanSource("markup", "config.task.entities"))
+
+
+def test_gazetteer_paths_may_start_with_the_data_folder(tmp_path, monkeypatch):
+    (tmp_path / "names.txt").write_text("이순신\n", encoding="utf-8")
+    monkeypatch.setenv("BERTJAX_DATA", str(tmp_path))
+    spans = entities.SpanSource("gazetteer:$BERTJAX_DATA/names.txt", "config.task.entities")
+    assert spans.mark("이순신은 장군이다") == "[ENT] 이순신 [/ENT]은 장군이다"
+    with pytest.raises(FileNotFoundError, match=r"config\.task\.entities=.*missing\.txt"):
+        entities.SpanSource("gazetteer:$BERTJAX_DATA/missing.txt", "config.task.entities")

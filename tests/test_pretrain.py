@@ -160,6 +160,25 @@ def test_bfloat16_step_keeps_float32_master_weights(prepared, tmp_path):
     assert np.isfinite(float(metrics["mlm_loss"]))
 
 
+def test_log_window_counts_the_wait_for_the_steps_results(prepared, tmp_path, monkeypatch):
+    """Steps are dispatched asynchronously, so a window's time must run to the end of the host
+    sync that fetches its metrics; timed before it, seq_per_sec reported the dispatch rate
+    (100x the real rate on CPU)."""
+    from bertjax.training import trainer as trainer_lib
+
+    job = setup(_config(prepared), tmp_path)
+    _, metrics = job.steps.train_step(job.state, _fixed_batch(job))
+    fetch = jax.device_get
+
+    def busy_device_get(tree):  # results that arrive 0.5 s after the call, as a busy device's
+        time.sleep(0.5)
+        return fetch(tree)
+
+    monkeypatch.setattr(trainer_lib.jax, "device_get", busy_device_get)
+    out = trainer_lib._log_window(job, [metrics], time.perf_counter())
+    assert 0 < out["seq_per_sec"] <= job.global_batch_size / 0.5
+
+
 def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, tmp_path):
     config = _config(
         prepared,

@@ -219,3 +219,25 @@ def test_the_same_command_twice_gives_the_same_vocabulary_and_losses(tmp_path):
     assert vocab[0] == vocab[1]
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
     assert len(_losses(tmp_path / "a")) == 3
+
+
+def test_an_eval_split_smaller_than_the_devices_stops_the_job_before_any_step(tmp_path):
+    """The final evaluation needs a row of eval instances per device: a split too small for
+    that is an error at setup, not after the whole run."""
+    lines = []
+    for i in range(30):  # 30 short documents; eval_fraction 0.04 holds out one of them
+        lines += [f"Cat {i} sat on the mat.", f"Dog {i} ran to the park.", "It was late.", ""]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines), encoding="utf-8")
+    config = load_config(
+        REPO / "configs" / "test.py",
+        [
+            f"--config.data.corpus={tmp_path / 'corpus.txt'}",
+            "--config.model.vocab_size=120",
+            "--config.data.max_seq_len=32",
+            "--config.data.max_predictions=5",
+            "--config.data.eval_fraction=0.04",
+        ],
+    )
+    with pytest.raises(ValueError, match=r"eval split has [1-7] instances, fewer than the 8"):
+        pretrain(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()

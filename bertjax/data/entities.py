@@ -10,8 +10,9 @@ masking). So classification, QA and pretraining share one path: spans -> marked 
 Span sources (`config.task.entities` / `config.data.entities`):
   * "markup": inline `<text:TYPE>` as in KLUE-NER (`parse_markup` strips it).
   * "jsonl": a field `"entities": [[start, end], ...]` of character offsets (`spans_from_field`).
-  * "gazetteer:<file>": a list of names, one a line (e.g. the titles of the corpus documents,
-    `read_gazetteer`), matched in the text longest first (`Gazetteer.spans`).
+  * "gazetteer:<file>" (the path may start $BERTJAX_DATA): a list of names, one a line (e.g. the
+    titles of the corpus documents, `read_gazetteer`), matched in the text longest first
+    (`Gazetteer.spans`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+
+from bertjax.config import resolve_path
 
 ENT, END_ENT = "[ENT]", "[/ENT]"
 ENTITY_MARKERS = (ENT, END_ENT)
@@ -196,7 +199,7 @@ class SpanSource:
         self.spec = check_source(spec, field)
         self.gazetteer = None
         if spec.startswith("gazetteer:"):
-            path = spec.removeprefix("gazetteer:")
+            path = resolve_path(spec.removeprefix("gazetteer:"))
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{field}={spec!r}: gazetteer file {path} does not exist")
             self.gazetteer = Gazetteer(read_gazetteer(path))

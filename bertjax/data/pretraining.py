@@ -787,7 +787,8 @@ def prepare(
       short_seq_prob: Probability that a document uses a random shorter target length.
       eval_fraction: Fraction of documents held out for the `eval` split.
       seed: Seed of all random choices; the output is a function of the inputs and the seed.
-      num_workers: Worker processes; None: one per CPU; 0: everything in this process.
+      num_workers: Worker processes; None: one per CPU (none for files of at most `chunk_chars`
+        bytes); 0: everything in this process.
       documents_per_file: Treat each file as one document (blank lines end paragraphs).
       shard_size: Instances per shard file.
       lowercase: Tokenizer option; None: from the vocabulary's config, else True.
@@ -816,7 +817,9 @@ def prepare(
         markers = entities_lib.SpanSource.marker_ids(tok, "config.data.entities")
     out = pathlib.Path(out_dir)
     _prepare_out_dir(out, overwrite)
-    num_workers = _default_workers() if num_workers is None else num_workers
+    if num_workers is None:  # a worker costs seconds to spawn: none for a single chunk of text
+        one_chunk = sum(os.path.getsize(p) for p in paths) <= chunk_chars
+        num_workers = 0 if one_chunk else _default_workers()
     settings = _Settings(
         str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances, entities
     )

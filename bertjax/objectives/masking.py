@@ -85,6 +85,7 @@ def mask_batch(
     sep_id: int,
     pad_id: int,
     max_predictions: int,
+    unmaskable_ids: tuple[int, ...] = (),
     mask_rate: float = 0.15,
     whole_word_masking: bool = False,
     mask_token_prob: float = MASK_PROB,
@@ -104,6 +105,8 @@ def mask_batch(
         `random_candidates`).
       mask_id, cls_id, sep_id, pad_id: ids of [MASK], [CLS], [SEP] and [PAD].
       max_predictions: width P of the gathered MLM head; 1 <= P <= length.
+      unmaskable_ids: other ids never chosen, like [CLS] and [SEP] (the entity markers `[ENT]`
+        and `[/ENT]`: predicting them would only teach where entities are marked).
       mask_rate: share of real tokens to choose, in (0, 1].
       whole_word_masking: choose all pieces of a word together (`word_starts` marks the words; a
         piece right after a special token always starts a word).
@@ -132,6 +135,8 @@ def mask_batch(
         & (input_ids != sep_id)
         & (input_ids != pad_id)
     )  # [batch, length]
+    for token_id in unmaskable_ids:
+        eligible &= input_ids != token_id
     table = jnp.asarray(num_to_predict_table(length, mask_rate, max_predictions))
     k = table[eligible.sum(axis=1)]  # [batch]
     chosen = _choose(

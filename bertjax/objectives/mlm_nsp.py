@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import jax.numpy as jnp
 
+from bertjax.data.entities import ENTITY_MARKERS
 from bertjax.models import head_spec
 from bertjax.models.heads import mlm_flops
 from bertjax.objectives import masking
@@ -103,6 +104,7 @@ class MlmNsp:
 def make_mask_fn(data: Mapping, vocab_tokens, special_ids: Mapping[str, int]):
     """The on-device masking function of `config.data` with the vocabulary's ids bound."""
     candidates = jnp.asarray(masking.random_candidates(vocab_tokens))
+    markers = tuple(i for i, token in enumerate(vocab_tokens) if token in ENTITY_MARKERS)
     return functools.partial(
         masking.mask_batch,
         candidate_ids=candidates,
@@ -111,6 +113,7 @@ def make_mask_fn(data: Mapping, vocab_tokens, special_ids: Mapping[str, int]):
         sep_id=special_ids["sep"],
         pad_id=special_ids["pad"],
         max_predictions=data["max_predictions"],
+        unmaskable_ids=markers,
         mask_rate=data["mask_rate"],
         whole_word_masking=data["whole_word_masking"],
         mask_token_prob=data.get("mask_token_prob", masking.MASK_PROB),

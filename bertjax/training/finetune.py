@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from bertjax import tasks
+from bertjax.config import resolve_path
 from bertjax.data.tokenizer import load_tokenizer, read_options, resolve_options
 from bertjax.interop import model_dir
 from bertjax.models import model_config
@@ -35,7 +35,6 @@ from bertjax.training import checkpoints, distributed, sharding, trainer
 
 log = logging.getLogger(__name__)
 
-DATA_VAR = "BERTJAX_DATA"  # config paths may start with $BERTJAX_DATA
 # config.model fields that the run decides; every other architecture field comes from init_from.
 RUNTIME_FIELDS = (
     "hidden_dropout",
@@ -49,20 +48,6 @@ RUNTIME_FIELDS = (
 CHECKED_FIELDS = ("vocab_size", "hidden_size")  # must agree between config and init_from
 TASK_FILE = "finetune.json"  # task kind, label names and task config of a fine-tuned workdir
 MODEL_DIR = "model"
-
-
-def data_root() -> pathlib.Path:
-    """The shared data folder: $BERTJAX_DATA, else `../shared/data` beside the repository."""
-    default = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
-    return pathlib.Path(os.environ.get(DATA_VAR) or default)
-
-
-def resolve_path(path: str) -> pathlib.Path:
-    """Expands a leading `$BERTJAX_DATA` (at run time, so configs hold no absolute paths)."""
-    prefix = "$" + DATA_VAR
-    if path.startswith(prefix):
-        return data_root() / path[len(prefix) :].lstrip("/")
-    return pathlib.Path(path)
 
 
 class ArraySource:

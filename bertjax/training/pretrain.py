@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from bertjax import objectives
+from bertjax.config import resolve_path
 from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
 from bertjax.data.pretraining import (
     PackedSource,
@@ -51,7 +52,7 @@ from bertjax.data.tokenizer import (
 from bertjax.interop import model_dir, vocab_extension
 from bertjax.models import model_config
 from bertjax.training import distributed, sharding, trainer
-from bertjax.training.finetune import resolve_path, runtime_config
+from bertjax.training.finetune import runtime_config
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +181,9 @@ def prepare_data(
         documents_per_file=config.data.corpus == BUILTIN_CORPUS,
         lowercase=lowercase,
         instances=config.data.instances,
-        entities=entity_spec(config),
+        entities=config.data.get("entities", ""),
     )
     return data_dir, vocab
-
-
-def entity_spec(config: ml_collections.ConfigDict) -> str:
-    """`config.data.entities` with a gazetteer path's leading $BERTJAX_DATA resolved."""
-    spec = config.data.get("entities", "")
-    if spec.startswith("gazetteer:"):
-        return "gazetteer:" + str(resolve_path(spec.removeprefix("gazetteer:")))
-    return spec
 
 
 TOKENIZERS = ("wordpiece", "byte_bpe")
@@ -283,7 +276,7 @@ def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
     )
     train_source = PretrainingSource(data_dir, "train", **options)
     eval_source = PretrainingSource(data_dir, "eval", **options)
-    if train_source.entities != entity_spec(config):
+    if train_source.entities != config.data.get("entities", ""):
         raise ValueError(
             f"config.data.entities={config.data.get('entities', '')!r} but {data_dir} was "
             f"prepared with entities={train_source.entities!r}; prepare the corpus again"
@@ -327,6 +320,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
         options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = _sources(config, data_dir, vocab)
+    eval_batch_size(config, len(eval_source))  # the final evaluation must not fail after training
     if jax.process_index() == 0:
         model_dir.write_model_files(workdir, cfg, vocab, options)
     example = {k: np.asarray(v)[None] for k, v in train_source[0].items()}
@@ -346,19 +340,29 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
     )
 
 
+def eval_batch_size(config: ml_collections.ConfigDict, num_instances: int) -> int:
+    """The held-out batch: the training batch or the whole eval split, in whole device rows.
+
+    Raises:
+      ValueError: the eval split has fewer instances than there are devices.
+    """
+    batch_size = min(config.train.global_batch_size, num_instances)
+    batch_size -= batch_size % jax.device_count()
+    if batch_size == 0:
+        raise ValueError(
+            f"the eval split has {num_instances} instances, fewer than the "
+            f"{jax.device_count()} devices; raise config.data.eval_fraction"
+        )
+    return batch_size
+
+
 def evaluate(job: trainer.Trainer, params=None) -> dict[str, float]:
     """The objective's held-out metrics (MLM loss/accuracy and NSP accuracy, or next-token loss,
     accuracy and perplexity) with fixed corruption per eval batch, over
     `config.train.eval_batches` batches."""
     config = job.config
     params = job.state.params if params is None else params
-    batch_size = min(config.train.global_batch_size, len(job.eval_source))
-    batch_size -= batch_size % jax.device_count()
-    if batch_size == 0:
-        raise ValueError(
-            f"the eval split has {len(job.eval_source)} instances, fewer than the "
-            f"{jax.device_count()} devices; raise config.data.eval_fraction"
-        )
+    batch_size = eval_batch_size(config, len(job.eval_source))
     iterator = trainer.make_iterator(
         job.eval_source, config, seed=0, shuffle=False, num_epochs=1, global_batch=batch_size
     )

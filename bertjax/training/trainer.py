@@ -277,12 +277,14 @@ def _init_or_restore(config, steps: CompiledSteps, manager, train_iter, loaded) 
     return state
 
 
-def _log_window(trainer: Trainer, window: list, seconds: float) -> dict[str, float]:
-    """Fetches the summed metrics of the last steps (the one host sync per window)."""
+def _log_window(trainer: Trainer, window: list, started: float) -> dict[str, float]:
+    """Fetches the summed metrics of the last steps (the one host sync per window); the window's
+    time runs from `started` to the end of that sync (steps are dispatched asynchronously)."""
     steps = len(window)
     sums = jax.device_get(
         functools.reduce(lambda a, b: jax.tree_util.tree_map(jnp.add, a, b), window)
     )
+    seconds = time.perf_counter() - started
     out = trainer.objective.summarize(sums)
     out["learning_rate"] = float(window[-1]["learning_rate"])
     out["grad_norm"] = float(sums["grad_norm"]) / steps
@@ -333,7 +335,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
             window.append(metrics)
             guard.add(step, metrics["skipped_steps"])
             if step % log_every == 0 or step == num_steps:
-                last = _log_window(trainer, window, time.perf_counter() - started)
+                last = _log_window(trainer, window, started)
                 trainer.writer.write(step, last)
                 guard.check()
                 bar.set_postfix(_postfix(last))
@@ -346,8 +348,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
             dog.pet(step)
             if step < num_steps and preemption.reached(step):
                 if window:  # the partial log window, so the record ends at the saved step
-                    seconds = time.perf_counter() - started
-                    trainer.writer.write(step, _log_window(trainer, window, seconds))
+                    trainer.writer.write(step, _log_window(trainer, window, started))
                 if trainer.manager.latest_step() != step:
                     _save(trainer, step, guard, None)
                 trainer.manager.wait_until_finished()
