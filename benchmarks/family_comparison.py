@@ -261,6 +261,35 @@ def plan(args, pretrained: dict[str, Pretrained]) -> list[tuple[str, str, int, i
     return runs
 
 
+def add_shared_args(parser: argparse.ArgumentParser) -> None:
+    """The pretraining and fine-tuning settings of both experiments (this one and
+    korean_comparison.py): BERT-mini-sized runs that fit a CPU."""
+    parser.add_argument("--vocab_size", type=int, default=8192)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=240, help="BERT's pretraining steps")
+    parser.add_argument("--pretrain_lr", type=float, default=5e-4)
+    parser.add_argument("--pretrain_seed", type=int, default=0)
+    parser.add_argument("--log_every", type=int, default=10)
+    parser.add_argument("--eval_batches", type=int, default=8)
+    parser.add_argument("--train_rows", type=int, default=2000, help="fine-tuning examples")
+    parser.add_argument("--ft_epochs", type=float, default=3.0)
+    parser.add_argument("--ft_lr", type=float, default=3e-4, help="Transformer families")
+
+
+def start(args) -> pathlib.Path:
+    """Makes the experiment folder, writes args.json and turns on the persistent compile cache
+    (every run of a shape after the first, e.g. the other seeds, reuses its executables)."""
+    root = pathlib.Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(root / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    (root / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    return root
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="experiment folder (reruns resume)")
@@ -268,32 +297,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds")
     parser.add_argument("--corpus", default="", help="files, comma-separated (default: see doc)")
-    parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=240, help="BERT's pretraining steps")
+    add_shared_args(parser)
     parser.add_argument("--points", type=int, default=2, help="budgets: steps x k/points")
     parser.add_argument("--budget_tasks", default="sst2", help="tasks fine-tuned at each budget")
-    parser.add_argument("--pretrain_lr", type=float, default=5e-4)
-    parser.add_argument("--pretrain_seed", type=int, default=0)
-    parser.add_argument("--log_every", type=int, default=10)
-    parser.add_argument("--eval_batches", type=int, default=8)
-    parser.add_argument("--train_rows", type=int, default=2000, help="fine-tuning examples")
     parser.add_argument("--ft_len", type=int, default=64, help="single-text max_len")
     parser.add_argument("--ft_pair_len", type=int, default=96, help="sentence-pair max_len")
-    parser.add_argument("--ft_epochs", type=float, default=3.0)
-    parser.add_argument("--ft_lr", type=float, default=3e-4, help="Transformer families")
     parser.add_argument("--ft_lr_rnn", type=float, default=1e-3, help="recurrent arms")
     parser.add_argument("--report_only", action="store_true", help="table and plots only")
     args = parser.parse_args(argv)
     args.corpus = args.corpus or default_corpus()
-    root = pathlib.Path(args.out)
-    root.mkdir(parents=True, exist_ok=True)
-    import jax  # every run of a shape after the first (other seeds) reuses its executables
-
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    (root / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    root = start(args)
 
     shared = prepare_shared(args, root)
     bert = base_config(args, "bert")
@@ -354,7 +367,7 @@ def report(args, root: pathlib.Path, pretrained: dict[str, Pretrained], done: di
                 for (a, t, _, step), r in sorted(done.items())
                 if a == arm and t == task and step == full.get(arm, 0)
             ]
-            cells.append(_mean_sd(scores))
+            cells.append(mean_sd(scores))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -362,7 +375,7 @@ def report(args, root: pathlib.Path, pretrained: dict[str, Pretrained], done: di
     _plot_budgets(root, pretrained, done, tasks)
 
 
-def _mean_sd(scores: list[float]) -> str:
+def mean_sd(scores: list[float]) -> str:
     if not scores:
         return "-"
     if len(scores) == 1:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +32,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(os.environ.get("BERTJAX_DATA", REPO.parent / "shared" / "data"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmarks import family_comparison  # noqa: E402  (the experiments' shared settings)
 
 ARMS = {  # name: (pretokenizer, entity-aware)
     "whitespace": ("whitespace", False),
@@ -145,27 +146,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds")
     parser.add_argument("--corpus", default="", help="files, comma-separated (default: wiki_00-03)")
-    parser.add_argument("--vocab_size", type=int, default=8192)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=240)
-    parser.add_argument("--pretrain_lr", type=float, default=5e-4)
-    parser.add_argument("--pretrain_seed", type=int, default=0)
-    parser.add_argument("--log_every", type=int, default=20)
-    parser.add_argument("--eval_batches", type=int, default=8)
-    parser.add_argument("--train_rows", type=int, default=2000, help="fine-tuning examples")
-    parser.add_argument("--ft_epochs", type=float, default=3.0)
-    parser.add_argument("--ft_lr", type=float, default=3e-4)
+    family_comparison.add_shared_args(parser)
     parser.add_argument("--report_only", action="store_true", help="table only")
     args = parser.parse_args(argv)
     args.corpus = args.corpus or default_corpus()
-    root = pathlib.Path(args.out)
-    root.mkdir(parents=True, exist_ok=True)
-    import jax  # the second seed of a shape reuses the first one's executables
-
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    (root / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    root = family_comparison.start(args)
     gazetteer = root / "titles.txt"
     names = write_gazetteer(gazetteer)
     arms = [a for a in ARMS if a in args.arms.split(",")]
@@ -225,18 +210,10 @@ def report(root, pretrained: dict, done: dict, tasks: list[str], names: dict) ->
                 for (a, t, _), r in sorted(done.items())
                 if a == arm and t == task
             ]
-            cells.append(mean_sd(scores))
+            cells.append(family_comparison.mean_sd(scores))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def mean_sd(scores: list[float]) -> str:
-    if not scores:
-        return "-"
-    if len(scores) == 1:
-        return f"{scores[0]:.1f} (1 seed)"
-    return f"{statistics.mean(scores):.1f} ± {statistics.stdev(scores):.1f} ({len(scores)} seeds)"
 
 
 if __name__ == "__main__":

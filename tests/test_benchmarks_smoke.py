@@ -178,4 +178,34 @@ def test_family_comparison_plans_seed_by_seed_task_by_task_with_budgets():
         ("bert", "conll2003", 1, 300),
         ("lstm_scratch", "conll2003", 1, 0),
     ]
-    assert fc._mean_sd([70.0, 72.0]) == "71.0 ± 1.4 (2 seeds)" and fc._mean_sd([]) == "-"
+    assert fc.mean_sd([70.0, 72.0]) == "71.0 ± 1.4 (2 seeds)" and fc.mean_sd([]) == "-"
+
+
+def test_korean_comparison_arms_differ_only_in_what_they_compare(tmp_path):
+    """Issue 16's arms: pretrained the same way except the pre-tokenizer, or entity-awareness."""
+    import argparse
+
+    kc = load_benchmark("korean_comparison")
+    parser = argparse.ArgumentParser()
+    kc.family_comparison.add_shared_args(parser)
+    args = parser.parse_args([])
+    args.corpus = "a.txt,b.txt"
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    gazetteer = tmp_path / "titles.txt"
+    configs = {a: dict(flat(kc.pretrain_config(args, a, gazetteer).to_dict())) for a in kc.ARMS}
+    base = configs["whitespace"]
+    differs = {a: {k for k in base if c[k] != base[k]} for a, c in configs.items()}
+    assert differs == {
+        "whitespace": set(),
+        "morpheme": {"data.pretokenizer"},
+        "entities": {"data.entities", "model.entity_vocab_size"},
+    }
+    assert base["data.lowercase"] is False and base["data.corpus"] == "a.txt,b.txt"
+    assert configs["entities"]["data.entities"] == f"gazetteer:{gazetteer}"
