@@ -215,7 +215,10 @@ def test_killed_process_stops_the_job_and_one_process_resumes_it(prepared, refer
     assert status != 0
     assert stopped_after < 60, stopped_after
     message = "".join(stderr[0])
-    assert "another task died" in message or "Connection reset by peer" in message, message[-2000:]
+    # What the survivor's runtime reports depends on where the peer died: in the coordination
+    # service's heartbeat, on the socket, or inside a gloo collective whose message it cut short.
+    reasons = ("another task died", "Connection reset by peer", "gloo::EnforceNotMet")
+    assert any(reason in message for reason in reasons), message[-2000:]
     logged = _losses(tmp_path)
     assert max(logged) < 20, "the run finished before it was killed"
     # process 0 may log a few steps past checkpoint 10 before it sees the death; the rerun
