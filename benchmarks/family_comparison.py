@@ -133,6 +133,13 @@ def base_config(args, arm: str):
         eval_fraction=0.03,
         lowercase=True,
     )
+    shared_pretraining(config, args)
+    return config
+
+
+def shared_pretraining(config, args) -> None:
+    """Every arm's batch, logging and seed, and one optimizer for all: Adam as BERT's, with the
+    experiment's peak rate and 10 % warmup (this experiment's and korean_comparison.py's)."""
     config.train.update(
         global_batch_size=args.batch,
         num_epochs=0.0,
@@ -141,7 +148,6 @@ def base_config(args, arm: str):
         eval_batches=args.eval_batches,
         seed=args.pretrain_seed,
     )
-    # One optimizer for every arm: Adam as BERT's, with the experiment's peak rate and warmup.
     config.optim.update(
         learning_rate=args.pretrain_lr,
         b1=0.9,
@@ -151,7 +157,6 @@ def base_config(args, arm: str):
         warmup_steps=0,
         warmup_fraction=0.1,
     )
-    return config
 
 
 def flops_per_step(config) -> float:
@@ -261,9 +266,13 @@ def plan(args, pretrained: dict[str, Pretrained]) -> list[tuple[str, str, int, i
     return runs
 
 
-def add_shared_args(parser: argparse.ArgumentParser) -> None:
-    """The pretraining and fine-tuning settings of both experiments (this one and
-    korean_comparison.py): BERT-mini-sized runs that fit a CPU."""
+def add_shared_args(parser: argparse.ArgumentParser, arms, tasks) -> None:
+    """The folder, arms, tasks, seeds and the pretraining and fine-tuning settings of both
+    experiments (this one and korean_comparison.py): BERT-mini-sized runs that fit a CPU."""
+    parser.add_argument("--out", required=True, help="experiment folder (reruns resume)")
+    parser.add_argument("--arms", default=",".join(arms))
+    parser.add_argument("--tasks", default=",".join(tasks))
+    parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds")
     parser.add_argument("--vocab_size", type=int, default=8192)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
@@ -292,12 +301,8 @@ def start(args) -> pathlib.Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="experiment folder (reruns resume)")
-    parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds")
+    add_shared_args(parser, ARMS, TASKS)
     parser.add_argument("--corpus", default="", help="files, comma-separated (default: see doc)")
-    add_shared_args(parser)
     parser.add_argument("--points", type=int, default=2, help="budgets: steps x k/points")
     parser.add_argument("--budget_tasks", default="sst2", help="tasks fine-tuned at each budget")
     parser.add_argument("--ft_len", type=int, default=64, help="single-text max_len")

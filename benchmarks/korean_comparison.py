@@ -81,18 +81,8 @@ def pretrain_config(args, arm: str, gazetteer: pathlib.Path):
     if entity_aware:
         config.model.entity_vocab_size = 2
         config.data.entities = f"gazetteer:{gazetteer}"
-    config.train.update(
-        global_batch_size=args.batch,
-        num_steps=args.steps,
-        num_epochs=0.0,
-        log_every=args.log_every,
-        eval_every=0,
-        eval_batches=args.eval_batches,
-        seed=args.pretrain_seed,
-    )
-    config.optim.update(
-        learning_rate=args.pretrain_lr, warmup_steps=0, warmup_fraction=0.1, weight_decay=0.01
-    )
+    family_comparison.shared_pretraining(config, args)
+    config.train.num_steps = args.steps
     config.checkpoint.update(every_steps=args.steps, keep=1)
     return config
 
@@ -141,12 +131,8 @@ def finetune_config(args, arm: str, task: str, seed: int, root: pathlib.Path, ga
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="experiment folder (reruns resume)")
-    parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--seeds", default="0,1", help="fine-tuning seeds")
+    family_comparison.add_shared_args(parser, ARMS, TASKS)
     parser.add_argument("--corpus", default="", help="files, comma-separated (default: wiki_00-03)")
-    family_comparison.add_shared_args(parser)
     parser.add_argument("--report_only", action="store_true", help="table only")
     args = parser.parse_args(argv)
     args.corpus = args.corpus or default_corpus()

@@ -187,8 +187,8 @@ def test_korean_comparison_arms_differ_only_in_what_they_compare(tmp_path):
 
     kc = load_benchmark("korean_comparison")
     parser = argparse.ArgumentParser()
-    kc.family_comparison.add_shared_args(parser)
-    args = parser.parse_args([])
+    kc.family_comparison.add_shared_args(parser, kc.ARMS, kc.TASKS)
+    args = parser.parse_args(["--out", str(tmp_path)])
     args.corpus = "a.txt,b.txt"
 
     def flat(tree, prefix=""):
