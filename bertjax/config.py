@@ -18,6 +18,7 @@ from typing import Any
 import ml_collections
 
 DATA_VAR = "BERTJAX_DATA"  # config paths may start with $BERTJAX_DATA
+FAMILY_OVERRIDE = "--config.model.family="
 
 
 def data_root() -> pathlib.Path:
@@ -109,7 +110,27 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 def load_config(
     path: str | pathlib.Path, overrides: Sequence[str] = ()
 ) -> ml_collections.ConfigDict:
-    """Loads a config file and applies command-line overrides."""
+    """Loads a config file and applies command-line overrides.
+
+    `--config.model.family=NAME` is applied first: when it changes the file's family, the config
+    takes that family's defaults (`bertjax.spec.swap_family`: the shared sizes and the explicit
+    choices are kept) before the other overrides, which are explicit choices, apply.
+    """
     config = load_config_file(path)
-    apply_overrides(config, overrides)
+    family = [o for o in overrides if o.startswith(FAMILY_OVERRIDE)]
+    source = config.get("model", {}).get("family", "bert")
+    apply_overrides(config, family)
+    if family and config.model.family != source:
+        from bertjax import spec  # imports the model registry: only when the family changes
+
+        before = spec.flatten(config)
+        config = spec.swap_family(config, source)
+        for item in overrides:  # a field the new family lacks: name it, not "unknown field"
+            key = item[len("--config.") :].split("=", 1)[0]
+            if key in before and key not in spec.flatten(config):
+                raise ValueError(
+                    f"--config.{key}: config.model.family={config.model.family!r} has no "
+                    f"such field (family {source!r} has)"
+                )
+    apply_overrides(config, [o for o in overrides if o not in family])
     return config

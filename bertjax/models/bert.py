@@ -276,6 +276,14 @@ BERT = register(
         forward_flops=forward_flops,
         hf="bertjax.interop.hf_bert",
         pretraining_heads=("mlm", "nsp"),
+        defaults={
+            "objective": "mlm_nsp",
+            "data.tokenizer": "wordpiece",
+            "data.instances": "nsp_pairs",
+            "data.lowercase": True,
+            "data.mask_token_prob": 0.8,
+            "data.random_token_prob": 0.1,
+        },
     )
 )
 

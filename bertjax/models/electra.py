@@ -197,5 +197,14 @@ ELECTRA = register(
             ("backbone", "discriminator", "encoder"),
         ),
         head_roles={"mlm": "generator"},
+        defaults={
+            "objective": "rtd",
+            "data.tokenizer": "wordpiece",
+            "data.instances": "nsp_pairs",
+            "data.lowercase": True,
+            "data.mask_token_prob": 1.0,  # every chosen token becomes [MASK] before the generator
+            "data.random_token_prob": 0.0,
+            "rtd.discriminator_weight": 50.0,  # loss = generator MLM + this * discriminator BCE
+        },
     )
 )

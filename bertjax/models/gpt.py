@@ -174,6 +174,16 @@ GPT = register(
         forward_flops=forward_flops,
         hf="bertjax.interop.hf_gpt2",
         pretraining_heads=("lm",),
+        defaults={
+            "objective": "causal_lm",
+            "data.tokenizer": "byte_bpe",
+            "data.instances": "lm_blocks",
+            "data.lowercase": False,
+            "data.mask_token_prob": 0.8,  # unused by causal_lm; the same keys as the encoders
+            "data.random_token_prob": 0.1,
+            # <|endoftext|> of a trained byte-level BPE: set from the tokenizer at the run's start
+            "model.eos_token_id": 0,
+        },
         stack_paths=(("backbone", "decoder"),),
     )
 )

@@ -47,6 +47,11 @@ class Family:
         the backbone called without `role`, its default network.
       optional_fields: input field -> the config field that turns it on (non-zero), e.g.
         `{"entity_ids": "entity_vocab_size"}`; the backbone reads such a field when given.
+      defaults: what a run of the family needs beyond its model fields, as dotted config keys ->
+        value (or a function of the config being resolved, e.g. a width that follows
+        `model.hidden_size`): at least `objective`, `data.tokenizer`, `data.instances`; a
+        `model.` key overrides the config dataclass's default. One field swaps the family
+        (`--config.model.family=NAME`, `bertjax.spec`) by taking these.
     """
 
     name: str
@@ -60,11 +65,24 @@ class Family:
     pretraining_heads: tuple[str, ...] = ()
     head_roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
     optional_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def fields_for(self, config: Any) -> tuple[str, ...]:
         """The input fields a model of `config` is fed: optional ones only when turned on."""
         on = {k for k, flag in self.optional_fields.items() if getattr(config, flag, 0)}
         return tuple(f for f in self.input_fields if f not in self.optional_fields or f in on)
+
+    def run_defaults(self, config: Any) -> dict[str, Any]:
+        """Dotted config key -> this family's default for a run of `config`: every model field
+        (`model.<field>`, the config dataclass's default unless `defaults` names it) and the
+        `defaults` (callables evaluated on `config`)."""
+        out = {
+            f"model.{f.name}": f.default
+            for f in dataclasses.fields(self.config_cls)
+            if f.default is not dataclasses.MISSING
+        }
+        out.update({k: v(config) if callable(v) else v for k, v in self.defaults.items()})
+        return out
 
     def converter(self):
         """The Hugging Face converter module; raises when the family has none."""

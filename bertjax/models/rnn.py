@@ -394,5 +394,16 @@ RNN = register(
         forward_flops=forward_flops_per_sequence,
         stack_paths=(),  # its own recurrent stack, no LayerStack to relayout
         pretraining_heads=("mlm", "nsp"),
+        defaults={
+            "objective": "mlm",
+            "data.tokenizer": "wordpiece",
+            "data.instances": "nsp_pairs",
+            "data.lowercase": True,
+            "data.mask_token_prob": 0.8,
+            "data.random_token_prob": 0.1,
+            # as wide as the output projection, so the MLM decoder ties to the embedding
+            "model.embedding_size": lambda c: c["model"]["hidden_size"] or 256,
+            "model.rnn_size": lambda c: c["model"]["hidden_size"] or 256,
+        },
     )
 )

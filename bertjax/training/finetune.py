@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bertjax import tasks
+from bertjax import spec, tasks
 from bertjax.config import resolve_path
 from bertjax.data.tokenizer import load_tokenizer, read_options, resolve_options
 from bertjax.interop import model_dir
@@ -282,6 +282,7 @@ def load_finetuned_params(root: pathlib.Path):
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
     """Loads the init checkpoint (checked first), builds the task, the trainer and its state."""
     distributed.initialize(config.distributed)  # before anything touches a device
+    spec.begin(config, workdir)  # a config that cannot work, or another run's workdir: refused
     workdir = pathlib.Path(workdir)
     trainer.check_config(config, training=not config.eval_only)  # before any data work
     label_names = loaded = None
@@ -299,6 +300,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
         options = model_dir.tokenizer_options(source_dir)
     data = build_task(config, tokenizer, vocab, options, label_names=label_names)
     workdir.mkdir(parents=True, exist_ok=True)
+    spec.record(config, cfg, workdir, write=jax.process_index() == 0)
     write_data_stats(workdir, data)
     features = data.eval if config.eval_only else data.train
     batch = config.train.global_batch_size

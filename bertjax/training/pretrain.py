@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bertjax import objectives
+from bertjax import objectives, spec
 from bertjax.config import resolve_path
 from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
 from bertjax.data.pretraining import (
@@ -299,6 +299,7 @@ def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
     """Builds data, model, objective and the trainer (with the initial or restored state)."""
     distributed.initialize(config.distributed)  # before anything touches a device
+    spec.begin(config, workdir)  # a config that cannot work, or another run's workdir: refused
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     init = load_init(config, workdir) if config.init_from else None
@@ -311,16 +312,17 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
         _, cfg = model_config(config.model)
         check_config(config, cfg)  # before the vocabulary and the instances are made
         data_dir, vocab = prepare_data(config, workdir)
+        computed = {}  # values computed from the data: into the frozen model config only
         if not config.data.vocab:  # a vocabulary trained here may be smaller than asked for
-            config.model.vocab_size = len(read_vocab(vocab))
+            computed["vocab_size"] = len(read_vocab(vocab))
         if "eos_token_id" in config.model:  # decoders: the tokenizer's <|endoftext|>
-            ids = special_token_ids(load_tokenizer(vocab), str(vocab))
-            config.model.eos_token_id = ids["eos"]
-        _, cfg = model_config(config.model)
+            computed["eos_token_id"] = special_token_ids(load_tokenizer(vocab), str(vocab))["eos"]
+        _, cfg = model_config({**config.model.to_dict(), **computed})
         options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = _sources(config, data_dir, vocab)
     eval_batch_size(config, len(eval_source))  # the final evaluation must not fail after training
+    spec.record(config, cfg, workdir, write=jax.process_index() == 0)
     if jax.process_index() == 0:
         model_dir.write_model_files(workdir, cfg, vocab, options)
     example = {k: np.asarray(v)[None] for k, v in train_source[0].items()}
