@@ -3,7 +3,8 @@
 A new family adds one entry to `CASES` (its test-sized config file); the test fails for a
 registered family without one. Each family is checked for: init under a data x fsdp x tensor
 mesh, one logical axis name per parameter dimension, sharded forward == single-device forward,
-a jitted pretraining step that lowers the loss, a model-directory round trip, and (where the
+a jitted pretraining step that lowers the loss with every objective it declares (the objective
+registry's contract: every (objective, family) pair), a model-directory round trip, and (where the
 family has a converter) a Hugging Face state-dict round trip with the same outputs.
 """
 
@@ -15,13 +16,10 @@ import numpy as np
 import optax
 import pytest
 
+from bertjax import objectives, spec
 from bertjax.config import load_config
 from bertjax.interop import model_dir
 from bertjax.models import FAMILIES, Model, get_family, model_config
-from bertjax.models.registry import family_of
-from bertjax.objectives.causal_lm import CausalLm
-from bertjax.objectives.mlm_nsp import MlmNsp, make_mask_fn
-from bertjax.objectives.rtd import ReplacedTokenDetection
 from bertjax.training import sharding
 from bertjax.training.step import compile_steps
 from tests.conftest import REPO
@@ -61,20 +59,6 @@ def _setup(name, mesh_sizes):
     return family, cfg, config, mesh, rules, batch
 
 
-def _objective(cfg):
-    """The family's pretraining objective: MLM+NSP for encoders, replaced-token detection for
-    ELECTRA, next-token LM for decoders."""
-    heads = family_of(cfg).pretraining_heads
-    if "lm" in heads:
-        return CausalLm()
-    ids = {"pad": COMMON.PAD, "cls": COMMON.CLS, "sep": COMMON.SEP, "mask": COMMON.MASK}
-    data = {"max_predictions": 4, "mask_rate": 0.15, "whole_word_masking": False}
-    mask_fn = make_mask_fn(data, COMMON.synthetic_vocab(cfg.vocab_size), ids)
-    if "rtd" in heads:
-        return ReplacedTokenDetection(mask_fn, 4)
-    return MlmNsp(mask_fn, 4)
-
-
 def _inputs(family, batch):
     return {k: v for k, v in batch.items() if k in family.input_fields}
 
@@ -102,10 +86,25 @@ def test_init_under_a_mesh_has_logical_axes_and_shards_like_one_device(name):
         np.testing.assert_allclose(out[key], reference[key], atol=1e-5, err_msg=key)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_one_jitted_step_lowers_the_loss(name):
+# (objective, family): every pair the objective registry declares (bertjax.objectives.OBJECTIVES)
+PAIRS = sorted((o, f) for o, entry in objectives.OBJECTIVES.items() for f in entry.families)
+
+
+def test_every_family_trains_with_a_registered_objective_and_its_defaults_check():
+    assert {f for _, f in PAIRS} == set(FAMILIES)
+    for family in FAMILIES.values():  # the family's own defaults are a declared pair
+        pair = (family.defaults["objective"], family.name)
+        assert pair in PAIRS, pair
+
+
+@pytest.mark.parametrize("objective_name,name", PAIRS)
+def test_one_jitted_step_lowers_the_loss(objective_name, name, tmp_path):
+    """The objective contract: each objective with each family it declares, built from the
+    registry and the family's test config, passes the run checks and trains in one jitted step."""
     family, cfg, config, mesh, rules, batch = _setup(name, {"data": 1, "fsdp": 8, "tensor": 1})
-    objective = _objective(cfg)
+    config.objective = objective_name
+    spec.check(config)
+    objective = objectives.make_objective(config, COMMON.write_vocab(cfg.vocab_size, tmp_path))
     model = Model(family, cfg, objective.heads)
     tx = optax.adam(1e-2)
     schedule = optax.constant_schedule(1e-2)
