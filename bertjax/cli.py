@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("bertjax.commands.finetune_cmd", "Fine-tune BERT on a task; resumable."),
     "tokenizer": ("bertjax.commands.tokenizer_cmd", "Train a WordPiece vocabulary on text files."),
     "prepare": ("bertjax.commands.prepare_cmd", "Prepare MLM+NSP pretraining shards from text."),
+    "config": (
+        "bertjax.commands.config_cmd",
+        "Show the resolved config of a config file (with overrides) or of a workdir.",
+    ),
     "launch": (
         "bertjax.commands.launch_cmd",
         "Run a command as N local processes of one multi-process job (CPU).",

@@ -37,7 +37,7 @@ from typing import Any
 
 import ml_collections
 
-from bertjax.models.registry import FAMILIES, family_of, get_family
+from bertjax.models.registry import family_of, get_family
 
 log = logging.getLogger(__name__)
 
@@ -293,4 +293,19 @@ def show(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return resolved
 
 
-__all__ = ["FAMILIES", "begin", "check", "freeze", "record", "show", "swap_family"]
+def show_path(path: str | pathlib.Path, overrides=()) -> dict[str, Any]:
+    """`bertjax config show`: the resolved config of a workdir (its `run_config.json`, which
+    has the values computed from the data) or of a config file with overrides (`show`)."""
+    from bertjax.config import load_config
+
+    path = pathlib.Path(path)
+    if path.is_dir():
+        if overrides:
+            raise ValueError(f"{path} is a workdir: its config takes no --config overrides")
+        if not (path / RUN_CONFIG).is_file():
+            raise FileNotFoundError(f"{path} has no {RUN_CONFIG} (a workdir of a run started)")
+        return json.loads((path / RUN_CONFIG).read_text())["config"]
+    return show(load_config(path, overrides))
+
+
+__all__ = ["begin", "check", "freeze", "record", "show", "show_path", "swap_family"]
