@@ -19,6 +19,7 @@ import ml_collections
 
 DATA_VAR = "BERTJAX_DATA"  # config paths may start with $BERTJAX_DATA
 FAMILY_OVERRIDE = "--config.model.family="
+SIZES = ("--config.model.hidden_size=", "--config.model.vocab_size=")  # kept by a family swap
 
 
 def data_root() -> pathlib.Path:
@@ -119,6 +120,8 @@ def load_config(
     config = load_config_file(path)
     family = [o for o in overrides if o.startswith(FAMILY_OVERRIDE)]
     source = config.get("model", {}).get("family", "bert")
+    if family:  # the shared sizes first too: a family's defaults may follow them
+        family = [o for o in overrides if o.startswith(SIZES)] + family
     apply_overrides(config, family)
     if family and config.model.family != source:
         from bertjax import spec  # imports the model registry: only when the family changes

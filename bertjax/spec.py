@@ -106,11 +106,15 @@ def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
 
 
 def _delete(config: ml_collections.ConfigDict, key: str) -> None:
+    """Deletes a field, and its group when that is left empty (e.g. ELECTRA's `rtd`)."""
     *groups, leaf = key.split(".")
-    node = config
+    parents = [config]
     for group in groups:
-        node = node[group]
-    del node[leaf]
+        parents.append(parents[-1][group])
+    del parents[-1][leaf]
+    for parent, group, node in reversed(list(zip(parents, groups, parents[1:], strict=True))):
+        if not node.keys():
+            del parent[group]
 
 
 def swap_family(config: ml_collections.ConfigDict, source: str) -> ml_collections.ConfigDict:
