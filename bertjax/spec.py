@@ -112,7 +112,7 @@ def _delete(config: ml_collections.ConfigDict, key: str) -> None:
     for group in groups:
         parents.append(parents[-1][group])
     del parents[-1][leaf]
-    for parent, group, node in reversed(list(zip(parents, groups, parents[1:], strict=True))):
+    for parent, group, node in reversed(list(zip(parents, groups, parents[1:], strict=False))):
         if not node.keys():
             del parent[group]
 
