@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from bertjax.config import load_config
-from bertjax.data.pretraining import PretrainingSource
+from bertjax.data.source import PretrainingSource
 from bertjax.interop import model_dir as checkpoint
 from bertjax.objectives import base as train
 from bertjax.training import checkpoints, optimizer, sharding

@@ -132,14 +132,14 @@ def test_sigterm_saves_the_current_step_and_resumes_exactly(prepared, tmp_path):
 
 SLEEPY_READER = """
 import sys, time
-from bertjax.data import pretraining
-read, calls = pretraining.PretrainingSource.__getitem__, [0]
+from bertjax.data import source
+read, calls = source.PretrainingSource.__getitem__, [0]
 def sleepy_getitem(self, index):
     calls[0] += 1
     if calls[0] > 12:
         time.sleep(600)
     return read(self, index)
-pretraining.PretrainingSource.__getitem__ = sleepy_getitem
+source.PretrainingSource.__getitem__ = sleepy_getitem
 from bertjax.cli import main
 sys.argv[0] = "bertjax"
 sys.exit(main(sys.argv[1:]))

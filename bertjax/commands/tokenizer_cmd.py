@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertjax.data import pretraining as pretraining_data
-from bertjax.data import tokenizer
+from bertjax.data import text, tokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     vocab_path = tokenizer.train_wordpiece(
-        pretraining_data.resolve_files(args.files),
+        text.resolve_files(args.files),
         args.out,
         vocab_size=args.vocab_size,
         lowercase=not args.cased,

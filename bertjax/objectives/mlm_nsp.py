@@ -64,7 +64,7 @@ class MlmNsp:
         Args:
           batch: a masked batch (see `masking.mask_batch`): `input_ids`, `token_type_ids`,
             `attention_mask` [B, L]; `masked_positions`, `masked_ids`, `masked_weights` [B, P];
-            `next_sentence_label` [B], or for packed rows (`data.pretraining.PackedSource`)
+            `next_sentence_label` [B], or for packed rows (`data.packing.PackedSource`)
             `next_sentence_label`, `nsp_positions` and `nsp_weights` [B, K].
           dropout_rng: None for a deterministic (evaluation) pass.
         """

@@ -31,14 +31,11 @@ import numpy as np
 from bertjax import objectives
 from bertjax.config import resolve_path
 from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
-from bertjax.data.pretraining import (
-    PackedSource,
-    PretrainingSource,
-    file_sha256,
-    load_metadata,
-    prepare,
-    resolve_files,
-)
+from bertjax.data.packing import PackedSource
+from bertjax.data.prepare import prepare
+from bertjax.data.shards import file_sha256, load_metadata
+from bertjax.data.source import PretrainingSource
+from bertjax.data.text import resolve_files
 from bertjax.data.tokenizer import (
     load_tokenizer,
     read_options,
