@@ -16,6 +16,7 @@ from bertjax.data import tokenizer as tok
 from bertjax.data.instances.lm_blocks import build_blocks
 from bertjax.data.prepare import prepare
 from bertjax.data.source import PretrainingSource
+from bertjax.data.tokenizer_kinds import byte_bpe
 from bertjax.interop import model_dir
 from bertjax.models import Model, get_family, head_spec
 from bertjax.models.decoding import filter_logits, generate, left_pad
@@ -172,7 +173,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bpe(corpus, tmp_path_factory):
-    return tok.train_byte_bpe(corpus, tmp_path_factory.mktemp("bpe"), vocab_size=400)
+    return byte_bpe.train_byte_bpe(corpus, tmp_path_factory.mktemp("bpe"), vocab_size=400)
 
 
 def test_lm_blocks_source_and_document_segments(corpus, bpe, tmp_path):
@@ -218,7 +219,7 @@ def test_byte_bpe_ids_equal_gpt2_tokenizer_fast(corpus, bpe):
 
 
 def test_byte_bpe_training_is_deterministic(corpus, bpe, tmp_path):
-    again = tok.train_byte_bpe(corpus, tmp_path, vocab_size=400)
+    again = byte_bpe.train_byte_bpe(corpus, tmp_path, vocab_size=400)
     for name in (tok.BPE_VOCAB_NAME, tok.MERGES_NAME):
         assert (again.parent / name).read_bytes() == (bpe.parent / name).read_bytes()
 

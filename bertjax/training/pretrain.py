@@ -30,6 +30,8 @@ import numpy as np
 
 from bertjax import objectives
 from bertjax.config import resolve_path
+from bertjax.data import instances as instance_builders
+from bertjax.data import tokenizer_kinds
 from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
 from bertjax.data.packing import PackedSource
 from bertjax.data.prepare import prepare
@@ -42,8 +44,6 @@ from bertjax.data.tokenizer import (
     read_vocab,
     resolve_options,
     special_token_ids,
-    train_byte_bpe,
-    train_wordpiece,
     write_tokenizer_files,
 )
 from bertjax.interop import model_dir, vocab_extension
@@ -183,35 +183,17 @@ def prepare_data(
     return data_dir, vocab
 
 
-TOKENIZERS = ("wordpiece", "byte_bpe")
-
-
 def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.Path):
     """Trains the `config.data.tokenizer` kind on the corpus; returns its vocabulary file."""
-    kind = config.data.tokenizer
-    if kind == "wordpiece":
-        return train_wordpiece(
-            files,
-            out_dir,
-            vocab_size=config.model.vocab_size,
-            lowercase=config.data.lowercase,
-            pretokenizer=config.data.pretokenizer,
-            entity_markers=config.model.get("entity_vocab_size", 0) > 0,
-        )
-    if kind == "byte_bpe":
-        return train_byte_bpe(files, out_dir, vocab_size=config.model.vocab_size)
-    raise ValueError(f"config.data.tokenizer={kind!r} is invalid: allowed values are {TOKENIZERS}")
+    return tokenizer_kinds.get(config.data.tokenizer).train(files, out_dir, config)
 
 
 def check_config(config: ml_collections.ConfigDict, cfg) -> None:
     """The pretraining checks that need no data (with `trainer.check_config`, before any data
     work): raise naming the fields."""
     trainer.check_config(config)
-    if config.data.tokenizer not in TOKENIZERS:
-        raise ValueError(
-            f"config.data.tokenizer={config.data.tokenizer!r} is invalid: allowed values are "
-            f"{TOKENIZERS}"
-        )
+    tokenizer_kinds.get(config.data.tokenizer)  # raises naming the field
+    instance_builders.get(config.data.instances)
     limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
     if limit is not None and config.data.max_seq_len > limit:
         raise ValueError(
@@ -223,7 +205,7 @@ def check_config(config: ml_collections.ConfigDict, cfg) -> None:
             "config.data.pack_sequences=True needs block-diagonal attention, which "
             "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"
         )
-    if config.data.pack_sequences and config.data.instances != "nsp_pairs":
+    if config.data.pack_sequences and not instance_builders.get(config.data.instances).PACKABLE:
         raise ValueError(
             "config.data.pack_sequences=True packs sentence pairs; "
             f"config.data.instances={config.data.instances!r} blocks are full already"
