@@ -29,8 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Pretrain BERT (MLM + NSP) or GPT (causal LM) from a config; resumable.",
     ),
     "finetune": ("bertjax.commands.finetune_cmd", "Fine-tune BERT on a task; resumable."),
-    "tokenizer": ("bertjax.commands.tokenizer_cmd", "Train a WordPiece vocabulary on text files."),
-    "prepare": ("bertjax.commands.prepare_cmd", "Prepare MLM+NSP pretraining shards from text."),
+    "tokenizer": (
+        "bertjax.commands.tokenizer_cmd",
+        "Train a vocabulary (WordPiece, byte-level BPE) on text files.",
+    ),
+    "prepare": (
+        "bertjax.commands.prepare_cmd",
+        "Prepare pretraining shards from text (--config: as pretrain would).",
+    ),
     "launch": (
         "bertjax.commands.launch_cmd",
         "Run a command as N local processes of one multi-process job (CPU).",

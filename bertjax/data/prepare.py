@@ -226,6 +226,13 @@ def prepare(
     tok = tokenizer_lib.load_tokenizer(vocab_path, lowercase=lowercase)
     special = tokenizer_lib.special_token_ids(tok, str(vocab_path))
     vocab_size = tok.get_vocab_size()
+    missing = [key for key in builder.SPECIALS if key not in special]
+    if missing:
+        raise ValueError(
+            f"config.data.instances={instances!r} needs the special tokens {missing}, which the "
+            f"{tokenizer_lib.tokenizer_kind(vocab_path)} vocabulary {vocab_path} has not; "
+            "choose another config.data.tokenizer or config.data.vocab"
+        )
     if entities and not builder.ENTITIES:
         raise ValueError(
             f"config.data.entities={entities!r} needs instances that write entity spans "

@@ -18,6 +18,9 @@ from bertjax.models.heads import mlm_flops
 from bertjax.objectives import masking
 from bertjax.objectives.base import Array, Batch, apply, mean, nll_and_hits
 
+# the example fields it reads (what an instance builder it is declared for must give)
+EXAMPLE_FIELDS = ("input_ids", "attention_mask", "word_starts", "next_sentence_label")
+
 
 def nsp_example_weights(batch: Batch) -> Array:
     """1.0 per NSP example: one per row, or `nsp_weights` [B, K] for packed rows (one per

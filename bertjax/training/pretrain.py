@@ -32,12 +32,11 @@ from bertjax import objectives
 from bertjax.config import resolve_path
 from bertjax.data import instances as instance_builders
 from bertjax.data import tokenizer_kinds
-from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
+from bertjax.data.corpus import BUILTIN_CORPUS, resolve_corpus
 from bertjax.data.packing import PackedSource
 from bertjax.data.prepare import prepare
 from bertjax.data.shards import file_sha256, load_metadata
 from bertjax.data.source import PretrainingSource
-from bertjax.data.text import resolve_files
 from bertjax.data.tokenizer import (
     load_tokenizer,
     read_options,
@@ -161,7 +160,7 @@ def prepare_data(
         raise FileNotFoundError(
             f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
         )
-    files = resolve_files([resolve_path(f) for f in corpus_files(config.data.corpus, workdir)])
+    files = resolve_corpus(config.data.corpus, workdir)
     lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
     if vocab is None and config.data.vocab:
         vocab = pathlib.Path(config.data.vocab)

@@ -6,6 +6,9 @@ An instance builder is a module (registered in `instances.BUILDERS`) with:
   ENTITIES        whether it writes `[ENT]`/`[/ENT]` spans (`config.data.entities`);
   PACKABLE        whether `PackedSource` may put several of its instances in one row;
   OBJECTIVES      the `config.objective` values its examples feed;
+  SPECIALS        the `tokenizer.special_token_ids` keys it needs (a tokenizer kind without
+                  them is refused before any data work);
+  EXAMPLE_FIELDS  the keys of its examples (each objective's EXAMPLE_FIELDS among them);
   build(chunk_index, documents, worker) -> (arrays, stats)
                   in a worker process: one chunk's documents (lists of sentences) -> shard
                   arrays {field: [N, ...]} and counts for `text.Statistics` plus "documents";

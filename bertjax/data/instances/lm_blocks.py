@@ -19,6 +19,8 @@ MIN_SENTENCES = 1
 ENTITIES = False
 PACKABLE = False  # blocks are full already
 OBJECTIVES = ("causal_lm",)
+SPECIALS = ("eos",)  # the special tokens it needs in the vocabulary
+EXAMPLE_FIELDS = ("input_ids", "attention_mask")
 
 
 def build(chunk_index: int, documents: list[list[str]], worker: Worker) -> tuple[dict, dict]:

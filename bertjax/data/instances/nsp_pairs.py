@@ -33,6 +33,14 @@ MIN_SENTENCES = 2  # NSP needs two
 ENTITIES = True
 PACKABLE = True
 OBJECTIVES = ("mlm_nsp", "mlm", "rtd")
+SPECIALS = ("pad", "cls", "sep", "mask")  # the special tokens it needs in the vocabulary
+EXAMPLE_FIELDS = (
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "next_sentence_label",
+    "word_starts",
+)  # (+ entity_ids with entities)
 NSP_RANDOM_DOCUMENT_TRIES = 10
 
 Instance = tuple[list[int], list[int], int]  # (tokens_a, tokens_b, next_sentence_label)
