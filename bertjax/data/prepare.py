@@ -226,18 +226,7 @@ def prepare(
     tok = tokenizer_lib.load_tokenizer(vocab_path, lowercase=lowercase)
     special = tokenizer_lib.special_token_ids(tok, str(vocab_path))
     vocab_size = tok.get_vocab_size()
-    missing = [key for key in builder.SPECIALS if key not in special]
-    if missing:
-        raise ValueError(
-            f"config.data.instances={instances!r} needs the special tokens {missing}, which the "
-            f"{tokenizer_lib.tokenizer_kind(vocab_path)} vocabulary {vocab_path} has not; "
-            "choose another config.data.tokenizer or config.data.vocab"
-        )
-    if entities and not builder.ENTITIES:
-        raise ValueError(
-            f"config.data.entities={entities!r} needs instances that write entity spans "
-            f"({_entity_builders()}), not config.data.instances={instances!r}"
-        )
+    _check_builder(builder, instances, special, entities, vocab_path)
     markers = None
     if entity_source(entities, tok) is not None:
         markers = entities_lib.SpanSource.marker_ids(tok, "config.data.entities")
@@ -285,6 +274,23 @@ def prepare(
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     _log_summary(metadata)
     return metadata
+
+
+def _check_builder(builder, instances: str, special: dict, entities: str, vocab_path) -> None:
+    """Raises unless the vocabulary has the builder's special tokens and the builder writes
+    entity spans when `entities` asks for them."""
+    missing = [key for key in builder.SPECIALS if key not in special]
+    if missing:
+        raise ValueError(
+            f"config.data.instances={instances!r} needs the special tokens {missing}, which the "
+            f"{tokenizer_lib.tokenizer_kind(vocab_path)} vocabulary {vocab_path} has not; "
+            "choose another config.data.tokenizer or config.data.vocab"
+        )
+    if entities and not builder.ENTITIES:
+        raise ValueError(
+            f"config.data.entities={entities!r} needs instances that write entity spans "
+            f"({_entity_builders()}), not config.data.instances={instances!r}"
+        )
 
 
 def _entity_builders() -> tuple[str, ...]:

@@ -1,12 +1,13 @@
-"""Tokenizers: WordPiece (BERT's `vocab.txt`) and byte-level BPE (GPT-2's `vocab.json` +
-`merges.txt`); train either on text files, load either as a fast tokenizer.
+"""Tokenizers, whatever the kind, and the WordPiece kind (BERT's `vocab.txt`).
 
-A tokenizer is named by its vocabulary file; the name says the kind (`tokenizer_kind`):
+The kinds are registered in `bertjax.data.tokenizer_kinds` (WordPiece; byte-level BPE, GPT-2's
+`vocab.json` + `merges.txt`, in `tokenizer_kinds/byte_bpe.py`), picked by `config.data.tokenizer`
+to train. A tokenizer is named by its vocabulary file; the name says the kind (`tokenizer_kind`):
 `vocab.txt` (or any other name) is WordPiece, `vocab.json` is byte-level BPE with `merges.txt`
-beside it. `load_tokenizer`, `read_vocab` and `tokenizer_files` work on both, so data
-preparation, model directories and jobs pass one path whatever the kind.
+beside it. `load_tokenizer`, `read_vocab`, `special_token_ids` and `tokenizer_files` work on every
+kind, so data preparation, model directories and jobs pass one path whatever the kind.
 
-Both functions build on Hugging Face `tokenizers` with BERT's normalizer (clean text, optional
+WordPiece builds on Hugging Face `tokenizers` with BERT's normalizer (clean text, optional
 lowercasing and accent stripping, spaces around CJK characters) and pre-tokenizer (split on
 whitespace and punctuation). The normalization options live in `bertjax_tokenizer.json` beside the
 vocabulary so that a vocabulary and the way it must be used travel together; `tokenizer.json`
