@@ -41,7 +41,7 @@ from tqdm import tqdm
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
-from bertjax.training import checkpoints, flops, sharding
+from bertjax.training import checkpoints, early_stop, flops, sharding
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
@@ -155,6 +155,7 @@ def check_config(config: ml_collections.ConfigDict, *, training: bool = True) ->
             raise ValueError(f"config.{name}={value} must be >= {int(name in positive)}")
     if train.num_steps == 0 and train.num_epochs <= 0:
         raise ValueError("config.train.num_epochs must be > 0 when config.train.num_steps=0")
+    early_stop.check_config(config)
     if ckpt.best_mode not in ("max", "min"):
         raise ValueError(f"config.checkpoint.best_mode={ckpt.best_mode!r}: allowed 'max', 'min'")
     for name in ("dtype", "param_dtype"):
@@ -325,7 +326,15 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
         dynamic_ncols=True,
     )
     guard = BadStepGuard(config.train.max_bad_steps)
+    stopper = early_stop.EarlyStop(config, trainer.workdir, step)
+    if stopper.stopped:  # a rerun of a run that stopped early: nothing more to train
+        log.info("stopped early at step %d (%s); evaluating only", step, stopper.stopped)
+        return {
+            **{f"eval_{k}": v for k, v in trainer.evaluate(trainer).items()},
+            **stopper.summary(),
+        }
     window, last, started = [], {}, time.perf_counter()
+    run_started = started
     batches = _prefetch(trainer, config.data.prefetch)
     with Preemption(trainer.manager) as preemption, Watchdog(config.train.watchdog_seconds) as dog:
         while step < num_steps:
@@ -344,6 +353,10 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
             evaluated = _maybe_evaluate_and_save(trainer, step, guard)
             if evaluated:
                 last.update(evaluated)
+                evaluation = {k.removeprefix("eval_"): v for k, v in evaluated.items()}
+                if stopper.update(step, evaluation, time.perf_counter() - run_started):
+                    _stop_early(trainer, step, guard, window, started, stopper)
+                    break
                 started = time.perf_counter()
             dog.pet(step)
             if step < num_steps and preemption.reached(step):
@@ -358,7 +371,17 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                 )
     bar.close()
     trainer.manager.wait_until_finished()
-    return last
+    return {**last, **stopper.summary()}
+
+
+def _stop_early(trainer: Trainer, step: int, guard, window: list, started: float, stopper) -> None:
+    """Ends the run at `step` on the early-stop decision: the partial log window, the decision in
+    metrics.jsonl and a checkpoint of `step` (so a rerun trains no further)."""
+    if window:
+        trainer.writer.write(step, _log_window(trainer, window, started))
+    trainer.writer.write(step, stopper.summary())
+    if trainer.manager.latest_step() != step:
+        _save(trainer, step, guard, None)
 
 
 def _maybe_evaluate_and_save(trainer: Trainer, step: int, guard: BadStepGuard) -> dict:
