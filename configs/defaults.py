@@ -68,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Seconds without a completed step (compilation, evaluation and saving included) after which
     # every thread's Python stack is logged and the process exits with status 4. 0: off.
     train.watchdog_seconds = 0.0
+    # "A:B": a jax.profiler trace of steps A to B into workdir/tensorboard (TensorBoard's profile
+    # plugin reads it); "A": one step; "": off. Pick steps after the first, which compiles.
+    train.profile_steps = ""
     # Stop when an evaluation metric reaches a target or stops improving
     # (bertjax.training.early_stop); the step and time of reaching the target go into the final
     # metrics. metric "": off.

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
-from bertjax.training import checkpoints, early_stop, flops, sharding
+from bertjax.training import checkpoints, early_stop, flops, profiling, sharding
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
@@ -156,6 +156,7 @@ def check_config(config: ml_collections.ConfigDict, *, training: bool = True) ->
     if train.num_steps == 0 and train.num_epochs <= 0:
         raise ValueError("config.train.num_epochs must be > 0 when config.train.num_steps=0")
     early_stop.check_config(config)
+    profiling.parse_steps(train.profile_steps)
     if ckpt.best_mode not in ("max", "min"):
         raise ValueError(f"config.checkpoint.best_mode={ckpt.best_mode!r}: allowed 'max', 'min'")
     for name in ("dtype", "param_dtype"):
@@ -336,10 +337,17 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
     window, last, started = [], {}, time.perf_counter()
     run_started = started
     batches = _prefetch(trainer, config.data.prefetch)
-    with Preemption(trainer.manager) as preemption, Watchdog(config.train.watchdog_seconds) as dog:
+    profiler = profiling.StepProfiler(config.train.profile_steps, trainer.workdir)
+    with (
+        Preemption(trainer.manager) as preemption,
+        Watchdog(config.train.watchdog_seconds) as dog,
+        profiler,
+    ):
         while step < num_steps:
+            profiler.before(step + 1)
             trainer.state, metrics = trainer.steps.train_step(trainer.state, next(batches))
             step += 1
+            profiler.after(step, trainer.state)
             dog.pet(step)
             window.append(metrics)
             guard.add(step, metrics["skipped_steps"])
