@@ -17,6 +17,7 @@ completes. `check_config` runs every config check before any data work. The comm
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -41,7 +42,7 @@ from tqdm import tqdm
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
-from bertjax.training import checkpoints, early_stop, flops, profiling, sharding
+from bertjax.training import checkpoints, early_stop, flops, goodput, profiling, sharding
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
@@ -90,6 +91,7 @@ class Trainer:
     evaluate: Callable[[Trainer], dict[str, float]]  # the job's evaluation of trainer.state
     train_source: Any = None  # the training examples (None: evaluating only)
     eval_source: Any = None  # the job's evaluation data (held-out instances, task features)
+    goodput: goodput.Goodput | None = None  # where the workdir's wall time went (training only)
 
     @property
     def global_batch_size(self) -> int:
@@ -225,14 +227,15 @@ def build(
         rules,
         grad_accum_steps=config.train.grad_accum_steps,
     )
-    train_iter = manager = None
+    train_iter = manager = timeline = None
     if train_source is None:
         params = sharding.host_to_global(loaded, steps.state_shardings.params)
         state = TrainState(jnp.zeros((), jnp.int32), params, None, jnp.zeros((2,), jnp.uint32))
     else:
         train_iter = make_iterator(train_source, config, seed=config.train.seed)
         manager = checkpoints.checkpoint_manager(workdir / "checkpoints", config.checkpoint)
-        state = _init_or_restore(config, steps, manager, train_iter, loaded)
+        timeline = goodput.Goodput(workdir)
+        state = _init_or_restore(config, steps, manager, train_iter, loaded, timeline)
     writer = MetricWriter(workdir)
     writer.truncate_after(int(state.step))
     length = seq_len or np.shape(example["input_ids"])[1]
@@ -253,6 +256,7 @@ def build(
         evaluate=evaluate,
         train_source=train_source,
         eval_source=eval_source,
+        goodput=timeline,
     )
 
 
@@ -270,12 +274,19 @@ def make_iterator(source, config, *, seed, shuffle=True, num_epochs=None, global
     )
 
 
-def _init_or_restore(config, steps: CompiledSteps, manager, train_iter, loaded) -> TrainState:
-    restored = checkpoints.restore_train_state(manager, steps.state_shardings, steps.abstract_state)
+def _init_or_restore(
+    config, steps: CompiledSteps, manager, train_iter, loaded, timeline
+) -> TrainState:
+    with timeline.timed("checkpoint_restore"):
+        restored = checkpoints.restore_train_state(
+            manager, steps.state_shardings, steps.abstract_state
+        )
     if restored is None:
+        timeline.resumed(0)
         return steps.init_state(jax.random.key(config.train.seed), loaded)
     state, position = restored
     pipeline.seek(train_iter, position["examples_consumed"] // config.train.global_batch_size)
+    timeline.resumed(int(position["step"]))
     return state
 
 
@@ -335,8 +346,10 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
             **stopper.summary(),
         }
     window, last, started = [], {}, time.perf_counter()
-    run_started = started
-    batches = _prefetch(trainer, config.data.prefetch)
+    timeline = trainer.goodput
+    train_step, batches = timeline.loop(
+        trainer.steps.train_step, _prefetch(trainer, config.data.prefetch)
+    )
     profiler = profiling.StepProfiler(config.train.profile_steps, trainer.workdir)
     with (
         Preemption(trainer.manager) as preemption,
@@ -345,7 +358,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
     ):
         while step < num_steps:
             profiler.before(step + 1)
-            trainer.state, metrics = trainer.steps.train_step(trainer.state, next(batches))
+            trainer.state, metrics = train_step(trainer.state, next(batches))
             step += 1
             profiler.after(step, trainer.state)
             dog.pet(step)
@@ -353,7 +366,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
             guard.add(step, metrics["skipped_steps"])
             if step % log_every == 0 or step == num_steps:
                 last = _log_window(trainer, window, started)
-                trainer.writer.write(step, last)
+                trainer.writer.write(step, {**last, **timeline.record(step)})
                 guard.check()
                 bar.set_postfix(_postfix(last))
                 bar.update(len(window))
@@ -362,7 +375,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
             if evaluated:
                 last.update(evaluated)
                 evaluation = {k.removeprefix("eval_"): v for k, v in evaluated.items()}
-                if stopper.update(step, evaluation, time.perf_counter() - run_started):
+                if stopper.update(step, evaluation, timeline.totals(step)["wall_seconds"]):
                     _stop_early(trainer, step, guard, window, started, stopper)
                     break
                 started = time.perf_counter()
@@ -373,13 +386,18 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                 if trainer.manager.latest_step() != step:
                     _save(trainer, step, guard, None)
                 trainer.manager.wait_until_finished()
+                trainer.writer.write(step, timeline.record(step, end=True))
                 raise Preempted(
                     f"stopped by SIGTERM at step {step}; its checkpoint is in "
                     f"{trainer.manager.directory}: rerun the same command to resume"
                 )
     bar.close()
-    trainer.manager.wait_until_finished()
-    return {**last, **stopper.summary()}
+    with timeline.timed("checkpoint_save"):
+        trainer.manager.wait_until_finished()
+    accounted = timeline.record(step, end=True)
+    trainer.writer.write(step, accounted)
+    log.info(timeline.summary_line(accounted))
+    return {**last, **stopper.summary(), **accounted}
 
 
 def _stop_early(trainer: Trainer, step: int, guard, window: list, started: float, stopper) -> None:
@@ -400,7 +418,8 @@ def _maybe_evaluate_and_save(trainer: Trainer, step: int, guard: BadStepGuard) -
     evaluated = {}
     if (eval_every and step % eval_every == 0) or final:
         guard.check()
-        evaluated = trainer.evaluate(trainer)
+        with _timed(trainer, "eval"):
+            evaluated = trainer.evaluate(trainer)
         trainer.writer.write(step, {f"eval_{k}": v for k, v in evaluated.items()})
     best = bool(config.checkpoint.best_metric) and bool(evaluated)
     if step % save_every == 0 or final or best:
@@ -421,9 +440,15 @@ def _save(trainer: Trainer, step: int, guard: BadStepGuard, metrics) -> None:
             f"config.checkpoint.best_metric={name!r} is not an evaluation metric of this job: "
             f"{sorted(metrics)}"
         )
-    checkpoints.save_train_state(
-        trainer.manager, step, trainer.state, trainer.global_batch_size, metrics=metrics
-    )
+    with _timed(trainer, "checkpoint_save"):
+        checkpoints.save_train_state(
+            trainer.manager, step, trainer.state, trainer.global_batch_size, metrics=metrics
+        )
+
+
+def _timed(trainer: Trainer, category: str):
+    """Times a block into the trainer's goodput `category` (no-op when evaluating only)."""
+    return trainer.goodput.timed(category) if trainer.goodput else contextlib.nullcontext()
 
 
 @jax.jit
