@@ -42,7 +42,15 @@ from tqdm import tqdm
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
-from bertjax.training import checkpoints, early_stop, flops, goodput, profiling, sharding
+from bertjax.training import (
+    checkpoints,
+    early_stop,
+    flops,
+    goodput,
+    profiling,
+    sharding,
+    two_phase,
+)
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
@@ -159,6 +167,7 @@ def check_config(config: ml_collections.ConfigDict, *, training: bool = True) ->
         raise ValueError("config.train.num_epochs must be > 0 when config.train.num_steps=0")
     early_stop.check_config(config)
     profiling.parse_steps(train.profile_steps)
+    two_phase.check_config(config)
     if ckpt.best_mode not in ("max", "min"):
         raise ValueError(f"config.checkpoint.best_mode={ckpt.best_mode!r}: allowed 'max', 'min'")
     for name in ("dtype", "param_dtype"):
@@ -235,7 +244,7 @@ def build(
         train_iter = make_iterator(train_source, config, seed=config.train.seed)
         manager = checkpoints.checkpoint_manager(workdir / "checkpoints", config.checkpoint)
         timeline = goodput.Goodput(workdir)
-        state = _init_or_restore(config, steps, manager, train_iter, loaded, timeline)
+        state = _init_or_restore(config, workdir, steps, manager, train_iter, loaded, timeline)
     writer = MetricWriter(workdir)
     writer.truncate_after(int(state.step))
     length = seq_len or np.shape(example["input_ids"])[1]
@@ -275,17 +284,20 @@ def make_iterator(source, config, *, seed, shuffle=True, num_epochs=None, global
 
 
 def _init_or_restore(
-    config, steps: CompiledSteps, manager, train_iter, loaded, timeline
+    config, workdir, steps: CompiledSteps, manager, train_iter, loaded, timeline
 ) -> TrainState:
+    """The latest checkpoint of the workdir, else a phase-1 state (`two_phase`), else a fresh
+    init (from `loaded` where given); the data iterator seeks to the state's position."""
     with timeline.timed("checkpoint_restore"):
         restored = checkpoints.restore_train_state(
             manager, steps.state_shardings, steps.abstract_state
-        )
+        ) or two_phase.initial_state(config, workdir, steps)
     if restored is None:
         timeline.resumed(0)
         return steps.init_state(jax.random.key(config.train.seed), loaded)
     state, position = restored
-    pipeline.seek(train_iter, position["examples_consumed"] // config.train.global_batch_size)
+    batches = position["examples_consumed"] // config.train.global_batch_size
+    pipeline.seek(train_iter, batches - two_phase.start_step(workdir))
     timeline.resumed(int(position["step"]))
     return state
 
