@@ -353,10 +353,8 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
     stopper = early_stop.EarlyStop(config, trainer.workdir, step)
     if stopper.stopped:  # a rerun of a run that stopped early: nothing more to train
         log.info("stopped early at step %d (%s); evaluating only", step, stopper.stopped)
-        return {
-            **{f"eval_{k}": v for k, v in trainer.evaluate(trainer).items()},
-            **stopper.summary(),
-        }
+        evaluated = {f"eval_{k}": v for k, v in trainer.evaluate(trainer).items()}
+        return {**evaluated, **stopper.summary()}
     window, last, started = [], {}, time.perf_counter()
     timeline = trainer.goodput
     train_step, batches = timeline.loop(
@@ -404,12 +402,17 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                     f"{trainer.manager.directory}: rerun the same command to resume"
                 )
     bar.close()
-    with timeline.timed("checkpoint_save"):
+    return {**last, **stopper.summary(), **_finish(trainer, step)}
+
+
+def _finish(trainer: Trainer, step: int) -> dict[str, float]:
+    """Waits for the last checkpoint write; records and logs the goodput totals at `step`."""
+    with trainer.goodput.timed("checkpoint_save"):
         trainer.manager.wait_until_finished()
-    accounted = timeline.record(step, end=True)
+    accounted = trainer.goodput.record(step, end=True)
     trainer.writer.write(step, accounted)
-    log.info(timeline.summary_line(accounted))
-    return {**last, **stopper.summary(), **accounted}
+    log.info(trainer.goodput.summary_line(accounted))
+    return accounted
 
 
 def _stop_early(trainer: Trainer, step: int, guard, window: list, started: float, stopper) -> None:

@@ -1,0 +1,70 @@
+"""Inputs in buckets (`bertjax.storage`), against a local S3 server (moto's) on 127.0.0.1."""
+
+import numpy as np
+import pytest
+
+from bertjax import storage
+from bertjax.config import resolve_path
+from bertjax.interop import model_dir
+from bertjax.models.bert import BertConfig
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3 server on 127.0.0.1 with a bucket, and fsspec pointed at it."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}",
+        "BERTJAX_CACHE": str(tmp_path_factory.mktemp("cache")),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        import fsspec  # already imported (orbax): its FSSPEC_* settings were read then
+
+        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("bertjax-test")
+        yield fs
+    server.stop()
+
+
+def test_a_model_in_a_bucket_loads_as_the_local_one_through_the_cache(s3, tmp_path):
+    cfg = BertConfig(vocab_size=8, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(
+        "".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
+    )
+    local = tmp_path / "model"
+    model_dir.save_model(local, model_dir.init_params(cfg, heads=(), seed=0), cfg, vocab)
+    s3.put(str(local), "bertjax-test/model", recursive=True)
+    url = "s3://bertjax-test/model"
+    copy = resolve_path(url)
+    _, expected = model_dir.load_pretrained(local)
+    _, loaded = model_dir.load_pretrained(copy)
+    for a, b in zip(jax_leaves(expected), jax_leaves(loaded), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # a second host read fetches nothing; a changed object is fetched again
+    stamp = (copy / "vocab.txt").stat().st_mtime_ns
+    assert storage.local_copy(url) == copy and (copy / "vocab.txt").stat().st_mtime_ns == stamp
+    s3.pipe("bertjax-test/model/vocab.txt", b"changed\n")
+    assert (storage.local_copy(url) / "vocab.txt").read_text() == "changed\n"
+
+
+def test_a_missing_object_is_one_line_naming_the_url(s3):
+    with pytest.raises(FileNotFoundError, match=r"^s3://bertjax-test/nothing: no such object"):
+        resolve_path("s3://bertjax-test/nothing")
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)
