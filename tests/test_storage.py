@@ -1,12 +1,16 @@
 """Inputs in buckets (`bertjax.storage`), against a local S3 server (moto's) on 127.0.0.1."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
 from bertjax import storage
-from bertjax.config import resolve_path
+from bertjax.config import load_config, resolve_path
 from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
+from bertjax.training import pretrain as pretrain_lib
+from tests.conftest import REPO
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -62,6 +66,34 @@ def test_a_model_in_a_bucket_loads_as_the_local_one_through_the_cache(s3, tmp_pa
 def test_a_missing_object_is_one_line_naming_the_url(s3):
     with pytest.raises(FileNotFoundError, match=r"^s3://bertjax-test/nothing: no such object"):
         resolve_path("s3://bertjax-test/nothing")
+
+
+def test_prepared_data_in_a_bucket_reads_as_the_local_data(s3, prepared, tmp_path):
+    """`config.data.dir` and `config.data.vocab` in a bucket: each host reads its cached copy."""
+    local = load_config(REPO / "configs" / "test.py", prepared)
+    s3.put(local.data.dir, "bertjax-test/prepared", recursive=True)
+    s3.put(local.data.vocab, "bertjax-test/vocab.txt")
+    remote = load_config(
+        REPO / "configs" / "test.py",
+        [
+            *prepared,
+            "--config.data.dir=s3://bertjax-test/prepared",
+            "--config.data.vocab=s3://bertjax-test/vocab.txt",
+        ],
+    )
+    data_dir, vocab = pretrain_lib.prepare_data(remote, tmp_path)
+    assert data_dir.is_relative_to(storage.cache_root()) and vocab.read_bytes() == (
+        pathlib.Path(local.data.vocab).read_bytes()
+    )
+    want = pretrain_lib._sources(
+        local, pathlib.Path(local.data.dir), pathlib.Path(local.data.vocab)
+    )
+    got = pretrain_lib._sources(remote, data_dir, vocab)
+    for a, b in zip(want, got, strict=True):
+        assert len(a) == len(b)
+        for index in (0, len(a) - 1):
+            for key, value in a[index].items():
+                np.testing.assert_array_equal(value, b[index][key])
 
 
 def jax_leaves(tree):
