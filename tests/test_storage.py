@@ -2,6 +2,7 @@
 
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
@@ -52,9 +53,14 @@ def test_a_model_in_a_bucket_loads_as_the_local_one_through_the_cache(s3, tmp_pa
     s3.put(str(local), "bertjax-test/model", recursive=True)
     url = "s3://bertjax-test/model"
     copy = resolve_path(url)
-    _, expected = model_dir.load_pretrained(local)
-    _, loaded = model_dir.load_pretrained(copy)
-    for a, b in zip(jax_leaves(expected), jax_leaves(loaded), strict=True):
+    files = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
+    for name in files:
+        assert (copy / name).read_bytes() == (local / name).read_bytes(), name
+    loaded_cfg, loaded = model_dir.load_params(copy)  # the cached copy is a loadable model dir
+    _, expected = model_dir.load_params(local)
+    assert loaded_cfg.hidden_size == 8
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
     # a second host read fetches nothing; a changed object is fetched again
     stamp = (copy / "vocab.txt").stat().st_mtime_ns
@@ -94,9 +100,3 @@ def test_prepared_data_in_a_bucket_reads_as_the_local_data(s3, prepared, tmp_pat
         for index in (0, len(a) - 1):
             for key, value in a[index].items():
                 np.testing.assert_array_equal(value, b[index][key])
-
-
-def jax_leaves(tree):
-    import jax
-
-    return jax.tree_util.tree_leaves(tree)
