@@ -2,7 +2,6 @@
 
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -42,7 +41,7 @@ def s3(tmp_path_factory):
     server.stop()
 
 
-def test_a_model_in_a_bucket_loads_as_the_local_one_through_the_cache(s3, tmp_path):
+def test_a_model_in_a_bucket_is_copied_whole_through_the_cache(s3, tmp_path):
     cfg = BertConfig(vocab_size=8, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16)
     vocab = tmp_path / "vocab.txt"
     vocab.write_text(
@@ -57,16 +56,13 @@ def test_a_model_in_a_bucket_loads_as_the_local_one_through_the_cache(s3, tmp_pa
     assert files == sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
     for name in files:
         assert (copy / name).read_bytes() == (local / name).read_bytes(), name
-    loaded_cfg, loaded = model_dir.load_params(copy)  # the cached copy is a loadable model dir
-    _, expected = model_dir.load_params(local)
-    assert loaded_cfg.hidden_size == 8
-    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(loaded), strict=True):
-        np.testing.assert_array_equal(a, b)
     # a second host read fetches nothing; a changed object is fetched again
     stamp = (copy / "vocab.txt").stat().st_mtime_ns
     assert storage.local_copy(url) == copy and (copy / "vocab.txt").stat().st_mtime_ns == stamp
     s3.pipe("bertjax-test/model/vocab.txt", b"changed\n")
     assert (storage.local_copy(url) / "vocab.txt").read_text() == "changed\n"
+    s3.rm("bertjax-test/model/vocab.txt")  # and a deleted one leaves the copy
+    assert not (storage.local_copy(url) / "vocab.txt").exists()
 
 
 def test_a_missing_object_is_one_line_naming_the_url(s3):
