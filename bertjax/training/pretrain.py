@@ -137,7 +137,7 @@ def prepare_data(
     `vocab`: a given vocabulary (continued pretraining) with its tokenizer options saved beside
     it; the data must have been prepared with it.
     """
-    data_dir = pathlib.Path(config.data.dir) if config.data.dir else workdir / "data"
+    data_dir = resolve_path(config.data.dir) if config.data.dir else workdir / "data"
     if (data_dir / "metadata.json").exists():
         metadata = load_metadata(data_dir)
         if vocab is not None:
@@ -148,7 +148,7 @@ def prepare_data(
                     "corpus again (set config.data.corpus and leave config.data.dir empty)"
                 )
             return data_dir, vocab
-        vocab = pathlib.Path(config.data.vocab or metadata["vocab_file"])
+        vocab = resolve_path(config.data.vocab or metadata["vocab_file"])
         return data_dir, vocab
     if jax.process_count() > 1:  # one preparation, readable by every process
         raise ValueError(
@@ -163,7 +163,7 @@ def prepare_data(
     files = resolve_corpus(config.data.corpus, workdir)
     lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
     if vocab is None and config.data.vocab:
-        vocab = pathlib.Path(config.data.vocab)
+        vocab = resolve_path(config.data.vocab)
     elif vocab is None:
         vocab = train_tokenizer(config, files, workdir / "tokenizer")
     prepare(
