@@ -506,6 +506,7 @@ class _Settings:
     seed: int
     instances: str = "nsp_pairs"
     entities: str = ""  # span source of [ENT]/[/ENT] markers ("": none)
+    nsp: bool = True  # False (MLM only): single-sentence documents are kept
 
 
 _worker: dict = {}
@@ -543,7 +544,7 @@ def entity_source(spec: str, tok) -> entities_lib.SpanSource | None:
 
 
 def _tokenize_documents(
-    documents: list[list[str]], max_num_tokens: int, stats: Statistics
+    documents: list[list[str]], max_num_tokens: int, stats: Statistics, min_sentences: int = 2
 ) -> list[list[list[int]]]:
     flat = [sentence for document in documents for sentence in document]
     if _worker["spans"] is not None:  # [ENT] ... [/ENT] around each entity, before WordPiece
@@ -559,7 +560,7 @@ def _tokenize_documents(
                 sentences.append(ids[start : start + max_num_tokens])
             stats.sentences_split_tokens += max(0, math.ceil(len(ids) / max_num_tokens) - 1)
         k += len(document)
-        if len(sentences) < 2:
+        if len(sentences) < min_sentences:
             stats.documents_skipped_after_tokenization += 1
         else:
             out.append(sentences)
@@ -589,7 +590,7 @@ def _process_chunk(task: tuple[int, str, list[list[str]]]) -> tuple[str, dict, d
         return split, *_process_blocks(documents)
     stats = Statistics()
     max_num_tokens = settings.max_seq_len - 3
-    tokenized = _tokenize_documents(documents, max_num_tokens, stats)
+    tokenized = _tokenize_documents(documents, max_num_tokens, stats, 2 if settings.nsp else 1)
     rng = random.Random(f"{settings.seed}:{chunk_index}")
     instances = create_instances(
         tokenized,
@@ -775,6 +776,7 @@ def prepare(
     overwrite: bool = False,
     instances: str = "nsp_pairs",
     entities: str = "",
+    nsp: bool = True,
 ) -> dict:
     """Prepares pretraining instances from text files into `out_dir`.
 
@@ -798,6 +800,8 @@ def prepare(
       entities: "markup" or "gazetteer:<file>": `[ENT]`/`[/ENT]` written around each entity
         span of every sentence before tokenization (entity-aware BERT; the vocabulary must hold
         the markers); `PretrainingSource` then adds `entity_ids`. "": none.
+      nsp: "nsp_pairs" for next-sentence prediction: single-sentence documents are skipped
+        (no pair A/B); False (an MLM-only objective) keeps them, B drawn from another document.
 
     Returns:
       The metadata, also written to `out_dir/metadata.json`.
@@ -821,7 +825,7 @@ def prepare(
         one_chunk = sum(os.path.getsize(p) for p in paths) <= chunk_chars
         num_workers = 0 if one_chunk else _default_workers()
     settings = _Settings(
-        str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances, entities
+        str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances, entities, nsp
     )
     stats = Statistics()
     tasks = _iter_chunks(
@@ -830,7 +834,7 @@ def prepare(
         eval_fraction=eval_fraction,
         documents_per_file=documents_per_file,
         chunk_chars=chunk_chars,
-        min_sentences=2 if instances == "nsp_pairs" else 1,
+        min_sentences=2 if instances == "nsp_pairs" and nsp else 1,
     )
     splits = _write_splits(_run_chunks(tasks, settings, num_workers), out, shard_size, stats)
     metadata = {
