@@ -241,3 +241,19 @@ def test_readme_shell_commands_need_no_bertjax_data_variable():
         line for b in blocks for line in b.splitlines() if re.search(r"(?<!')\$BERTJAX_DATA", line)
     ]
     assert not unquoted, unquoted
+
+
+AFTER_ABSL = """
+import logging
+logging.basicConfig()  # what absl does on its first message (orbax logs at import)
+from bertjax.commands import setup_logging
+setup_logging()
+logging.getLogger("bertjax.training.trainer").info("eval step 2: loss 1")
+"""
+
+
+def test_info_lines_reach_the_terminal_even_after_absl_configured_logging():
+    done = subprocess.run(
+        [sys.executable, "-c", AFTER_ABSL], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.stderr == "INFO bertjax.training.trainer: eval step 2: loss 1\n"

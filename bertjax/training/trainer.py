@@ -9,7 +9,9 @@ from loaded weights, or restored from the workdir's latest checkpoint with the d
 
 Reliability, also for every job: steps with a non-finite loss or gradient are skipped inside the
 step and the loop stops (`Diverged`) after `train.max_bad_steps` of them in a row, never saving
-non-finite parameters; SIGTERM saves a checkpoint at the current step and stops (`Preempted`);
+non-finite parameters; SIGTERM (and Ctrl-C, SIGINT: `Interrupted`) saves a checkpoint at the
+current step and stops (`Preempted`); each evaluation logs one line, and a held-out loss rising
+while the training loss falls is logged as overfitting (`run_log.OverfitWatch`);
 an optional watchdog (`train.watchdog_seconds`) logs every thread's stack and exits when no step
 completes. `check_config` runs every config check before any data work. The command returns
 `TrainingStopped.exit_code` (the `EXIT_*` constants below).
