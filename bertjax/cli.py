@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bertjax {args.command}: stopped: {err}", file=sys.stderr)
         return int(err.exit_code)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a training loop (data preparation, compilation, inference); inside
+        # one, the loop saves and stops with a resume hint (bertjax.training.trainer.Preemption).
+        print(f"\nbertjax {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -191,6 +191,7 @@ def prepare(
     overwrite: bool = False,
     instances: str = "nsp_pairs",
     entities: str = "",
+    nsp: bool = True,
 ) -> dict:
     """Prepares pretraining instances from text files into `out_dir`.
 
@@ -215,6 +216,8 @@ def prepare(
       entities: "markup" or "gazetteer:<file>": `[ENT]`/`[/ENT]` written around each entity
         span of every sentence before tokenization (entity-aware BERT; the vocabulary must hold
         the markers); `PretrainingSource` then adds `entity_ids`. "": none.
+      nsp: "nsp_pairs" for next-sentence prediction: single-sentence documents are skipped
+        (no pair A/B); False (an MLM-only objective) keeps them, B drawn from another document.
 
     Returns:
       The metadata, also written to `out_dir/metadata.json`.
@@ -236,7 +239,7 @@ def prepare(
         one_chunk = sum(os.path.getsize(p) for p in paths) <= chunk_chars
         num_workers = 0 if one_chunk else _default_workers()
     settings = Settings(
-        str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances, entities
+        str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances, entities, nsp
     )
     stats = Statistics()
     tasks = _iter_chunks(
@@ -245,7 +248,7 @@ def prepare(
         eval_fraction=eval_fraction,
         documents_per_file=documents_per_file,
         chunk_chars=chunk_chars,
-        min_sentences=builder.MIN_SENTENCES,
+        min_sentences=builder.MIN_SENTENCES if nsp else 1,
     )
     splits = _write_splits(_run_chunks(tasks, settings, num_workers), out, shard_size, stats)
     metadata = {

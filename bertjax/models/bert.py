@@ -28,7 +28,15 @@ from bertjax.models.layers import (
     segment_positions,
     token_and_position_tables,
 )
-from bertjax.models.registry import Family, check_positive, fail, model_config, register
+from bertjax.models.registry import (
+    FILL_MASK_STEP,
+    FINETUNE_STEP,
+    Family,
+    check_positive,
+    fail,
+    model_config,
+    register,
+)
 
 Array = jax.Array
 
@@ -276,6 +284,7 @@ BERT = register(
         forward_flops=forward_flops,
         hf="bertjax.interop.hf_bert",
         pretraining_heads=("mlm", "nsp"),
+        next_steps=(FILL_MASK_STEP, FINETUNE_STEP),
     )
 )
 

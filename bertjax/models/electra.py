@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from bertjax.models import heads
 from bertjax.models.bert import BertConfig, Embeddings, EncoderLayer
 from bertjax.models.layers import LayerStack, activation, dense
-from bertjax.models.registry import Family, fail, register
+from bertjax.models.registry import FILL_MASK_STEP, FINETUNE_STEP, Family, fail, register
 
 Array = jax.Array
 ROLES = ("discriminator", "generator")
@@ -197,5 +197,6 @@ ELECTRA = register(
             ("backbone", "discriminator", "encoder"),
         ),
         head_roles={"mlm": "generator"},
+        next_steps=(FILL_MASK_STEP, FINETUNE_STEP),
     )
 )

@@ -47,6 +47,9 @@ class Family:
         the backbone called without `role`, its default network.
       optional_fields: input field -> the config field that turns it on (non-zero), e.g.
         `{"entity_ids": "entity_vocab_size"}`; the backbone reads such a field when given.
+      next_steps: what the end of a pretraining run suggests trying with a model of the family,
+        as (what it does, command) pairs; `{model}` is the model directory, `{workdir}` the
+        pretraining workdir. Each command works for the family (a test runs them).
     """
 
     name: str
@@ -60,6 +63,7 @@ class Family:
     pretraining_heads: tuple[str, ...] = ()
     head_roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
     optional_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    next_steps: tuple[tuple[str, str], ...] = ()
 
     def fields_for(self, config: Any) -> tuple[str, ...]:
         """The input fields a model of `config` is fed: optional ones only when turned on."""
@@ -74,6 +78,17 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {}
+
+# `Family.next_steps` entries shared by the families.
+FILL_MASK_STEP = (
+    "Try its masked-LM head:",
+    'bertjax fill-mask {model} "The capital of France is [MASK]."',
+)
+FINETUNE_STEP = (
+    "Fine-tune it on SST-2 (2,000 sentences, one epoch: minutes on a CPU):",
+    "bertjax finetune --config configs/finetune/sst2_quick.py --workdir {workdir}-sst2 "
+    "--config.init_from={model}",
+)
 
 
 def register(family: Family) -> Family:

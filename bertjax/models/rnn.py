@@ -39,7 +39,14 @@ import numpy as np
 
 from bertjax.models.bert import DTYPES, HIDDEN_ACTS
 from bertjax.models.heads import ENCODER_HEADS
-from bertjax.models.registry import Family, check_positive, fail, register
+from bertjax.models.registry import (
+    FILL_MASK_STEP,
+    FINETUNE_STEP,
+    Family,
+    check_positive,
+    fail,
+    register,
+)
 
 Array = jax.Array
 
@@ -394,5 +401,6 @@ RNN = register(
         forward_flops=forward_flops_per_sequence,
         stack_paths=(),  # its own recurrent stack, no LayerStack to relayout
         pretraining_heads=("mlm", "nsp"),
+        next_steps=(FILL_MASK_STEP, FINETUNE_STEP),
     )
 )

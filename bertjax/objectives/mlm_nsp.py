@@ -90,10 +90,11 @@ class MlmNsp:
         out = {
             "mlm_loss": mean(sums, "mlm_loss", "mlm_count"),
             "mlm_accuracy": mean(sums, "mlm_correct", "mlm_count"),
-            "nsp_loss": mean(sums, "nsp_loss", "nsp_count"),
-            "nsp_accuracy": mean(sums, "nsp_correct", "nsp_count"),
         }
-        out["loss"] = out["mlm_loss"] + (out["nsp_loss"] if self.nsp else 0.0)
+        if self.nsp:  # MLM only: the NSP head is not trained, so nothing of it is reported
+            out["nsp_loss"] = mean(sums, "nsp_loss", "nsp_count")
+            out["nsp_accuracy"] = mean(sums, "nsp_correct", "nsp_count")
+        out["loss"] = out["mlm_loss"] + out.get("nsp_loss", 0.0)
         return out
 
     def flops_per_sequence(self, family, config, seq_len: int) -> float:

@@ -178,6 +178,7 @@ def prepare_data(
         lowercase=lowercase,
         instances=config.data.instances,
         entities=config.data.get("entities", ""),
+        nsp=config.get("objective", "mlm_nsp") != "mlm",  # MLM only: single sentences kept
     )
     return data_dir, vocab
 

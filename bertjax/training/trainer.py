@@ -9,7 +9,9 @@ from loaded weights, or restored from the workdir's latest checkpoint with the d
 
 Reliability, also for every job: steps with a non-finite loss or gradient are skipped inside the
 step and the loop stops (`Diverged`) after `train.max_bad_steps` of them in a row, never saving
-non-finite parameters; SIGTERM saves a checkpoint at the current step and stops (`Preempted`);
+non-finite parameters; SIGTERM (and Ctrl-C, SIGINT: `Interrupted`) saves a checkpoint at the
+current step and stops (`Preempted`); each evaluation logs one line, and a held-out loss rising
+while the training loss falls is logged as overfitting (`run_log.OverfitWatch`);
 an optional watchdog (`train.watchdog_seconds`) logs every thread's stack and exits when no step
 completes. `check_config` runs every config check before any data work. The command returns
 `TrainingStopped.exit_code` (the `EXIT_*` constants below).
@@ -38,6 +40,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertjax.data import pipeline
 from bertjax.models import Model
@@ -48,6 +51,7 @@ from bertjax.training import (
     flops,
     goodput,
     profiling,
+    run_log,
     sharding,
     two_phase,
 )
@@ -60,6 +64,7 @@ log = logging.getLogger(__name__)
 EXIT_DIVERGED = 3  # config.train.max_bad_steps non-finite steps in a row; the last good checkpoint
 EXIT_STUCK = 4  # the watchdog: no step completed for config.train.watchdog_seconds
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: a checkpoint of the current step was saved; rerun to resume
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C): the same save and stop as SIGTERM
 
 
 class TrainingStopped(RuntimeError):
@@ -78,6 +83,12 @@ class Preempted(TrainingStopped):
     """SIGTERM: the current step was checkpointed and the loop stopped."""
 
     exit_code = EXIT_PREEMPTED
+
+
+class Interrupted(Preempted):
+    """SIGINT (Ctrl-C): the current step was checkpointed and the loop stopped."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 @dataclasses.dataclass
@@ -335,21 +346,32 @@ def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
 def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
     """Runs from the current step to `trainer.num_steps`; returns the last metrics.
 
+    Log records go above the progress bar, which is closed before any exception leaves, so the
+    reason a run stopped is the last line on the terminal.
+
     Raises:
       Diverged: `config.train.max_bad_steps` consecutive skipped (non-finite) steps.
-      Preempted: SIGTERM; the current step was checkpointed first.
+      Preempted: SIGTERM (`Interrupted`: SIGINT); the current step was checkpointed first.
     """
-    config = trainer.config
-    num_steps, log_every = trainer.num_steps, config.train.log_every
     step = int(trainer.state.step)
     bar = tqdm(
-        total=num_steps,
+        total=trainer.num_steps,
         initial=step,
         disable=jax.process_index() != 0,
         desc=desc,
         dynamic_ncols=True,
     )
-    guard = BadStepGuard(config.train.max_bad_steps)
+    try:
+        with logging_redirect_tqdm():
+            return _loop(trainer, bar, step)
+    finally:
+        bar.close()
+
+
+def _loop(trainer: Trainer, bar, step: int) -> dict[str, float]:
+    config = trainer.config
+    num_steps, log_every = trainer.num_steps, config.train.log_every
+    guard, watch = BadStepGuard(config.train.max_bad_steps), run_log.OverfitWatch()
     stopper = early_stop.EarlyStop(config, trainer.workdir, step)
     if stopper.stopped:  # a rerun of a run that stopped early: nothing more to train
         log.info("stopped early at step %d (%s); evaluating only", step, stopper.stopped)
@@ -383,6 +405,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                 window, started = [], time.perf_counter()
             evaluated = _maybe_evaluate_and_save(trainer, step, guard)
             if evaluated:
+                _report_eval(step, evaluated, last, watch)
                 last.update(evaluated)
                 evaluation = {k.removeprefix("eval_"): v for k, v in evaluated.items()}
                 if stopper.update(step, evaluation, timeline.totals(step)["wall_seconds"]):
@@ -397,11 +420,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                     _save(trainer, step, guard, None)
                 trainer.manager.wait_until_finished()
                 trainer.writer.write(step, timeline.record(step, end=True))
-                raise Preempted(
-                    f"stopped by SIGTERM at step {step}; its checkpoint is in "
-                    f"{trainer.manager.directory}: rerun the same command to resume"
-                )
-    bar.close()
+                raise preemption.stopped(step, trainer.manager.directory)
     return {**last, **stopper.summary(), **_finish(trainer, step)}
 
 
@@ -423,6 +442,15 @@ def _stop_early(trainer: Trainer, step: int, guard, window: list, started: float
     trainer.writer.write(step, stopper.summary())
     if trainer.manager.latest_step() != step:
         _save(trainer, step, guard, None)
+
+
+def _report_eval(step: int, evaluated: dict, train_metrics: dict, watch) -> None:
+    """One log line per evaluation; overfitting (see `run_log.OverfitWatch`) as a warning that
+    the end summary repeats."""
+    held_out = {k.removeprefix("eval_"): v for k, v in evaluated.items()}
+    log.info("%s", run_log.eval_line(step, held_out))
+    for message in watch.add(step, held_out, train_metrics):
+        log.warning("%s", message, extra={"summary": True})
 
 
 def _maybe_evaluate_and_save(trainer: Trainer, step: int, guard: BadStepGuard) -> dict:
@@ -511,32 +539,54 @@ class BadStepGuard:
 
 
 class Preemption:
-    """SIGTERM (a preemption notice) to a stop at an agreed step.
+    """SIGTERM (a preemption notice) or SIGINT (Ctrl-C) to a stop at an agreed step.
 
-    One process: a SIGTERM handler sets a flag, read after each step. Several processes: JAX's
-    preemption service (started by `jax.distributed.initialize`) catches SIGTERM and
+    One process: a handler of both signals sets a flag, read after each step; a second SIGINT
+    exits at once with `EXIT_INTERRUPTED`, saving nothing. Several processes: JAX's preemption
+    service (started by `jax.distributed.initialize`) catches SIGTERM and
     `CheckpointManager.reached_preemption(step)` is True in every process at the same step.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self, manager):
-        self.manager, self.flag, self.previous = manager, False, None
+        self.manager, self.flag, self.previous = manager, None, {}
 
     def __enter__(self) -> Preemption:
         if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.flag = True
+        if signum == signal.SIGINT and self.flag == signal.SIGINT:
+            print("\nsecond Ctrl-C: quitting now, without saving", file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
+        if signum == signal.SIGINT:
+            print(
+                "\nCtrl-C: saving a checkpoint of the current step, then stopping "
+                "(Ctrl-C again quits at once, without saving)",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.flag = signum
 
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
             return self.manager.reached_preemption(step)
-        return self.flag
+        return self.flag is not None
+
+    def stopped(self, step: int, directory) -> Preempted:
+        """The exception that ends the run at `step` (its checkpoint is in `directory`)."""
+        interrupted = self.flag == signal.SIGINT
+        name = "SIGINT (Ctrl-C)" if interrupted else "SIGTERM"
+        return (Interrupted if interrupted else Preempted)(
+            f"stopped by {name} at step {step}; its checkpoint is in {directory}: rerun the "
+            "same command to resume"
+        )
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 class Watchdog:

@@ -36,6 +36,7 @@ class Settings:
     seed: int
     instances: str = "nsp_pairs"
     entities: str = ""  # span source of [ENT]/[/ENT] markers ("": none)
+    nsp: bool = True  # False (MLM only): single-sentence documents are kept
 
 
 @dataclasses.dataclass

@@ -186,7 +186,7 @@ def _tokenize_documents(
     documents: list[list[str]], max_num_tokens: int, stats: Statistics, worker: Worker
 ) -> list[list[list[int]]]:
     """Tokenizes each sentence (cut into pieces of at most `max_num_tokens`); drops documents
-    left with fewer than two sentences."""
+    left with fewer than two sentences (one when `worker.settings.nsp` is off: MLM only)."""
     flat = [sentence for document in documents for sentence in document]
     if worker.spans is not None:  # [ENT] ... [/ENT] around each entity, before WordPiece
         flat = [worker.spans.mark(sentence) for sentence in flat]
@@ -201,7 +201,7 @@ def _tokenize_documents(
                 sentences.append(ids[start : start + max_num_tokens])
             stats.sentences_split_tokens += max(0, math.ceil(len(ids) / max_num_tokens) - 1)
         k += len(document)
-        if len(sentences) < 2:
+        if len(sentences) < (2 if worker.settings.nsp else 1):
             stats.documents_skipped_after_tokenization += 1
         else:
             out.append(sentences)
