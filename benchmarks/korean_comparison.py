@@ -89,7 +89,7 @@ def pretrain_config(args, arm: str, gazetteer: pathlib.Path):
 
 def pretrain_arm(args, arm: str, root: pathlib.Path, gazetteer: pathlib.Path) -> dict:
     """Pretrains `arm` unless its workdir has finished; returns its summary."""
-    from bertjax.data.pretraining import load_metadata
+    from bertjax.data.shards import load_metadata
     from bertjax.training.pretrain import pretrain
 
     workdir = root / "pretrain" / arm

@@ -2,7 +2,7 @@
 
 Prints one line per measurement: the analyzers' speed on single sentences (MeCab-ko, and
 kiwipiepy where importable), then, for each pre-tokenizer, WordPiece vocabulary training and
-`bertjax.data.pretraining.prepare` (its spawn workers) on the first `--files` files of
+`bertjax.data.prepare.prepare` (its spawn workers) on the first `--files` files of
 `$BERTJAX_DATA/ko-wikipedia/AA`.
 
     python benchmarks/korean_morpheme.py [--files 2] [--sentences 5000] [--num-workers 2]
@@ -17,7 +17,8 @@ import re
 import tempfile
 import time
 
-from bertjax.data import pretraining, tokenizer
+from bertjax.data import tokenizer
+from bertjax.data.prepare import prepare
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -68,9 +69,7 @@ def pipeline(
     )
     trained = time.perf_counter() - start
     start = time.perf_counter()
-    meta = pretraining.prepare(
-        files, vocab, work / f"data-{pretokenizer}", num_workers=workers, seed=0
-    )
+    meta = prepare(files, vocab, work / f"data-{pretokenizer}", num_workers=workers, seed=0)
     seconds = time.perf_counter() - start
     mb = sum(f.stat().st_size for f in files) / 1e6
     print(

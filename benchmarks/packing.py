@@ -22,7 +22,7 @@ from typing import Any
 import jax
 
 from bertjax.config import load_config
-from bertjax.data.pretraining import load_metadata
+from bertjax.data.shards import load_metadata
 from bertjax.training import sharding
 from bertjax.training.pretrain import setup
 

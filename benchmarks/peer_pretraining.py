@@ -31,7 +31,7 @@ import optax
 
 from bertjax.config import load_config
 from bertjax.data.corpus import BUILTIN_CORPUS
-from bertjax.data.pretraining import PretrainingSource
+from bertjax.data.source import PretrainingSource
 from bertjax.data.tokenizer import read_vocab
 from bertjax.interop import model_dir
 from bertjax.interop.model_dir import PRETRAINING_HEADS

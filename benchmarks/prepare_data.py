@@ -1,4 +1,4 @@
-"""Benchmark `bertjax.pretraining_data.prepare` on the real pretraining corpora.
+"""Benchmark `bertjax.data.prepare.prepare` on the real pretraining corpora.
 
 Measures wall time and peak resident memory (this process and, separately, the largest worker
 process) for the ~39 MB of `$BERTJAX_DATA/pretrain-*` at length 128 with the bert-base-uncased
@@ -17,7 +17,8 @@ import resource
 import tempfile
 import time
 
-from bertjax.data import pretraining as pretraining_data
+from bertjax.data.prepare import prepare
+from bertjax.data.text import resolve_files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CORPORA = ("pretrain-gutenberg", "pretrain-british-novels", "pretrain-wikipedia-sample")
@@ -44,12 +45,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     root = data_dir()
     files = [root / name for name in CORPORA]
-    corpus_bytes = sum(p.stat().st_size for p in pretraining_data.resolve_files(files))
+    corpus_bytes = sum(p.stat().st_size for p in resolve_files(files))
     vocab = root / "vocab" / "bert-base-uncased-vocab.txt"
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(args.out or tmp) / "prepared"
         start = time.perf_counter()
-        metadata = pretraining_data.prepare(
+        metadata = prepare(
             files,
             vocab,
             out,

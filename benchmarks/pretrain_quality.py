@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from bertjax.config import load_config
-from bertjax.data.pretraining import load_metadata, shard_filename
+from bertjax.data.shards import load_metadata, shard_filename
 from bertjax.data.tokenizer import load_tokenizer, read_vocab, special_token_ids
 from bertjax.training.pretrain import pretrain
 

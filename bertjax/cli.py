@@ -29,8 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Pretrain BERT (MLM + NSP) or GPT (causal LM) from a config; resumable.",
     ),
     "finetune": ("bertjax.commands.finetune_cmd", "Fine-tune BERT on a task; resumable."),
-    "tokenizer": ("bertjax.commands.tokenizer_cmd", "Train a WordPiece vocabulary on text files."),
-    "prepare": ("bertjax.commands.prepare_cmd", "Prepare MLM+NSP pretraining shards from text."),
+    "tokenizer": (
+        "bertjax.commands.tokenizer_cmd",
+        "Train a vocabulary (WordPiece, byte-level BPE) on text files.",
+    ),
+    "prepare": (
+        "bertjax.commands.prepare_cmd",
+        "Prepare pretraining shards from text (--config: as pretrain would).",
+    ),
     "config": (
         "bertjax.commands.config_cmd",
         "Show the resolved config of a config file (with overrides) or of a workdir.",
@@ -76,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bertjax {args.command}: stopped: {err}", file=sys.stderr)
         return int(err.exit_code)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a training loop (data preparation, compilation, inference); inside
+        # one, the loop saves and stops with a resume hint (bertjax.training.trainer.Preemption).
+        print(f"\nbertjax {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from bertjax import storage
+
 DATA_VAR = "BERTJAX_DATA"  # config paths may start with $BERTJAX_DATA
 FAMILY_OVERRIDE = "--config.model.family="
 SIZES = ("--config.model.hidden_size=", "--config.model.vocab_size=")  # kept by a family swap
@@ -29,7 +31,10 @@ def data_root() -> pathlib.Path:
 
 
 def resolve_path(path: str) -> pathlib.Path:
-    """Expands a leading `$BERTJAX_DATA` (at run time, so configs hold no absolute paths)."""
+    """Expands a leading `$BERTJAX_DATA` (at run time, so configs hold no absolute paths); a
+    `gs://` or `s3://` URL becomes this host's cached copy (`bertjax.storage.local_copy`)."""
+    if storage.is_remote(path):
+        return storage.local_copy(str(path))
     prefix = "$" + DATA_VAR
     if path.startswith(prefix):
         return data_root() / path[len(prefix) :].lstrip("/")

@@ -11,6 +11,12 @@ def get_config() -> ml_collections.ConfigDict:
     # continue pretraining a bertjax model dir, pretraining workdir or transformers BERT dir (its
     # architecture, vocabulary and tokenizer options; may start $BERTJAX_DATA); "": from scratch
     config.init_from = ""
+    # with init_from a pretraining workdir: start from its whole train state (parameters,
+    # optimizer moments, step), as phase 2 of the two-phase recipe (bertjax.training.two_phase)
+    config.init_train_state = False
+    # with init_train_state: True restarts the step, the optimizer's step counts and the schedule
+    # at 0 (NVIDIA's phase 2); False continues them (train.num_steps counts both phases)
+    config.train.reset_step = True
     data = config.data
     # text files or globs, comma-separated (each may start $BERTJAX_DATA); prepared into
     # workdir/data if set

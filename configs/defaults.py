@@ -68,6 +68,18 @@ def get_config() -> ml_collections.ConfigDict:
     # Seconds without a completed step (compilation, evaluation and saving included) after which
     # every thread's Python stack is logged and the process exits with status 4. 0: off.
     train.watchdog_seconds = 0.0
+    # "A:B": a jax.profiler trace of steps A to B into workdir/tensorboard (TensorBoard's profile
+    # plugin reads it); "A": one step; "": off. Pick steps after the first, which compiles.
+    train.profile_steps = ""
+    # Stop when an evaluation metric reaches a target or stops improving
+    # (bertjax.training.early_stop); the step and time of reaching the target go into the final
+    # metrics. metric "": off.
+    train.early_stop = early_stop = ml_collections.ConfigDict()
+    early_stop.metric = ""  # a key of the job's evaluation, e.g. "mlm_accuracy", "f1", "loss"
+    # stop once the metric is at least (mode max) or at most (mode min) this; None: no target
+    early_stop.target = ml_collections.config_dict.placeholder(float)
+    early_stop.mode = "max"  # "max" or "min": which way is better
+    early_stop.patience = 0  # stop after this many evaluations without a new best (0: never)
 
     config.mesh = mesh = ml_collections.ConfigDict()
     mesh.data = -1  # pure data parallel; -1 takes all remaining devices

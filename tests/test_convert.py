@@ -329,7 +329,7 @@ def test_minilm_real_weights_match_transformers():
 def test_minilm_import_reports_fresh_heads(tmp_path, capsys):
     path = minilm_dir()
     assert cli.main(["import-hf", str(path), str(tmp_path / "out")]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert "heads/mlm/output_bias" in printed and "heads/nsp/dense/kernel" in printed
     assert "backbone/pooler" not in printed  # all-MiniLM-L6-v2 has a pooler
     options = json.loads((tmp_path / "out" / "bertjax_tokenizer.json").read_text())
@@ -337,6 +337,12 @@ def test_minilm_import_reports_fresh_heads(tmp_path, capsys):
     config, params = checkpoint.load_model_dir(tmp_path / "out")
     assert (config.num_layers, config.hidden_size) == (6, 384)
     assert params["backbone"]["embeddings"]["word_embeddings"]["embedding"].shape == (30522, 384)
+    # Listed once (issue 24), said loudly first, recorded; fill-mask then refuses to guess.
+    assert printed.count("heads/mlm/output_bias") == 1 and "heads/mlm/output_bias" not in err
+    assert printed.splitlines()[1].startswith(f"WARNING: {path} has no mlm, nsp head(s)")
+    assert checkpoint.fresh_heads(tmp_path / "out") == ["mlm", "nsp"]
+    assert cli.main(["fill-mask", str(tmp_path / "out"), "Paris is the [MASK] of France."]) == 2
+    assert "has no trained masked-LM head (import-hf initialised it" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------

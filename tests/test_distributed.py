@@ -19,7 +19,7 @@ import pytest
 
 from bertjax.config import load_config
 from bertjax.data import pipeline as input_pipeline
-from bertjax.data.pretraining import PretrainingSource
+from bertjax.data.source import PretrainingSource
 from bertjax.interop import model_dir as checkpoint
 from bertjax.training import distributed
 from bertjax.training.pretrain import BUILTIN_CORPUS, prepare_data, pretrain

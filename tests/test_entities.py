@@ -298,7 +298,8 @@ def test_pretraining_data_carries_entity_spans_and_the_job_trains_on_them(tmp_pa
     final = pretrain(load_config(REPO / "configs" / "test.py", overrides), tmp_path / "run")
     assert np.isfinite(final["eval_mlm_loss"])
 
-    from bertjax.data.pretraining import PretrainingSource, load_metadata
+    from bertjax.data.shards import load_metadata
+    from bertjax.data.source import PretrainingSource
 
     metadata = load_metadata(tmp_path / "run" / "data")
     kept = sum(split["num_documents"] for split in metadata["splits"].values())

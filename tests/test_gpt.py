@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from bertjax import cli
-from bertjax.data import pretraining
 from bertjax.data import tokenizer as tok
+from bertjax.data.instances.lm_blocks import build_blocks
+from bertjax.data.prepare import prepare
+from bertjax.data.source import PretrainingSource
+from bertjax.data.tokenizer_kinds import byte_bpe
 from bertjax.interop import model_dir
 from bertjax.models import Model, get_family, head_spec
 from bertjax.models.decoding import filter_logits, generate, left_pad
@@ -154,9 +157,7 @@ def test_causal_lm_sums_and_summary():
 
 
 def test_build_blocks_concatenates_with_eos_and_pads_the_last():
-    out = pretraining.build_blocks(
-        [[1, 2, 3], [4], [5, 6]], block_len=4, eos_id=9, ids_dtype=np.uint16
-    )
+    out = build_blocks([[1, 2, 3], [4], [5, 6]], block_len=4, eos_id=9, ids_dtype=np.uint16)
     np.testing.assert_array_equal(out["input_ids"], [[1, 2, 3, 9], [4, 9, 5, 6], [9, 9, 9, 9]])
     np.testing.assert_array_equal(out["lengths"], [4, 4, 1])
     starts = np.unpackbits(out["document_starts"], axis=1, count=4)
@@ -172,11 +173,11 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bpe(corpus, tmp_path_factory):
-    return tok.train_byte_bpe(corpus, tmp_path_factory.mktemp("bpe"), vocab_size=400)
+    return byte_bpe.train_byte_bpe(corpus, tmp_path_factory.mktemp("bpe"), vocab_size=400)
 
 
 def test_lm_blocks_source_and_document_segments(corpus, bpe, tmp_path):
-    meta = pretraining.prepare(
+    meta = prepare(
         corpus,
         bpe,
         tmp_path,
@@ -187,8 +188,8 @@ def test_lm_blocks_source_and_document_segments(corpus, bpe, tmp_path):
         eval_fraction=0.1,
     )
     assert meta["instances"] == "lm_blocks" and meta["special_ids"]["eos"] == 0
-    plain = pretraining.PretrainingSource(tmp_path, "train", vocab_path=bpe)
-    docs = pretraining.PretrainingSource(tmp_path, "train", document_attention=True)
+    plain = PretrainingSource(tmp_path, "train", vocab_path=bpe)
+    docs = PretrainingSource(tmp_path, "train", document_attention=True)
     assert set(plain[0]) == {"input_ids", "attention_mask"} and plain[0]["input_ids"].shape == (32,)
     # documents are separated by <|endoftext|>: the first block with one inside
     index = next(i for i in range(len(plain)) if 0 in plain[i]["input_ids"][:-1])
@@ -218,7 +219,7 @@ def test_byte_bpe_ids_equal_gpt2_tokenizer_fast(corpus, bpe):
 
 
 def test_byte_bpe_training_is_deterministic(corpus, bpe, tmp_path):
-    again = tok.train_byte_bpe(corpus, tmp_path, vocab_size=400)
+    again = byte_bpe.train_byte_bpe(corpus, tmp_path, vocab_size=400)
     for name in (tok.BPE_VOCAB_NAME, tok.MERGES_NAME):
         assert (again.parent / name).read_bytes() == (bpe.parent / name).read_bytes()
 

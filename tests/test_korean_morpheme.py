@@ -7,8 +7,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from bertjax.data import pretraining
 from bertjax.data import tokenizer as tokenizer_lib
+from bertjax.data.prepare import prepare
+from bertjax.data.source import PretrainingSource
 
 pytest.importorskip("mecab_ko", reason="needs the korean extra (mecab-ko)")
 
@@ -102,10 +103,10 @@ def test_prepare_in_spawn_workers_matches_in_process(tmp_path, vocab):
     corpus.write_text("\n".join(SENTENCES) + "\n\n" + "\n".join(SENTENCES[::-1]) + "\n")
     out = {}
     for workers in (0, 2):  # 2: spawn workers rebuild the tokenizer from the saved options
-        meta = pretraining.prepare(
+        meta = prepare(
             [corpus], vocab, tmp_path / f"w{workers}", max_seq_len=32, num_workers=workers
         )
-        source = pretraining.PretrainingSource(tmp_path / f"w{workers}", "train")
+        source = PretrainingSource(tmp_path / f"w{workers}", "train")
         out[workers] = [source[i]["input_ids"] for i in range(len(source))]
         assert meta["splits"]["train"]["num_tokens"] > 0
     assert len(out[0]) == len(out[2])

@@ -14,10 +14,11 @@ import optax
 import pytest
 
 from bertjax.config import load_config
-from bertjax.data.pretraining import PretrainingSource
+from bertjax.data.source import PretrainingSource
 from bertjax.interop import model_dir as checkpoint
 from bertjax.objectives import base as train
 from bertjax.training import checkpoints, optimizer, sharding
+from bertjax.training import trainer as trainer_lib
 from bertjax.training.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
 from tests.conftest import REPO
 
@@ -232,6 +233,15 @@ def test_a_half_written_checkpoint_is_never_loaded(prepared, tmp_path):
     assert manager.latest_step() == 2
     job = setup(config, tmp_path)
     assert int(job.state.step) == 2
+    # Goodput over both runs: steps 3 and 4 are trained again, and counted as lost.
+    final = trainer_lib.train(job)
+    job.close()
+    totals = json.loads((tmp_path / "goodput.json").read_text())
+    assert (totals["runs"], totals["steps_trained"], totals["lost_steps"]) == (2, 6, 2)
+    assert sum(totals["seconds"].values()) == pytest.approx(totals["wall_seconds"])
+    assert all(totals["seconds"][k] > 0 for k in ("startup", "compile", "train", "lost"))
+    assert final["goodput"] == pytest.approx(totals["seconds"]["train"] / totals["wall_seconds"])
+    assert final["goodput_lost_steps"] == 2 and 0 < final["goodput"] < 1
 
 
 def test_missing_data_names_the_config_fields(tmp_path):

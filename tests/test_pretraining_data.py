@@ -12,8 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from bertjax.data import pretraining as pdata
 from bertjax.data import tokenizer as tokenizer_lib
+from bertjax.data.instances.nsp_pairs import truncate_pair
+from bertjax.data.packing import PackedSource, pack_plan
+from bertjax.data.prepare import prepare
+from bertjax.data.shards import SPLITS
+from bertjax.data.source import PretrainingSource
+from bertjax.data.text import split_sentences
 
 L = 32
 NUM_DOCS = 40
@@ -57,7 +62,7 @@ def corpus(tmp_path_factory):
 def _prepare(corpus, out, **kwargs):
     files, vocab = corpus
     kwargs = {"max_seq_len": L, "num_workers": 0, "chunk_chars": 2000, **kwargs}
-    return pdata.prepare(files, vocab, out, **kwargs)
+    return prepare(files, vocab, out, **kwargs)
 
 
 def _token_docs(vocab_path) -> dict[int, int]:
@@ -81,7 +86,7 @@ def _segments(example):
 
 def test_instance_layout(corpus, tmp_path):
     metadata = _prepare(corpus, tmp_path)
-    source = pdata.PretrainingSource(tmp_path, "train")
+    source = PretrainingSource(tmp_path, "train")
     assert len(source) == metadata["splits"]["train"]["num_examples"] > 50
     special = metadata["special_ids"]
     vocab = tokenizer_lib.read_vocab(corpus[1])
@@ -113,8 +118,8 @@ def test_nsp_labels_and_eval_split_follow_documents(corpus, tmp_path):
     owner = _token_docs(corpus[1])
     docs_of = {}
     labels = []
-    for split in pdata.SPLITS:
-        source = pdata.PretrainingSource(tmp_path, split)
+    for split in SPLITS:
+        source = PretrainingSource(tmp_path, split)
         docs_of[split] = set()
         for i in range(len(source)):
             ex = source[i]
@@ -133,7 +138,7 @@ def test_nsp_labels_and_eval_split_follow_documents(corpus, tmp_path):
 
 def test_deterministic_from_seed_and_independent_of_workers(corpus, tmp_path):
     def arrays(out):
-        source = pdata.PretrainingSource(out, "train")
+        source = PretrainingSource(out, "train")
         return np.stack([source[i]["input_ids"] for i in range(len(source))])
 
     _prepare(corpus, tmp_path / "a", seed=3)
@@ -158,12 +163,12 @@ def test_shards_metadata_and_vocab_check(corpus, tmp_path, shared_data):
     ids = np.load(tmp_path / "train" / "input_ids-00000.npy", mmap_mode="r")
     assert ids.shape == (16, L) and ids.dtype == np.uint16
     assert np.load(tmp_path / "train" / "word_starts-00000.npy").shape == (16, L // 8)
-    source = pdata.PretrainingSource(tmp_path, "train", vocab_path=corpus[1])
+    source = PretrainingSource(tmp_path, "train", vocab_path=corpus[1])
     source[len(source) - 1]
     assert len(pickle.dumps(source)) < 10_000  # memory maps are not pickled
     other = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
     with pytest.raises(ValueError, match="vocabulary mismatch.*bert-base-uncased-vocab.txt"):
-        pdata.PretrainingSource(tmp_path, "train", vocab_path=other)
+        PretrainingSource(tmp_path, "train", vocab_path=other)
     with pytest.raises(FileExistsError, match="not empty"):
         _prepare(corpus, tmp_path)
     with pytest.raises(ValueError, match="max_seq_len"):
@@ -176,10 +181,10 @@ def test_wikiextractor_format_and_documents_per_file(corpus, tmp_path):
     blocks = [f'<doc id="{d}" url="https://x?curid={d}" title="T{d}">\n{_document_text(d, rng)}'
               f"\n\n{_document_text(d, rng)}\n</doc>" for d in range(6)]  # fmt: skip
     wiki.write_text("\n".join(blocks) + "\n")
-    metadata = pdata.prepare([wiki], corpus[1], tmp_path / "w", max_seq_len=L, num_workers=0)
+    metadata = prepare([wiki], corpus[1], tmp_path / "w", max_seq_len=L, num_workers=0)
     assert metadata["statistics"]["documents"] == 6
     vocab = tokenizer_lib.read_vocab(corpus[1])
-    source = pdata.PretrainingSource(tmp_path / "w", "train")
+    source = PretrainingSource(tmp_path / "w", "train")
     text = " ".join(vocab[t] for i in range(len(source)) for t in source[i]["input_ids"])
     assert "url" not in text and "curid" not in text and "<" not in text
     # one file = one document: 20 documents become 1 per file
@@ -200,8 +205,8 @@ def test_bad_input_is_repaired_or_skipped_and_counted(corpus, tmp_path, caplog):
     single = tmp_path / "single.txt"
     single.write_text("Only one sentence here.\n\nAnd another lonely one.\n\n\n")
     files = [good, bad_utf8, empty, binary, single]
-    with caplog.at_level(logging.WARNING, logger="bertjax.data.pretraining"):
-        metadata = pdata.prepare(files, corpus[1], tmp_path / "out", max_seq_len=L, num_workers=0)
+    with caplog.at_level(logging.WARNING, logger="bertjax.data"):
+        metadata = prepare(files, corpus[1], tmp_path / "out", max_seq_len=L, num_workers=0)
     stats = metadata["statistics"]
     assert stats["files"] == 5 and stats["files_empty"] == 1 and stats["files_skipped_binary"] == 1
     assert stats["lines_repaired_utf8"] == 1
@@ -214,7 +219,7 @@ def test_bad_input_is_repaired_or_skipped_and_counted(corpus, tmp_path, caplog):
     assert "image.bin" in caplog.text and "binary" in caplog.text
     assert metadata["splits"]["train"]["num_examples"] > 0
     with pytest.raises(FileNotFoundError, match="nothing-here"):
-        pdata.prepare([tmp_path / "nothing-here*.txt"], corpus[1], tmp_path / "o2")
+        prepare([tmp_path / "nothing-here*.txt"], corpus[1], tmp_path / "o2")
 
 
 @pytest.mark.slow
@@ -225,7 +230,7 @@ def test_ten_megabyte_line_is_cut_not_blown_up(corpus, tmp_path):
         f.write(_document_text(5, rng) + "\n\n")
         f.write("x" * (10 << 20) + " End of the long line. Next one.\n")
     start, rss = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    metadata = pdata.prepare([path], corpus[1], tmp_path / "o", max_seq_len=L, num_workers=0)
+    metadata = prepare([path], corpus[1], tmp_path / "o", max_seq_len=L, num_workers=0)
     assert time.perf_counter() - start < 20
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 400_000  # KiB
     stats = metadata["statistics"]
@@ -236,14 +241,14 @@ def test_ten_megabyte_line_is_cut_not_blown_up(corpus, tmp_path):
 
 def test_split_sentences():
     text = 'Mr. Smith met J. R. Tolkien. "Is it late?" She asked. no. It was 1990. 2001 came!'
-    assert pdata.split_sentences(text) == [
+    assert split_sentences(text) == [
         "Mr. Smith met J. R. Tolkien.",
         '"Is it late?"',
         "She asked. no.",
         "It was 1990.",
         "2001 came!",
     ]
-    assert pdata.split_sentences("서울은 큽니다. 부산은 바다가 있습니다.") == [
+    assert split_sentences("서울은 큽니다. 부산은 바다가 있습니다.") == [
         "서울은 큽니다.",
         "부산은 바다가 있습니다.",
     ]
@@ -251,7 +256,7 @@ def test_split_sentences():
 
 def test_truncate_pair_keeps_the_limit_and_trims_the_longer():
     rng = random.Random(0)
-    a, b = pdata.truncate_pair(list(range(100)), list(range(100, 110)), 50, rng)
+    a, b = truncate_pair(list(range(100)), list(range(100, 110)), 50, rng)
     assert len(a) + len(b) == 50 and b == list(range(100, 110))
     assert a == list(range(a[0], a[0] + 40))  # a contiguous span, cut at both ends at random
     assert 0 < a[0] < 60
@@ -260,11 +265,11 @@ def test_truncate_pair_keeps_the_limit_and_trims_the_longer():
 def test_real_wikipedia_slice(shared_data, tmp_path):
     vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
     wiki = shared_data / "pretrain-wikipedia-sample" / "wiki_00.txt"
-    metadata = pdata.prepare([wiki], vocab, tmp_path, max_seq_len=128, num_workers=0)
+    metadata = prepare([wiki], vocab, tmp_path, max_seq_len=128, num_workers=0)
     train = metadata["splits"]["train"]
     assert train["num_examples"] > 1000 and metadata["splits"]["eval"]["num_documents"] >= 1
     assert 0.45 < train["num_random_next"] / train["num_examples"] < 0.6
-    source = pdata.PretrainingSource(tmp_path, "train", vocab_path=vocab)
+    source = PretrainingSource(tmp_path, "train", vocab_path=vocab)
     lengths = np.array([source[i]["attention_mask"].sum() for i in range(0, len(source), 7)])
     assert lengths.max() == 128 and lengths.mean() > 100
     assert metadata["statistics"]["documents"] > 30
@@ -273,7 +278,7 @@ def test_real_wikipedia_slice(shared_data, tmp_path):
 def test_pack_plan_places_every_instance_once_within_the_limits():
     rng = np.random.default_rng(0)
     lengths = np.concatenate([np.full(50, 128), rng.integers(5, 128, 400), [1, 127, 64, 64]])
-    plan = pdata.pack_plan(lengths, capacity=128, max_per_row=3)
+    plan = pack_plan(lengths, capacity=128, max_per_row=3)
     members = plan[plan >= 0]
     assert sorted(members.tolist()) == list(range(len(lengths)))
     assert ((plan >= 0).sum(axis=1) <= 3).all()
@@ -281,17 +286,17 @@ def test_pack_plan_places_every_instance_once_within_the_limits():
     assert row_tokens.max() <= 128
     # Best fit packs tightly: close to the bound of total tokens over the capacity.
     assert len(plan) <= 1.1 * np.ceil(lengths.sum() / 128) + 1
-    assert np.array_equal(pdata.pack_plan(lengths, 128, 3), plan)  # deterministic
-    assert (pdata.pack_plan(lengths, 128, 1) >= 0).sum(axis=1).max() == 1  # 1: no packing
+    assert np.array_equal(pack_plan(lengths, 128, 3), plan)  # deterministic
+    assert (pack_plan(lengths, 128, 1) >= 0).sum(axis=1).max() == 1  # 1: no packing
     with pytest.raises(ValueError, match=r"in \[1, 128\]"):
-        pdata.pack_plan([129], 128, 3)
+        pack_plan([129], 128, 3)
 
 
 def test_packed_source_concatenates_instances_with_segments(corpus, tmp_path):
     out = tmp_path / "prepared"
     _prepare(corpus, out, max_seq_len=64, short_seq_prob=0.5)
-    source = pdata.PretrainingSource(out, "train")
-    packed = pdata.PackedSource(source, max_per_row=3)
+    source = PretrainingSource(out, "train")
+    packed = PackedSource(source, max_per_row=3)
     assert len(packed) < len(source)
     seen = 0
     for row in range(len(packed)):

@@ -50,7 +50,12 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(prepared
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     skipped = [r["step"] for r in records if r["skipped_steps"] > 0]
     assert len(skipped) >= 3 and skipped[-3:] == list(range(skipped[-1] - 2, skipped[-1] + 1))
-    assert f"stopped at step {skipped[-1]}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"stopped at step {skipped[-1]}" in err
+    # The progress bar was closed first: the reason is the last line on the terminal (issue 24).
+    shown = [line.split("\r")[-1] for line in err.splitlines() if line.split("\r")[-1].strip()]
+    assert shown[-1].startswith("bertjax pretrain: stopped: training diverged"), shown[-1]
+    assert "stopped: training diverged" in (tmp_path / "log.txt").read_text()
     assert not (tmp_path / "model").exists()
     # No checkpoint of a skipped step; the newest one restores with finite parameters.
     saved = _steps(tmp_path)
@@ -132,14 +137,14 @@ def test_sigterm_saves_the_current_step_and_resumes_exactly(prepared, tmp_path):
 
 SLEEPY_READER = """
 import sys, time
-from bertjax.data import pretraining
-read, calls = pretraining.PretrainingSource.__getitem__, [0]
+from bertjax.data import source
+read, calls = source.PretrainingSource.__getitem__, [0]
 def sleepy_getitem(self, index):
     calls[0] += 1
     if calls[0] > 12:
         time.sleep(600)
     return read(self, index)
-pretraining.PretrainingSource.__getitem__ = sleepy_getitem
+source.PretrainingSource.__getitem__ = sleepy_getitem
 from bertjax.cli import main
 sys.argv[0] = "bertjax"
 sys.exit(main(sys.argv[1:]))

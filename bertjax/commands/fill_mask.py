@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 from typing import Any
 
@@ -55,8 +56,8 @@ def fill_mask(model, params, tokenizer, text: str, *, top_k: int = 5) -> list[li
     positions = np.flatnonzero(ids == mask_id)
     if positions.size == 0:
         raise ValueError(f"the text has no {MASK} token: {text!r}")
-    limit = model.config.max_position_embeddings
-    if ids.size > limit:
+    limit = getattr(model.config, "max_position_embeddings", None)  # None: recurrent, any length
+    if limit is not None and ids.size > limit:
         raise ValueError(f"the text is {ids.size} tokens long; the model takes at most {limit}")
     inputs = {
         "input_ids": ids[None],
@@ -87,10 +88,37 @@ def fill_mask(model, params, tokenizer, text: str, *, top_k: int = 5) -> list[li
     return results
 
 
+def check_mask_head(path: str) -> None:
+    """Raises unless the model at `path` holds a trained masked-LM head: a fine-tuned model has
+    a task head instead, and a head `import-hf` initialised fresh would answer at random."""
+    from bertjax.interop import model_dir
+
+    path_ = pathlib.Path(path)
+    for root in (path_, path_.parent):
+        if (root / "finetune.json").is_file():
+            raise ValueError(
+                f"{path} is a fine-tuned model: it has a task head, no masked-LM head; "
+                f"use `bertjax predict {root}`"
+            )
+    if model_dir.detect_format(path_) == "hf":
+        heads = model_dir.load_partial(path_)[2]
+        untrained, source = ([] if "mlm" in heads else ["mlm"]), path
+    else:
+        untrained, source = model_dir.fresh_heads(path_), "import-hf"
+    if "mlm" in untrained:
+        raise ValueError(
+            f"{path} has no trained masked-LM head ({source} initialised it fresh: the "
+            "checkpoint has none), so its predictions would be random; train it first, e.g. "
+            f"bertjax pretrain --config configs/base.py --config.init_from={path} "
+            "--config.objective=mlm ... (README: Continued pretraining)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from bertjax.interop.model_dir import load_model_tokenizer, load_pretrained
 
     try:
+        check_mask_head(args.model)
         tokenizer = load_model_tokenizer(args.model)
         model, params = load_pretrained(args.model)
         results = fill_mask(model, params, tokenizer, args.text, top_k=args.top_k)

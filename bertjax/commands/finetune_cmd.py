@@ -25,19 +25,29 @@ def run(args: argparse.Namespace) -> int:
     from bertjax.commands import setup_logging
     from bertjax.config import load_config
     from bertjax.training.finetune import finetune
+    from bertjax.training.run_log import run_job
 
     setup_logging()
     config = load_config(args.config, args.overrides)
-    metrics = finetune(config, args.workdir)
-    if jax.process_index() == 0:  # one summary per job, not one per process
-        model = args.workdir if not config.eval_only else config.init_from
-        print(summary(pathlib.Path(args.workdir), pathlib.Path(model), config.task.kind, metrics))
-    return 0
+    workdir = pathlib.Path(args.workdir)
+    model = pathlib.Path(args.workdir if not config.eval_only else config.init_from)
+    return run_job(
+        "finetune",
+        finetune,
+        config,
+        workdir,
+        lambda metrics: summary(
+            workdir, model, config.task.kind, metrics, eval_only=config.eval_only
+        ),
+        primary=jax.process_index() == 0,  # one summary per job, not one per process
+    )
 
 
-def summary(workdir: pathlib.Path, model: pathlib.Path, kind: str, metrics: dict) -> str:
+def summary(
+    workdir: pathlib.Path, model: pathlib.Path, kind: str, metrics: dict, *, eval_only=False
+) -> str:
     """What a finished fine-tuning run (in `workdir`, its model in the workdir `model`) made
-    and what to do with it, in words."""
+    and what to do with it, in words; `eval_only`: what the evaluation of `model` found."""
     shown = ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in metrics.items())
     predictions = "predictions.json" if kind == "qa" else "predictions.tsv"
     if kind == "qa":
@@ -51,7 +61,7 @@ def summary(workdir: pathlib.Path, model: pathlib.Path, kind: str, metrics: dict
     labels = saved.get("label_names") if kind in ("classification", "tagging") else None
     return "\n".join(
         [
-            f"Fine-tuning finished. Eval metrics: {shown}.",
+            f"{'Evaluation' if eval_only else 'Fine-tuning'} finished. Eval metrics: {shown}.",
             f"The model is in {model / 'model'} ({kind}"
             + (f", labels {', '.join(labels)}" if labels else "")
             + f"); the eval file's predictions are in {workdir / predictions}.",

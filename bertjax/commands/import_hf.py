@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 HELP = "Convert a Hugging Face transformers BERT directory into a bertjax model directory."
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from bertjax.interop.model_dir import import_hf
 
+    converters = logging.getLogger("bertjax.interop")  # their warning would list them again
+    level = converters.level
+    converters.setLevel(logging.ERROR)
     try:
         initialised = import_hf(
             args.hf_dir, args.out, overwrite=args.overwrite, scan_layers=args.scan_layers
@@ -37,7 +41,20 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ImportError) as e:
         print(f"bertjax import-hf: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        converters.setLevel(level)
     print(f"wrote {args.out}")
+    heads = sorted({p.split("/")[1] for p in initialised if p.startswith("heads/")})
+    if heads:
+        print(
+            f"WARNING: {args.hf_dir} has no {', '.join(heads)} head(s): they were initialised "
+            f"fresh and are untrained (recorded in {args.out}/config.json); "
+            + (
+                "fill-mask refuses this model until its masked-LM head is trained"
+                if "mlm" in heads
+                else "train them before use"
+            )
+        )
     if initialised:
         print(f"initialised fresh (not in {args.hf_dir}): {len(initialised)} parameter(s)")
         for path in initialised:

@@ -21,31 +21,38 @@ def run(args: argparse.Namespace) -> int:
     from bertjax.commands import setup_logging
     from bertjax.config import load_config
     from bertjax.training.pretrain import pretrain
+    from bertjax.training.run_log import run_job
 
     setup_logging()
     config = load_config(args.config, args.overrides)
-    metrics = pretrain(config, args.workdir)
-    if jax.process_index() == 0:  # one summary per job, not one per process
-        print(summary(pathlib.Path(args.workdir), metrics))
-    return 0
+    workdir = pathlib.Path(args.workdir)
+    return run_job(
+        "pretrain",
+        pretrain,
+        config,
+        workdir,
+        lambda metrics: summary(workdir, metrics),
+        primary=jax.process_index() == 0,  # one summary per job, not one per process
+    )
 
 
 def summary(workdir: pathlib.Path, metrics: dict) -> str:
-    """What a finished pretraining run made and what to do with it, in words."""
+    """What a finished pretraining run made and what to do with it (its family's
+    `next_steps`), in words."""
+    from bertjax.interop.model_dir import read_model_config
+    from bertjax.models.registry import family_of
+
     model = workdir / "model"
     shown = ", ".join(
         f"{k.removeprefix('eval_').replace('_', ' ')} {v:.4g}"
         for k, v in metrics.items()
         if k.startswith("eval_")
     )
-    return "\n".join(
-        [
-            f"Pretraining finished. Held-out metrics: {shown or 'none'}.",
-            f"The model is in {model} (metrics of every step: {workdir / 'metrics.jsonl'}).",
-            "Try its masked-LM head:",
-            f'  bertjax fill-mask {model} "The capital of France is [MASK]."',
-            "Fine-tune it, e.g. on SST-2:",
-            f"  bertjax finetune --config configs/finetune/sst2.py --workdir {workdir}-sst2 "
-            f"--config.init_from={model}",
-        ]
-    )
+    lines = [
+        f"Pretraining finished. Held-out metrics: {shown or 'none'}.",
+        f"The model is in {model} (metrics of every step: {workdir / 'metrics.jsonl'}, "
+        f"the run's log: {workdir / 'log.txt'}).",
+    ]
+    for what, command in family_of(read_model_config(model)).next_steps:
+        lines += [what, "  " + command.format(model=model, workdir=workdir)]
+    return "\n".join(lines)

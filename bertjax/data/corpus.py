@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
+from bertjax.config import resolve_path
+from bertjax.data.text import resolve_files
+
 BUILTIN_CORPUS = "builtin:python-docs"  # Python's reference documentation (pydoc_data)
 
 
@@ -31,3 +34,8 @@ def corpus_files(spec: str, workdir: pathlib.Path) -> list[str]:
     if spec == BUILTIN_CORPUS:
         return [str(p) for p in write_builtin_corpus(workdir / "corpus")]
     return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def resolve_corpus(spec: str, workdir: pathlib.Path) -> list[pathlib.Path]:
+    """The text files of `config.data.corpus` (see `corpus_files`), each checked to exist."""
+    return resolve_files([resolve_path(f) for f in corpus_files(spec, workdir)])

@@ -173,7 +173,7 @@ def entity_word_starts(
     stay words of their own.
 
     Args:
-      word_starts: bool [..., length] (see `pretraining.make_word_start_table`).
+      word_starts: bool [..., length] (see `instances.nsp_pairs.make_word_start_table`).
       input_ids: int [..., length].
       ent_id, end_id: ids of the markers.
 

@@ -1,12 +1,13 @@
-"""Tokenizers: WordPiece (BERT's `vocab.txt`) and byte-level BPE (GPT-2's `vocab.json` +
-`merges.txt`); train either on text files, load either as a fast tokenizer.
+"""Tokenizers, whatever the kind, and the WordPiece kind (BERT's `vocab.txt`).
 
-A tokenizer is named by its vocabulary file; the name says the kind (`tokenizer_kind`):
+The kinds are registered in `bertjax.data.tokenizer_kinds` (WordPiece; byte-level BPE, GPT-2's
+`vocab.json` + `merges.txt`, in `tokenizer_kinds/byte_bpe.py`), picked by `config.data.tokenizer`
+to train. A tokenizer is named by its vocabulary file; the name says the kind (`tokenizer_kind`):
 `vocab.txt` (or any other name) is WordPiece, `vocab.json` is byte-level BPE with `merges.txt`
-beside it. `load_tokenizer`, `read_vocab` and `tokenizer_files` work on both, so data
-preparation, model directories and jobs pass one path whatever the kind.
+beside it. `load_tokenizer`, `read_vocab`, `special_token_ids` and `tokenizer_files` work on every
+kind, so data preparation, model directories and jobs pass one path whatever the kind.
 
-Both functions build on Hugging Face `tokenizers` with BERT's normalizer (clean text, optional
+WordPiece builds on Hugging Face `tokenizers` with BERT's normalizer (clean text, optional
 lowercasing and accent stripping, spaces around CJK characters) and pre-tokenizer (split on
 whitespace and punctuation). The normalization options live in `bertjax_tokenizer.json` beside the
 vocabulary so that a vocabulary and the way it must be used travel together; `tokenizer.json`
@@ -38,6 +39,7 @@ from collections.abc import Iterable, Sequence
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from bertjax.data import tokenizer_kinds
 from bertjax.data.entities import ENTITY_MARKERS
 
 logger = logging.getLogger(__name__)
@@ -269,7 +271,23 @@ def _alphabet(
     return alphabet, [c for c in alphabet if len(words(normalize("a" + c))) == 1]
 
 
-def load_tokenizer(
+def load_tokenizer(vocab_path: str | pathlib.Path, **options) -> tokenizers.Tokenizer:
+    """Loads the tokenizer a vocabulary file names, of its kind (`tokenizer_kind`).
+
+    Args:
+      vocab_path: `vocab.txt` (WordPiece, `load_wordpiece`), `vocab.json` (byte-level BPE, with
+        `merges.txt` beside it) or another kind's vocabulary file.
+      **options: The kind's load options (WordPiece: `lowercase`, `strip_accents`, ...).
+
+    Raises:
+      FileNotFoundError: `vocab_path` does not exist.
+    """
+    if not pathlib.Path(vocab_path).is_file():
+        raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
+    return tokenizer_kinds.get(tokenizer_kind(vocab_path)).load(vocab_path, **options)
+
+
+def load_wordpiece(
     vocab_path: str | pathlib.Path,
     *,
     lowercase: bool | None = None,
@@ -278,7 +296,7 @@ def load_tokenizer(
     keep_hangul: bool | None = None,
     pretokenizer: str | None = None,
 ) -> tokenizers.Tokenizer:
-    """Loads a WordPiece `vocab.txt` as a fast BERT tokenizer.
+    """Loads a WordPiece `vocab.txt` as a fast BERT tokenizer (`load_tokenizer` of that kind).
 
     Options left as None come from the options saved beside the vocabulary (`read_options`),
     otherwise from BERT's defaults (lowercase=True, strip_accents follows lowercase,
@@ -301,10 +319,6 @@ def load_tokenizer(
       A `tokenizers.Tokenizer`.
     """
     vocab_path = pathlib.Path(vocab_path)
-    if not vocab_path.is_file():
-        raise FileNotFoundError(f"vocabulary file {vocab_path} does not exist")
-    if tokenizer_kind(vocab_path) == "byte_bpe":
-        return load_byte_bpe(vocab_path)
     options = (lowercase, strip_accents, handle_chinese_chars, keep_hangul, pretokenizer)
     # Read the options file beside the vocabulary only for options not given.
     config = read_options(vocab_path.parent) if None in options else {}
@@ -366,10 +380,8 @@ def special_token_ids(tokenizer: tokenizers.Tokenizer, vocab_path: str = "") -> 
     Raises:
       ValueError: A special token is not in the vocabulary.
     """
-    bpe = isinstance(tokenizer.model, models.BPE)
-    specials = {"eos": END_OF_TEXT, "pad": END_OF_TEXT} if bpe else SPECIAL_TOKENS
     ids = {}
-    for key, token in specials.items():
+    for key, token in tokenizer_kinds.of_tokenizer(tokenizer).SPECIAL_TOKENS.items():
         token_id = tokenizer.token_to_id(token)
         if token_id is None:
             where = f"vocabulary {vocab_path}" if vocab_path else "the tokenizer's vocabulary"
@@ -379,13 +391,13 @@ def special_token_ids(tokenizer: tokenizers.Tokenizer, vocab_path: str = "") -> 
 
 
 def read_vocab(vocab_path: str | pathlib.Path) -> list[str]:
-    """Reads `vocab.txt` (or a BPE `vocab.json`) into a list of tokens (index = id)."""
-    if tokenizer_kind(vocab_path) == "byte_bpe":
-        vocab = json.loads(pathlib.Path(vocab_path).read_text(encoding="utf-8"))
-        tokens = sorted(vocab, key=vocab.get)
-        if [vocab[t] for t in tokens] != list(range(len(tokens))):
-            raise ValueError(f"vocabulary {vocab_path}: ids are not 0..{len(tokens) - 1}")
-        return tokens
+    """Reads `vocab.txt` (or another kind's vocabulary, e.g. a BPE `vocab.json`) into a list of
+    tokens (index = id)."""
+    return tokenizer_kinds.get(tokenizer_kind(vocab_path)).read_vocab(vocab_path)
+
+
+def read_wordpiece_vocab(vocab_path: str | pathlib.Path) -> list[str]:
+    """Reads a WordPiece `vocab.txt`: one token per line, the line number is the id."""
     with open(vocab_path, encoding="utf-8") as f:
         tokens = [line.rstrip("\n").rstrip("\r") for line in f]
     if tokens and tokens[-1] == "":
@@ -449,91 +461,19 @@ def _write_vocab(tokens: Iterable[str], path: pathlib.Path) -> None:
             f.write(token + "\n")
 
 
-# --------------------------------------------------------------------------------------------
-# Byte-level BPE (GPT-2)
-# --------------------------------------------------------------------------------------------
-
-
 def tokenizer_kind(vocab_path: str | pathlib.Path) -> str:
-    """ "byte_bpe" for a `vocab.json` (merges.txt beside it), else "wordpiece"."""
-    return "byte_bpe" if pathlib.Path(vocab_path).suffix == ".json" else "wordpiece"
+    """The `tokenizer_kinds` name of a vocabulary file: "byte_bpe" for a `vocab.json`
+    (merges.txt beside it), else "wordpiece"."""
+    return tokenizer_kinds.kind_of(vocab_path)
 
 
 def tokenizer_files(vocab_path: str | pathlib.Path) -> list[pathlib.Path]:
     """The files that make up the tokenizer named by `vocab_path`, to copy together:
     `vocab.json` and `merges.txt`, or `vocab.txt` and its `tokenizer_config.json` if any."""
-    vocab_path = pathlib.Path(vocab_path)
-    if tokenizer_kind(vocab_path) == "byte_bpe":
-        return [vocab_path, vocab_path.parent / MERGES_NAME]
+    return tokenizer_kinds.get(tokenizer_kind(vocab_path)).files(pathlib.Path(vocab_path))
+
+
+def wordpiece_files(vocab_path: pathlib.Path) -> list[pathlib.Path]:
+    """`vocab.txt` and its `tokenizer_config.json` if any."""
     config = vocab_path.parent / CONFIG_NAME
     return [vocab_path, *([config] if config.is_file() else [])]
-
-
-def _byte_level(tokenizer: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
-    # GPT-2: no normalizer, bytes mapped to printable characters and split by GPT-2's regex,
-    # no prefix space, and no special tokens added on encoding.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([tokenizers.AddedToken(END_OF_TEXT, special=True)])
-    return tokenizer
-
-
-def load_byte_bpe(vocab_path: str | pathlib.Path) -> tokenizers.Tokenizer:
-    """Loads a GPT-2 style byte-level BPE tokenizer from `vocab.json` and `merges.txt` beside it.
-
-    Encodes as `transformers.GPT2TokenizerFast` does on the same files: no prefix space, no
-    special tokens added, `<|endoftext|>` in the text kept whole.
-    """
-    vocab_path = pathlib.Path(vocab_path)
-    merges = vocab_path.parent / MERGES_NAME
-    if not merges.is_file():
-        raise FileNotFoundError(f"byte-level BPE vocabulary {vocab_path} has no {merges} beside it")
-    model = models.BPE.from_file(str(vocab_path), str(merges), fuse_unk=False)
-    tokenizer = _byte_level(tokenizers.Tokenizer(model))
-    if tokenizer.token_to_id(END_OF_TEXT) is None:
-        raise ValueError(f"vocabulary {vocab_path} has no {END_OF_TEXT} token")
-    return tokenizer
-
-
-def train_byte_bpe(
-    files: Sequence[str | pathlib.Path],
-    out_dir: str | pathlib.Path,
-    *,
-    vocab_size: int = 50257,
-    min_frequency: int = 2,
-) -> pathlib.Path:
-    """Trains a byte-level BPE tokenizer (GPT-2's kind) on text files.
-
-    Ids: <|endoftext|> = 0, the 256 byte symbols, then the merges in the order they were learnt.
-    Every byte string is encodable, so there is no unknown token.
-
-    Args:
-      files: UTF-8 text files.
-      out_dir: Folder that receives `vocab.json` and `merges.txt` (created if missing).
-      vocab_size: Size of the vocabulary, <|endoftext|> and the 256 bytes included.
-      min_frequency: Minimum count for a merge.
-
-    Returns:
-      Path of the written `vocab.json`.
-    """
-    files = [str(f) for f in files]
-    for f in files:
-        if not pathlib.Path(f).is_file():
-            raise FileNotFoundError(f"train_byte_bpe: training file {f} does not exist")
-    if vocab_size <= 257:
-        raise ValueError(
-            f"vocab_size must exceed 257 (256 bytes + {END_OF_TEXT}), got {vocab_size}"
-        )
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _byte_level(tokenizers.Tokenizer(models.BPE()))
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=[END_OF_TEXT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train(files, trainer)
-    tokenizer.model.save(str(out))  # vocab.json, merges.txt
-    return out / BPE_VOCAB_NAME

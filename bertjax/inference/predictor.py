@@ -71,6 +71,21 @@ def read_task_file(root: pathlib.Path) -> dict[str, Any]:
     return saved
 
 
+def not_finetuned_message(path: str | pathlib.Path) -> str:
+    """Why `path` cannot predict: an unfinished fine-tuning run (checkpoints, no model yet: the
+    same command resumes it) or not a fine-tuned model at all."""
+    path = pathlib.Path(path)
+    if (path / "data_stats.json").is_file() and not (path / finetune.TASK_FILE).is_file():
+        return (
+            f"{path} is an unfinished fine-tuning run (no {finetune.MODEL_DIR}/ yet): rerun the "
+            "same `bertjax finetune` command to resume it, then predict"
+        )
+    return (
+        f"{path} is not a fine-tuned model: expected a fine-tuning workdir (with "
+        f"{finetune.TASK_FILE} and {finetune.MODEL_DIR}/) or its {finetune.MODEL_DIR}/"
+    )
+
+
 class Predictor:
     """Predictions of a fine-tuned model, one record per input.
 
@@ -93,10 +108,7 @@ class Predictor:
     def __init__(self, path: str | pathlib.Path, *, batch_size: int = 32):
         root = finetune.finetuned_workdir(path)
         if root is None:
-            raise FileNotFoundError(
-                f"{path} is not a fine-tuned model: expected a fine-tuning workdir (with "
-                f"{finetune.TASK_FILE} and {finetune.MODEL_DIR}/) or its {finetune.MODEL_DIR}/"
-            )
+            raise FileNotFoundError(not_finetuned_message(path))
         saved = read_task_file(root)
         self.root, self.kind = root, saved["kind"]
         self.task_cfg = ml_collections.ConfigDict(saved["task"])

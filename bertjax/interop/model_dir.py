@@ -29,7 +29,7 @@ import logging
 import pathlib
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -61,6 +61,7 @@ Params = dict[str, Any]
 MODEL_FORMAT = "bertjax"
 MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers directory
 PARAMS_DIR = "params"
+FRESH_HEADS_KEY = "fresh_heads"  # config.json: heads initialised fresh by import-hf, untrained
 VOCAB_NAME = "vocab.txt"
 VOCAB_NAMES = (BPE_VOCAB_NAME, VOCAB_NAME)  # the tokenizer kinds a directory may hold
 TOKENIZER_OPTIONS = (
@@ -80,6 +81,18 @@ _LEGACY_HEADS = {
 }
 
 
+def check_out_dir(out_dir: str | pathlib.Path, *, overwrite: bool) -> None:
+    """Raises unless `out_dir` may be written: absent, empty, or replaced with `overwrite`."""
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"output directory {out} exists and is not empty (--overwrite, or overwrite=True "
+            "from Python, replaces it)"
+        )
+
+
 @contextlib.contextmanager
 def _atomic_dir(out_dir: str | pathlib.Path, *, overwrite: bool) -> Iterator[pathlib.Path]:
     """Yields a temporary sibling of `out_dir` to fill; renames it to `out_dir` on success.
@@ -88,10 +101,7 @@ def _atomic_dir(out_dir: str | pathlib.Path, *, overwrite: bool) -> Iterator[pat
     An existing non-empty `out_dir` is refused unless `overwrite`, and then replaced only at the end.
     """
     out = pathlib.Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"output directory {out} exists and is not empty (use overwrite)")
+    check_out_dir(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -212,6 +222,7 @@ def save_model(
     tokenizer_config: Mapping[str, Any] | None = None,
     *,
     overwrite: bool = False,
+    fresh_heads: Sequence[str] = (),
 ) -> pathlib.Path:
     """Writes a bertjax model directory atomically.
 
@@ -227,6 +238,8 @@ def save_model(
         transformers' `tokenizer_config.json` (`bertjax.data.tokenizer.write_tokenizer_files`;
         not for pretokenizer="morpheme", which transformers cannot reproduce).
       overwrite: Replace an existing non-empty `out_dir` (only once the new one is complete).
+      fresh_heads: Heads initialised fresh, never trained (`import-hf` of a checkpoint without
+        them), recorded as `"fresh_heads"` in config.json (`fresh_heads(dir)` reads them).
 
     Returns:
       The path of the written directory.
@@ -241,7 +254,10 @@ def save_model(
             f"tokenizer_config has unknown fields {unknown}; allowed {TOKENIZER_OPTIONS}"
         )
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        _write_json(tmp / MODEL_CONFIG_NAME, config_document(config))
+        document = config_document(config)
+        if fresh_heads:
+            document[FRESH_HEADS_KEY] = sorted(fresh_heads)
+        _write_json(tmp / MODEL_CONFIG_NAME, document)
         _write_tokenizer(tmp, config, vocab_file, dict(tokenizer_config or {}))
         _write_params(tmp / PARAMS_DIR, params)
     logger.debug("wrote %s model to %s", family.name, out_dir)
@@ -263,6 +279,11 @@ def _write_params(path: pathlib.Path, params: Params) -> None:
     checkpointer.save(path.absolute(), arrays)
     checkpointer.wait_until_finished()
     checkpointer.close()
+
+
+def fresh_heads(path: str | pathlib.Path) -> list[str]:
+    """The heads a bertjax model directory records as initialised fresh (see `save_model`)."""
+    return list(_read_json(pathlib.Path(path) / MODEL_CONFIG_NAME).get(FRESH_HEADS_KEY, []))
 
 
 def config_document(config: Any) -> dict[str, Any]:
@@ -377,11 +398,13 @@ def import_hf(
       heads of an encoder-only checkpoint), as `/`-joined paths.
     """
     hf_dir = pathlib.Path(hf_dir)
+    check_out_dir(out_dir, overwrite=overwrite)  # before the work
     config, params, initialised = load_hf_dir(hf_dir, scan_layers=scan_layers)
     vocab = vocab_file(hf_dir)
     check_vocab(vocab, config, f"vocab_size in {hf_dir / MODEL_CONFIG_NAME}")
     options = family_of(config).converter().hf_tokenizer_options(hf_dir)
-    save_model(out_dir, params, config, vocab, options, overwrite=overwrite)
+    fresh = sorted({p.split("/")[1] for p in initialised if p.startswith("heads/")})
+    save_model(out_dir, params, config, vocab, options, overwrite=overwrite, fresh_heads=fresh)
     return initialised
 
 

@@ -28,7 +28,15 @@ from bertjax.models.layers import (
     segment_positions,
     token_and_position_tables,
 )
-from bertjax.models.registry import Family, check_positive, fail, model_config, register
+from bertjax.models.registry import (
+    FILL_MASK_STEP,
+    FINETUNE_STEP,
+    Family,
+    check_positive,
+    fail,
+    model_config,
+    register,
+)
 
 Array = jax.Array
 
@@ -284,6 +292,7 @@ BERT = register(
             "data.mask_token_prob": 0.8,
             "data.random_token_prob": 0.1,
         },
+        next_steps=(FILL_MASK_STEP, FINETUNE_STEP),
     )
 )
 

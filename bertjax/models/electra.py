@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from bertjax.models import heads
 from bertjax.models.bert import BertConfig, Embeddings, EncoderLayer
 from bertjax.models.layers import LayerStack, activation, dense
-from bertjax.models.registry import Family, fail, register
+from bertjax.models.registry import FILL_MASK_STEP, FINETUNE_STEP, Family, fail, register
 
 Array = jax.Array
 ROLES = ("discriminator", "generator")
@@ -206,5 +206,6 @@ ELECTRA = register(
             "data.random_token_prob": 0.0,
             "rtd.discriminator_weight": 50.0,  # loss = generator MLM + this * discriminator BCE
         },
+        next_steps=(FILL_MASK_STEP, FINETUNE_STEP),
     )
 )

@@ -27,7 +27,7 @@ from bertjax.models.layers import (
     segment_positions,
     token_and_position_tables,
 )
-from bertjax.models.registry import Family, fail, register
+from bertjax.models.registry import FINETUNE_STEP, Family, fail, register
 
 Array = jax.Array
 
@@ -162,6 +162,11 @@ def forward_flops(cfg: GptConfig, seq_len: int) -> float:
     return float(2 * blocks * seq_len + attention)
 
 
+GENERATE_STEP = (
+    "Continue a text with it:",
+    'bertjax generate {model} "The for statement" --max-new-tokens 40 --temperature 0.8 --top-k 40',
+)
+
 GPT_HEADS = {"lm": LmHead, "classifier": heads.SequenceClassifier}
 
 GPT = register(
@@ -185,5 +190,6 @@ GPT = register(
             "model.eos_token_id": 0,
         },
         stack_paths=(("backbone", "decoder"),),
+        next_steps=(GENERATE_STEP, FINETUNE_STEP),
     )
 )

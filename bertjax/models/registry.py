@@ -52,6 +52,9 @@ class Family:
         `model.hidden_size`): at least `objective`, `data.tokenizer`, `data.instances`; a
         `model.` key overrides the config dataclass's default. One field swaps the family
         (`--config.model.family=NAME`, `bertjax.spec`) by taking these.
+      next_steps: what the end of a pretraining run suggests trying with a model of the family,
+        as (what it does, command) pairs; `{model}` is the model directory, `{workdir}` the
+        pretraining workdir. Each command works for the family (a test runs them).
     """
 
     name: str
@@ -66,6 +69,7 @@ class Family:
     head_roles: Mapping[str, str] = dataclasses.field(default_factory=dict)
     optional_fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    next_steps: tuple[tuple[str, str], ...] = ()
 
     def fields_for(self, config: Any) -> tuple[str, ...]:
         """The input fields a model of `config` is fed: optional ones only when turned on."""
@@ -92,6 +96,17 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {}
+
+# `Family.next_steps` entries shared by the families.
+FILL_MASK_STEP = (
+    "Try its masked-LM head:",
+    'bertjax fill-mask {model} "The capital of France is [MASK]."',
+)
+FINETUNE_STEP = (
+    "Fine-tune it on SST-2 (2,000 sentences, one epoch: minutes on a CPU):",
+    "bertjax finetune --config configs/finetune/sst2_quick.py --workdir {workdir}-sst2 "
+    "--config.init_from={model}",
+)
 
 
 def register(family: Family) -> Family:

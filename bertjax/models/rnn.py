@@ -39,7 +39,14 @@ import numpy as np
 
 from bertjax.models.bert import DTYPES, HIDDEN_ACTS
 from bertjax.models.heads import ENCODER_HEADS
-from bertjax.models.registry import Family, check_positive, fail, register
+from bertjax.models.registry import (
+    FILL_MASK_STEP,
+    FINETUNE_STEP,
+    Family,
+    check_positive,
+    fail,
+    register,
+)
 
 Array = jax.Array
 
@@ -405,5 +412,6 @@ RNN = register(
             "model.embedding_size": lambda c: c["model"]["hidden_size"] or 256,
             "model.rnn_size": lambda c: c["model"]["hidden_size"] or 256,
         },
+        next_steps=(FILL_MASK_STEP, FINETUNE_STEP),
     )
 )

@@ -19,6 +19,9 @@ import jax.numpy as jnp
 from bertjax.models import head_spec
 from bertjax.objectives.base import Array, Batch, apply, mean, nll_and_hits
 
+# the example fields it reads (what an instance builder it is declared for must give)
+EXAMPLE_FIELDS = ("input_ids", "attention_mask")
+
 
 def next_token_targets(batch: Batch) -> tuple[Array, Array]:
     """Labels int32 [batch, length - 1] (the next tokens) and weights float32 [batch, length - 1]

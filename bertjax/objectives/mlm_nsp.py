@@ -18,6 +18,9 @@ from bertjax.models.heads import mlm_flops
 from bertjax.objectives import masking
 from bertjax.objectives.base import Array, Batch, apply, mean, nll_and_hits
 
+# the example fields it reads (what an instance builder it is declared for must give)
+EXAMPLE_FIELDS = ("input_ids", "attention_mask", "word_starts", "next_sentence_label")
+
 
 def nsp_example_weights(batch: Batch) -> Array:
     """1.0 per NSP example: one per row, or `nsp_weights` [B, K] for packed rows (one per
@@ -64,7 +67,7 @@ class MlmNsp:
         Args:
           batch: a masked batch (see `masking.mask_batch`): `input_ids`, `token_type_ids`,
             `attention_mask` [B, L]; `masked_positions`, `masked_ids`, `masked_weights` [B, P];
-            `next_sentence_label` [B], or for packed rows (`data.pretraining.PackedSource`)
+            `next_sentence_label` [B], or for packed rows (`data.packing.PackedSource`)
             `next_sentence_label`, `nsp_positions` and `nsp_weights` [B, K].
           dropout_rng: None for a deterministic (evaluation) pass.
         """
@@ -87,10 +90,11 @@ class MlmNsp:
         out = {
             "mlm_loss": mean(sums, "mlm_loss", "mlm_count"),
             "mlm_accuracy": mean(sums, "mlm_correct", "mlm_count"),
-            "nsp_loss": mean(sums, "nsp_loss", "nsp_count"),
-            "nsp_accuracy": mean(sums, "nsp_correct", "nsp_count"),
         }
-        out["loss"] = out["mlm_loss"] + (out["nsp_loss"] if self.nsp else 0.0)
+        if self.nsp:  # MLM only: the NSP head is not trained, so nothing of it is reported
+            out["nsp_loss"] = mean(sums, "nsp_loss", "nsp_count")
+            out["nsp_accuracy"] = mean(sums, "nsp_correct", "nsp_count")
+        out["loss"] = out["mlm_loss"] + out.get("nsp_loss", 0.0)
         return out
 
     def flops_per_sequence(self, family, config, seq_len: int) -> float:

@@ -21,6 +21,9 @@ from bertjax.models import head_spec
 from bertjax.objectives.base import Array, Batch, apply, mean, nll_and_hits
 from bertjax.objectives.mlm_nsp import make_mask_fn
 
+# the example fields it reads (what an instance builder it is declared for must give)
+EXAMPLE_FIELDS = ("input_ids", "attention_mask", "word_starts")
+
 
 def scatter_positions(ids: Array, positions: Array, values: Array, weights: Array) -> Array:
     """`ids` [B, L] with `values` [B, P] written at `positions` [B, P] where `weights` > 0."""

@@ -21,7 +21,7 @@ Host-side and numpy-only (never imports jax). Readers return the example classes
   no quoting), so there is no reader here.
 * KorQuAD 1.0 (`korquad_em_f1`): the official script's normalisation and character-level F1.
 * Corpora in tables (`iter_table_documents`): one document per CSV/JSONL row, shaped like
-  `data.pretraining.iter_documents` (a list of sentences).
+  `data.text.iter_documents` (a list of sentences).
 
 Fractions are in [0, 1] except the KorQuAD scores, which are percentages like the official script.
 """
@@ -39,7 +39,7 @@ import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
 
-from bertjax.data.pretraining import split_sentences
+from bertjax.data.text import split_sentences
 from bertjax.tasks.classification import TextExample
 from bertjax.tasks.qa import exact_match_f1, overlap_f1
 from bertjax.tasks.tagging import TaggedSentence
@@ -436,8 +436,8 @@ def iter_table_documents(
 ) -> Iterator[list[str]]:
     """Yields one document per row of a CSV (with header) or JSONL file, as a list of sentences.
 
-    The cell's lines are paragraphs; each is cut by `data.pretraining.split_sentences`, so a
-    document has the shape `data.pretraining.iter_documents` yields. Rows whose cell is blank are
+    The cell's lines are paragraphs; each is cut by `data.text.split_sentences`, so a
+    document has the shape `data.text.iter_documents` yields. Rows whose cell is blank are
     skipped (logged), as empty documents are there.
 
     Args:

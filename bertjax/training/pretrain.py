@@ -30,23 +30,19 @@ import numpy as np
 
 from bertjax import objectives, spec
 from bertjax.config import resolve_path
-from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
-from bertjax.data.pretraining import (
-    PackedSource,
-    PretrainingSource,
-    file_sha256,
-    load_metadata,
-    prepare,
-    resolve_files,
-)
+from bertjax.data import instances as instance_builders
+from bertjax.data import tokenizer_kinds
+from bertjax.data.corpus import BUILTIN_CORPUS, resolve_corpus
+from bertjax.data.packing import PackedSource
+from bertjax.data.prepare import prepare
+from bertjax.data.shards import file_sha256, load_metadata
+from bertjax.data.source import PretrainingSource
 from bertjax.data.tokenizer import (
     load_tokenizer,
     read_options,
     read_vocab,
     resolve_options,
     special_token_ids,
-    train_byte_bpe,
-    train_wordpiece,
     write_tokenizer_files,
 )
 from bertjax.interop import model_dir, vocab_extension
@@ -141,7 +137,7 @@ def prepare_data(
     `vocab`: a given vocabulary (continued pretraining) with its tokenizer options saved beside
     it; the data must have been prepared with it.
     """
-    data_dir = pathlib.Path(config.data.dir) if config.data.dir else workdir / "data"
+    data_dir = resolve_path(config.data.dir) if config.data.dir else workdir / "data"
     if (data_dir / "metadata.json").exists():
         metadata = load_metadata(data_dir)
         if vocab is not None:
@@ -152,7 +148,7 @@ def prepare_data(
                     "corpus again (set config.data.corpus and leave config.data.dir empty)"
                 )
             return data_dir, vocab
-        vocab = pathlib.Path(config.data.vocab or metadata["vocab_file"])
+        vocab = resolve_path(config.data.vocab or metadata["vocab_file"])
         return data_dir, vocab
     if jax.process_count() > 1:  # one preparation, readable by every process
         raise ValueError(
@@ -164,10 +160,10 @@ def prepare_data(
         raise FileNotFoundError(
             f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
         )
-    files = resolve_files([resolve_path(f) for f in corpus_files(config.data.corpus, workdir)])
+    files = resolve_corpus(config.data.corpus, workdir)
     lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
     if vocab is None and config.data.vocab:
-        vocab = pathlib.Path(config.data.vocab)
+        vocab = resolve_path(config.data.vocab)
     elif vocab is None:
         vocab = train_tokenizer(config, files, workdir / "tokenizer")
     prepare(
@@ -182,39 +178,22 @@ def prepare_data(
         lowercase=lowercase,
         instances=config.data.instances,
         entities=config.data.get("entities", ""),
+        nsp=config.get("objective", "mlm_nsp") != "mlm",  # MLM only: single sentences kept
     )
     return data_dir, vocab
 
 
-TOKENIZERS = ("wordpiece", "byte_bpe")
-
-
 def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.Path):
     """Trains the `config.data.tokenizer` kind on the corpus; returns its vocabulary file."""
-    kind = config.data.tokenizer
-    if kind == "wordpiece":
-        return train_wordpiece(
-            files,
-            out_dir,
-            vocab_size=config.model.vocab_size,
-            lowercase=config.data.lowercase,
-            pretokenizer=config.data.pretokenizer,
-            entity_markers=config.model.get("entity_vocab_size", 0) > 0,
-        )
-    if kind == "byte_bpe":
-        return train_byte_bpe(files, out_dir, vocab_size=config.model.vocab_size)
-    raise ValueError(f"config.data.tokenizer={kind!r} is invalid: allowed values are {TOKENIZERS}")
+    return tokenizer_kinds.get(config.data.tokenizer).train(files, out_dir, config)
 
 
 def check_config(config: ml_collections.ConfigDict, cfg) -> None:
     """The pretraining checks that need no data (with `trainer.check_config`, before any data
     work): raise naming the fields."""
     trainer.check_config(config)
-    if config.data.tokenizer not in TOKENIZERS:
-        raise ValueError(
-            f"config.data.tokenizer={config.data.tokenizer!r} is invalid: allowed values are "
-            f"{TOKENIZERS}"
-        )
+    tokenizer_kinds.get(config.data.tokenizer)  # raises naming the field
+    instance_builders.get(config.data.instances)
     limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
     if limit is not None and config.data.max_seq_len > limit:
         raise ValueError(
@@ -226,7 +205,7 @@ def check_config(config: ml_collections.ConfigDict, cfg) -> None:
             "config.data.pack_sequences=True needs block-diagonal attention, which "
             "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"
         )
-    if config.data.pack_sequences and config.data.instances != "nsp_pairs":
+    if config.data.pack_sequences and not instance_builders.get(config.data.instances).PACKABLE:
         raise ValueError(
             "config.data.pack_sequences=True packs sentence pairs; "
             f"config.data.instances={config.data.instances!r} blocks are full already"

@@ -9,7 +9,9 @@ from loaded weights, or restored from the workdir's latest checkpoint with the d
 
 Reliability, also for every job: steps with a non-finite loss or gradient are skipped inside the
 step and the loop stops (`Diverged`) after `train.max_bad_steps` of them in a row, never saving
-non-finite parameters; SIGTERM saves a checkpoint at the current step and stops (`Preempted`);
+non-finite parameters; SIGTERM (and Ctrl-C, SIGINT: `Interrupted`) saves a checkpoint at the
+current step and stops (`Preempted`); each evaluation logs one line, and a held-out loss rising
+while the training loss falls is logged as overfitting (`run_log.OverfitWatch`);
 an optional watchdog (`train.watchdog_seconds`) logs every thread's stack and exits when no step
 completes. `check_config` runs every config check before any data work. The command returns
 `TrainingStopped.exit_code` (the `EXIT_*` constants below).
@@ -17,6 +19,7 @@ completes. `check_config` runs every config check before any data work. The comm
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -37,11 +40,21 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
-from bertjax.training import checkpoints, flops, sharding
+from bertjax.training import (
+    checkpoints,
+    early_stop,
+    flops,
+    goodput,
+    profiling,
+    run_log,
+    sharding,
+    two_phase,
+)
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
@@ -51,6 +64,7 @@ log = logging.getLogger(__name__)
 EXIT_DIVERGED = 3  # config.train.max_bad_steps non-finite steps in a row; the last good checkpoint
 EXIT_STUCK = 4  # the watchdog: no step completed for config.train.watchdog_seconds
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: a checkpoint of the current step was saved; rerun to resume
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C): the same save and stop as SIGTERM
 
 
 class TrainingStopped(RuntimeError):
@@ -69,6 +83,12 @@ class Preempted(TrainingStopped):
     """SIGTERM: the current step was checkpointed and the loop stopped."""
 
     exit_code = EXIT_PREEMPTED
+
+
+class Interrupted(Preempted):
+    """SIGINT (Ctrl-C): the current step was checkpointed and the loop stopped."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 @dataclasses.dataclass
@@ -90,6 +110,7 @@ class Trainer:
     evaluate: Callable[[Trainer], dict[str, float]]  # the job's evaluation of trainer.state
     train_source: Any = None  # the training examples (None: evaluating only)
     eval_source: Any = None  # the job's evaluation data (held-out instances, task features)
+    goodput: goodput.Goodput | None = None  # where the workdir's wall time went (training only)
 
     @property
     def global_batch_size(self) -> int:
@@ -155,6 +176,9 @@ def check_config(config: ml_collections.ConfigDict, *, training: bool = True) ->
             raise ValueError(f"config.{name}={value} must be >= {int(name in positive)}")
     if train.num_steps == 0 and train.num_epochs <= 0:
         raise ValueError("config.train.num_epochs must be > 0 when config.train.num_steps=0")
+    early_stop.check_config(config)
+    profiling.parse_steps(train.profile_steps)
+    two_phase.check_config(config)
     if ckpt.best_mode not in ("max", "min"):
         raise ValueError(f"config.checkpoint.best_mode={ckpt.best_mode!r}: allowed 'max', 'min'")
     for name in ("dtype", "param_dtype"):
@@ -223,14 +247,15 @@ def build(
         rules,
         grad_accum_steps=config.train.grad_accum_steps,
     )
-    train_iter = manager = None
+    train_iter = manager = timeline = None
     if train_source is None:
         params = sharding.host_to_global(loaded, steps.state_shardings.params)
         state = TrainState(jnp.zeros((), jnp.int32), params, None, jnp.zeros((2,), jnp.uint32))
     else:
         train_iter = make_iterator(train_source, config, seed=config.train.seed)
         manager = checkpoints.checkpoint_manager(workdir / "checkpoints", config.checkpoint)
-        state = _init_or_restore(config, steps, manager, train_iter, loaded)
+        timeline = goodput.Goodput(workdir)
+        state = _init_or_restore(config, workdir, steps, manager, train_iter, loaded, timeline)
     writer = MetricWriter(workdir)
     writer.truncate_after(int(state.step))
     length = seq_len or np.shape(example["input_ids"])[1]
@@ -251,6 +276,7 @@ def build(
         evaluate=evaluate,
         train_source=train_source,
         eval_source=eval_source,
+        goodput=timeline,
     )
 
 
@@ -268,12 +294,22 @@ def make_iterator(source, config, *, seed, shuffle=True, num_epochs=None, global
     )
 
 
-def _init_or_restore(config, steps: CompiledSteps, manager, train_iter, loaded) -> TrainState:
-    restored = checkpoints.restore_train_state(manager, steps.state_shardings, steps.abstract_state)
+def _init_or_restore(
+    config, workdir, steps: CompiledSteps, manager, train_iter, loaded, timeline
+) -> TrainState:
+    """The latest checkpoint of the workdir, else a phase-1 state (`two_phase`), else a fresh
+    init (from `loaded` where given); the data iterator seeks to the state's position."""
+    with timeline.timed("checkpoint_restore"):
+        restored = checkpoints.restore_train_state(
+            manager, steps.state_shardings, steps.abstract_state
+        ) or two_phase.initial_state(config, workdir, steps)
     if restored is None:
+        timeline.resumed(0)
         return steps.init_state(jax.random.key(config.train.seed), loaded)
     state, position = restored
-    pipeline.seek(train_iter, position["examples_consumed"] // config.train.global_batch_size)
+    batches = position["examples_consumed"] // config.train.global_batch_size
+    pipeline.seek(train_iter, batches - two_phase.start_step(workdir))
+    timeline.resumed(int(position["step"]))
     return state
 
 
@@ -310,40 +346,71 @@ def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
 def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
     """Runs from the current step to `trainer.num_steps`; returns the last metrics.
 
+    Log records go above the progress bar, which is closed before any exception leaves, so the
+    reason a run stopped is the last line on the terminal.
+
     Raises:
       Diverged: `config.train.max_bad_steps` consecutive skipped (non-finite) steps.
-      Preempted: SIGTERM; the current step was checkpointed first.
+      Preempted: SIGTERM (`Interrupted`: SIGINT); the current step was checkpointed first.
     """
-    config = trainer.config
-    num_steps, log_every = trainer.num_steps, config.train.log_every
     step = int(trainer.state.step)
     bar = tqdm(
-        total=num_steps,
+        total=trainer.num_steps,
         initial=step,
         disable=jax.process_index() != 0,
         desc=desc,
         dynamic_ncols=True,
     )
-    guard = BadStepGuard(config.train.max_bad_steps)
+    try:
+        with logging_redirect_tqdm():
+            return _loop(trainer, bar, step)
+    finally:
+        bar.close()
+
+
+def _loop(trainer: Trainer, bar, step: int) -> dict[str, float]:
+    config = trainer.config
+    num_steps, log_every = trainer.num_steps, config.train.log_every
+    guard, watch = BadStepGuard(config.train.max_bad_steps), run_log.OverfitWatch()
+    stopper = early_stop.EarlyStop(config, trainer.workdir, step)
+    if stopper.stopped:  # a rerun of a run that stopped early: nothing more to train
+        log.info("stopped early at step %d (%s); evaluating only", step, stopper.stopped)
+        evaluated = {f"eval_{k}": v for k, v in trainer.evaluate(trainer).items()}
+        return {**evaluated, **stopper.summary()}
     window, last, started = [], {}, time.perf_counter()
-    batches = _prefetch(trainer, config.data.prefetch)
-    with Preemption(trainer.manager) as preemption, Watchdog(config.train.watchdog_seconds) as dog:
+    timeline = trainer.goodput
+    train_step, batches = timeline.loop(
+        trainer.steps.train_step, _prefetch(trainer, config.data.prefetch)
+    )
+    profiler = profiling.StepProfiler(config.train.profile_steps, trainer.workdir)
+    with (
+        Preemption(trainer.manager) as preemption,
+        Watchdog(config.train.watchdog_seconds) as dog,
+        profiler,
+    ):
         while step < num_steps:
-            trainer.state, metrics = trainer.steps.train_step(trainer.state, next(batches))
+            profiler.before(step + 1)
+            trainer.state, metrics = train_step(trainer.state, next(batches))
             step += 1
+            profiler.after(step, trainer.state)
             dog.pet(step)
             window.append(metrics)
             guard.add(step, metrics["skipped_steps"])
             if step % log_every == 0 or step == num_steps:
                 last = _log_window(trainer, window, started)
-                trainer.writer.write(step, last)
+                trainer.writer.write(step, {**last, **timeline.record(step)})
                 guard.check()
                 bar.set_postfix(_postfix(last))
                 bar.update(len(window))
                 window, started = [], time.perf_counter()
             evaluated = _maybe_evaluate_and_save(trainer, step, guard)
             if evaluated:
+                _report_eval(step, evaluated, last, watch)
                 last.update(evaluated)
+                evaluation = {k.removeprefix("eval_"): v for k, v in evaluated.items()}
+                if stopper.update(step, evaluation, timeline.totals(step)["wall_seconds"]):
+                    _stop_early(trainer, step, guard, window, started, stopper)
+                    break
                 started = time.perf_counter()
             dog.pet(step)
             if step < num_steps and preemption.reached(step):
@@ -352,13 +419,38 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                 if trainer.manager.latest_step() != step:
                     _save(trainer, step, guard, None)
                 trainer.manager.wait_until_finished()
-                raise Preempted(
-                    f"stopped by SIGTERM at step {step}; its checkpoint is in "
-                    f"{trainer.manager.directory}: rerun the same command to resume"
-                )
-    bar.close()
-    trainer.manager.wait_until_finished()
-    return last
+                trainer.writer.write(step, timeline.record(step, end=True))
+                raise preemption.stopped(step, trainer.manager.directory)
+    return {**last, **stopper.summary(), **_finish(trainer, step)}
+
+
+def _finish(trainer: Trainer, step: int) -> dict[str, float]:
+    """Waits for the last checkpoint write; records and logs the goodput totals at `step`."""
+    with trainer.goodput.timed("checkpoint_save"):
+        trainer.manager.wait_until_finished()
+    accounted = trainer.goodput.record(step, end=True)
+    trainer.writer.write(step, accounted)
+    log.info(trainer.goodput.summary_line(accounted))
+    return accounted
+
+
+def _stop_early(trainer: Trainer, step: int, guard, window: list, started: float, stopper) -> None:
+    """Ends the run at `step` on the early-stop decision: the partial log window, the decision in
+    metrics.jsonl and a checkpoint of `step` (so a rerun trains no further)."""
+    if window:
+        trainer.writer.write(step, _log_window(trainer, window, started))
+    trainer.writer.write(step, stopper.summary())
+    if trainer.manager.latest_step() != step:
+        _save(trainer, step, guard, None)
+
+
+def _report_eval(step: int, evaluated: dict, train_metrics: dict, watch) -> None:
+    """One log line per evaluation; overfitting (see `run_log.OverfitWatch`) as a warning that
+    the end summary repeats."""
+    held_out = {k.removeprefix("eval_"): v for k, v in evaluated.items()}
+    log.info("%s", run_log.eval_line(step, held_out))
+    for message in watch.add(step, held_out, train_metrics):
+        log.warning("%s", message, extra={"summary": True})
 
 
 def _maybe_evaluate_and_save(trainer: Trainer, step: int, guard: BadStepGuard) -> dict:
@@ -369,7 +461,8 @@ def _maybe_evaluate_and_save(trainer: Trainer, step: int, guard: BadStepGuard) -
     evaluated = {}
     if (eval_every and step % eval_every == 0) or final:
         guard.check()
-        evaluated = trainer.evaluate(trainer)
+        with _timed(trainer, "eval"):
+            evaluated = trainer.evaluate(trainer)
         trainer.writer.write(step, {f"eval_{k}": v for k, v in evaluated.items()})
     best = bool(config.checkpoint.best_metric) and bool(evaluated)
     if step % save_every == 0 or final or best:
@@ -390,9 +483,15 @@ def _save(trainer: Trainer, step: int, guard: BadStepGuard, metrics) -> None:
             f"config.checkpoint.best_metric={name!r} is not an evaluation metric of this job: "
             f"{sorted(metrics)}"
         )
-    checkpoints.save_train_state(
-        trainer.manager, step, trainer.state, trainer.global_batch_size, metrics=metrics
-    )
+    with _timed(trainer, "checkpoint_save"):
+        checkpoints.save_train_state(
+            trainer.manager, step, trainer.state, trainer.global_batch_size, metrics=metrics
+        )
+
+
+def _timed(trainer: Trainer, category: str):
+    """Times a block into the trainer's goodput `category` (no-op when evaluating only)."""
+    return trainer.goodput.timed(category) if trainer.goodput else contextlib.nullcontext()
 
 
 @jax.jit
@@ -440,32 +539,54 @@ class BadStepGuard:
 
 
 class Preemption:
-    """SIGTERM (a preemption notice) to a stop at an agreed step.
+    """SIGTERM (a preemption notice) or SIGINT (Ctrl-C) to a stop at an agreed step.
 
-    One process: a SIGTERM handler sets a flag, read after each step. Several processes: JAX's
-    preemption service (started by `jax.distributed.initialize`) catches SIGTERM and
+    One process: a handler of both signals sets a flag, read after each step; a second SIGINT
+    exits at once with `EXIT_INTERRUPTED`, saving nothing. Several processes: JAX's preemption
+    service (started by `jax.distributed.initialize`) catches SIGTERM and
     `CheckpointManager.reached_preemption(step)` is True in every process at the same step.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self, manager):
-        self.manager, self.flag, self.previous = manager, False, None
+        self.manager, self.flag, self.previous = manager, None, {}
 
     def __enter__(self) -> Preemption:
         if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.flag = True
+        if signum == signal.SIGINT and self.flag == signal.SIGINT:
+            print("\nsecond Ctrl-C: quitting now, without saving", file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
+        if signum == signal.SIGINT:
+            print(
+                "\nCtrl-C: saving a checkpoint of the current step, then stopping "
+                "(Ctrl-C again quits at once, without saving)",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.flag = signum
 
     def reached(self, step: int) -> bool:
         if jax.process_count() > 1:
             return self.manager.reached_preemption(step)
-        return self.flag
+        return self.flag is not None
+
+    def stopped(self, step: int, directory) -> Preempted:
+        """The exception that ends the run at `step` (its checkpoint is in `directory`)."""
+        interrupted = self.flag == signal.SIGINT
+        name = "SIGINT (Ctrl-C)" if interrupted else "SIGTERM"
+        return (Interrupted if interrupted else Preempted)(
+            f"stopped by {name} at step {step}; its checkpoint is in {directory}: rerun the "
+            "same command to resume"
+        )
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 class Watchdog:

@@ -1,0 +1,98 @@
+"""Inputs in buckets (`bertjax.storage`), against a local S3 server (moto's) on 127.0.0.1."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from bertjax import storage
+from bertjax.config import load_config, resolve_path
+from bertjax.interop import model_dir
+from bertjax.models.bert import BertConfig
+from bertjax.training import pretrain as pretrain_lib
+from tests.conftest import REPO
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3 server on 127.0.0.1 with a bucket, and fsspec pointed at it."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}",
+        "BERTJAX_CACHE": str(tmp_path_factory.mktemp("cache")),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        import fsspec  # already imported (orbax): its FSSPEC_* settings were read then
+
+        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("bertjax-test")
+        yield fs
+    server.stop()
+
+
+def test_a_model_in_a_bucket_is_copied_whole_through_the_cache(s3, tmp_path):
+    cfg = BertConfig(vocab_size=8, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text(
+        "".join(t + "\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
+    )
+    local = tmp_path / "model"
+    model_dir.save_model(local, model_dir.init_params(cfg, heads=(), seed=0), cfg, vocab)
+    s3.put(str(local), "bertjax-test/model", recursive=True)
+    url = "s3://bertjax-test/model"
+    copy = resolve_path(url)
+    files = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file())
+    for name in files:
+        assert (copy / name).read_bytes() == (local / name).read_bytes(), name
+    # a second host read fetches nothing; a changed object is fetched again
+    stamp = (copy / "vocab.txt").stat().st_mtime_ns
+    assert storage.local_copy(url) == copy and (copy / "vocab.txt").stat().st_mtime_ns == stamp
+    s3.pipe("bertjax-test/model/vocab.txt", b"changed\n")
+    assert (storage.local_copy(url) / "vocab.txt").read_text() == "changed\n"
+    s3.rm("bertjax-test/model/vocab.txt")  # and a deleted one leaves the copy
+    assert not (storage.local_copy(url) / "vocab.txt").exists()
+
+
+def test_a_missing_object_is_one_line_naming_the_url(s3):
+    with pytest.raises(FileNotFoundError, match=r"^s3://bertjax-test/nothing: no such object"):
+        resolve_path("s3://bertjax-test/nothing")
+
+
+def test_prepared_data_in_a_bucket_reads_as_the_local_data(s3, prepared, tmp_path):
+    """`config.data.dir` and `config.data.vocab` in a bucket: each host reads its cached copy."""
+    local = load_config(REPO / "configs" / "test.py", prepared)
+    s3.put(local.data.dir, "bertjax-test/prepared", recursive=True)
+    s3.put(local.data.vocab, "bertjax-test/vocab.txt")
+    remote = load_config(
+        REPO / "configs" / "test.py",
+        [
+            *prepared,
+            "--config.data.dir=s3://bertjax-test/prepared",
+            "--config.data.vocab=s3://bertjax-test/vocab.txt",
+        ],
+    )
+    data_dir, vocab = pretrain_lib.prepare_data(remote, tmp_path)
+    assert data_dir.is_relative_to(storage.cache_root()) and vocab.read_bytes() == (
+        pathlib.Path(local.data.vocab).read_bytes()
+    )
+    want = pretrain_lib._sources(
+        local, pathlib.Path(local.data.dir), pathlib.Path(local.data.vocab)
+    )
+    got = pretrain_lib._sources(remote, data_dir, vocab)
+    for a, b in zip(want, got, strict=True):
+        assert len(a) == len(b)
+        for index in (0, len(a) - 1):
+            for key, value in a[index].items():
+                np.testing.assert_array_equal(value, b[index][key])
