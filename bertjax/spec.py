@@ -70,7 +70,9 @@ RESUME_FIELDS = (
     "train.peak_tflops",
     "train.max_bad_steps",
     "train.watchdog_seconds",
-    "train.grad_accum_steps",  # the same full-batch gradient in fewer or more micro-batches
+    "train.grad_accum_steps",
+    "train.profile_steps",
+    "train.early_stop.",  # when to stop: evaluation settings  # the same full-batch gradient in fewer or more micro-batches
     "checkpoint.every_steps",
     "checkpoint.keep",
     "checkpoint.async_save",
