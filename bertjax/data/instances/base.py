@@ -5,7 +5,6 @@ An instance builder is a module (registered in `instances.BUILDERS`) with:
   MIN_SENTENCES   documents with fewer sentences are skipped before tokenization;
   ENTITIES        whether it writes `[ENT]`/`[/ENT]` spans (`config.data.entities`);
   PACKABLE        whether `PackedSource` may put several of its instances in one row;
-  OBJECTIVES      the `config.objective` values its examples feed;
   SPECIALS        the `tokenizer.special_token_ids` keys it needs (a tokenizer kind without
                   them is refused before any data work);
   EXAMPLE_FIELDS  the keys of its examples (each objective's EXAMPLE_FIELDS among them);

@@ -18,7 +18,6 @@ FIELDS = ("input_ids", "lengths", "document_starts")
 MIN_SENTENCES = 1
 ENTITIES = False
 PACKABLE = False  # blocks are full already
-OBJECTIVES = ("causal_lm",)
 SPECIALS = ("eos",)  # the special tokens it needs in the vocabulary
 EXAMPLE_FIELDS = ("input_ids", "attention_mask")
 

@@ -32,7 +32,6 @@ FIELDS = ("input_ids", "token_type_ids", "lengths", "next_sentence_labels", "wor
 MIN_SENTENCES = 2  # NSP needs two
 ENTITIES = True
 PACKABLE = True
-OBJECTIVES = ("mlm_nsp", "mlm", "rtd")
 SPECIALS = ("pad", "cls", "sep", "mask")  # the special tokens it needs in the vocabulary
 EXAMPLE_FIELDS = (
     "input_ids",
