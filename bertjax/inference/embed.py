@@ -2,7 +2,8 @@
 
 The model is a bertjax model directory, a pretraining workdir, a fine-tuning workdir (its
 `model/`) or a transformers directory. Texts are tokenized with the model's tokenizer
-(`[CLS] text [SEP]`, cut to `max_len`), padded to a few bucket lengths (one compile each) and
+(`[CLS] text [SEP]`, cut to `max_len`), sorted by length, padded to a few bucket lengths (one
+compile each; rows return to input order) and
 pooled on the device: the `[CLS]` state, the mean of the real tokens' states (what
 sentence-transformers' MiniLM models use) or the pooler output; optionally L2-normalised.
 """
@@ -124,11 +125,13 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         batch = self.runtime.batch_size
         ids = self._encode(texts)
-        chunks = []
+        # Longest first, so each batch pads to its own bucket; rows go back to input order.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.empty((len(ids), self.dim), np.float32)
         for start in range(0, len(ids), batch):
-            rows = ids[start : start + batch]
-            chunks.append(self._embed_batch(rows, batch)[: len(rows)])
-        return np.concatenate(chunks)
+            index = order[start : start + batch]
+            out[index] = self._embed_batch([ids[i] for i in index], batch)[: len(index)]
+        return out
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """`[CLS] text [SEP]` ids of each text, cut to `max_len` (the final [SEP] kept)."""
