@@ -67,3 +67,26 @@ def test_bucket_lengths():
         128,
         128,
     ]
+
+
+def test_length_buckets_keep_each_text_as_embedded_alone(tmp_path):
+    """Texts of mixed lengths (two buckets, one text cut), batched longest first: every row equals the text
+    embedded on its own, in input order."""
+    from bertjax.interop import model_dir
+    from bertjax.models.bert import BertConfig
+    from tests.conftest import data_dir
+    from tests.test_finetune import TINY
+
+    vocab = data_dir() / "vocab" / "bert-base-uncased-vocab.txt"
+    if not vocab.is_file():
+        pytest.skip(f"real data folder {data_dir()} is absent (set BERTJAX_DATA)")
+    cfg = BertConfig(**{**TINY, "max_position_embeddings": 32})
+    model_dir.save_model(tmp_path, model_dir.init_params(cfg, heads=(), seed=1), cfg, vocab)
+    texts = [" ".join(SENTENCES[: 1 + i % 4]) for i in range(7)] + ["short", ""]
+    model = Embedder(tmp_path, pooling="mean", batch_size=4)
+    lengths = [len(ids) for ids in model._encode(texts)]
+    assert {bucket_length(n, 32) for n in lengths} == {16, 32} and max(lengths) > 32
+    batched = model(texts)
+    alone = np.concatenate([model([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    assert len({tuple(row) for row in batched.round(4)}) == 6  # 6 distinct texts: rows differ
