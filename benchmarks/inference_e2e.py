@@ -78,24 +78,28 @@ def write_inputs(root: pathlib.Path, n: int) -> dict[str, pathlib.Path]:
 
 
 def setup(root: pathlib.Path, finetuned: pathlib.Path) -> None:
-    """The transformers copy of the fine-tuned model and a GPT-2 directory (random GPT mini with
-    a byte BPE of 8,000 tokens trained on tiny-shakespeare)."""
+    """The transformers copy of the fine-tuned model, and a GPT-2 directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    make_gpt(root / "gpt-hf")
+    subprocess.run(
+        ["bertjax", "export-hf", str(finetuned), str(root / "predict-hf"), "--overwrite"],
+        check=True,
+    )
+
+
+def make_gpt(out: pathlib.Path) -> None:
+    """A random GPT mini (`GPT_SIZE`) with a byte BPE of 8,000 tokens trained on
+    tiny-shakespeare, as a transformers GPT-2 directory (both sides load it)."""
     import torch
     import transformers
 
     from bertjax.data.tokenizer import train_byte_bpe
 
-    root.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["bertjax", "export-hf", str(finetuned), str(root / "predict-hf"), "--overwrite"],
-        check=True,
-    )
-    gpt = root / "gpt-hf"
-    train_byte_bpe([DATA / "tiny-shakespeare" / "input.txt"], gpt, vocab_size=8000)
-    vocab = len(json.loads((gpt / "vocab.json").read_text()))
+    train_byte_bpe([DATA / "tiny-shakespeare" / "input.txt"], out, vocab_size=8000)
+    vocab = len(json.loads((out / "vocab.json").read_text()))
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=vocab, eos_token_id=0, bos_token_id=0, **GPT_SIZE)
-    transformers.GPT2LMHeadModel(cfg).eval().save_pretrained(gpt)
+    transformers.GPT2LMHeadModel(cfg).eval().save_pretrained(out)
 
 
 # ----------------------------------------------------------------------------- the peers
@@ -129,8 +133,20 @@ def prompts(batch: int) -> list[str]:
     return sst2_lines(batch)
 
 
+def generate_all(side: str, model: str, new: int, reps: int) -> dict[str, dict]:
+    """`generate_side` at batch 1 and 16, greedy and sampled, in one process."""
+    return {
+        f"b{batch}-{'sampled' if sampled else 'greedy'}": generate_side(
+            side, model, batch, sampled, new, reps
+        )
+        for batch in (1, 16)
+        for sampled in (False, True)
+    }
+
+
 def generate_side(side: str, model: str, batch: int, sampled: bool, new: int, reps: int) -> dict:
-    """Tokens per second of `reps` generate calls after one warm-up call (compile)."""
+    """Tokens per second of `reps` generate calls after one warm-up call (its compile; on the
+    first setting of a process also the model's loading)."""
     started = time.perf_counter()
     if side == "bertjax":
         from bertjax.interop.model_dir import load_model_tokenizer, load_pretrained
@@ -266,24 +282,14 @@ def run(args) -> None:
                 if r == 0 and data != "two":
                     notes[(task, data)] = agreement(task, outs["bertjax"], outs["peer"])
         if "generate" in args.tasks:
-            for batch in (1, 16):
-                for sampled in (False, True):
-                    for side in sides:
-                        argv = self_argv(
-                            "gen",
-                            side,
-                            str(root / "gpt-hf"),
-                            str(batch),
-                            str(int(sampled)),
-                            str(args.new_tokens),
-                            str(args.reps),
-                        )
-                        m = measure(argv)
-                        m.update(json.loads(m["out"]))
-                        times.setdefault(
-                            ("generate", f"b{batch}-{'sample' if sampled else 'greedy'}", side), []
-                        ).append(m)
-                        print("generate", batch, sampled, side, m, flush=True)
+            for side in sides:
+                argv = self_argv(
+                    "gen", side, str(root / "gpt-hf"), str(args.new_tokens), str(args.reps)
+                )
+                m = measure(argv)
+                for name, result in json.loads(m["out"]).items():
+                    times.setdefault(("generate", name, side), []).append({**m, **result})
+                print("generate", side, m, flush=True)
     report(times, notes, args)
 
 
@@ -332,7 +338,7 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", default="embed,predict,generate")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
-    for name, n in (("peer-embed", 3), ("peer-predict", 4), ("gen", 6)):
+    for name, n in (("peer-embed", 3), ("peer-predict", 4), ("gen", 4)):
         sub.add_parser(name).add_argument("rest", nargs=n)
     args = parser.parse_args(argv)
     if args.cmd == "setup":

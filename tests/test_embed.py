@@ -52,7 +52,9 @@ def test_minilm_mean_pooling_matches_sentence_transformers(tmp_path):
 @pytest.mark.interop
 def test_cls_and_pooler_pooling_are_not_normalised_unless_asked():
     path = minilm_dir()
-    cls = Embedder(path, pooling="cls")(SENTENCES[:2])
+    model = Embedder(path, pooling="cls")
+    assert model.max_len == 256  # sentence_bert_config.json's max_seq_length, not 512 positions
+    cls = model(SENTENCES[:2])
     pooler = Embedder(path, pooling="pooler", normalize=True)(SENTENCES[:2])
     assert not np.allclose(np.linalg.norm(cls, axis=1), 1.0)
     np.testing.assert_allclose(np.linalg.norm(pooler, axis=1), 1.0, atol=1e-6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import pathlib
 from collections.abc import Iterable, Sequence
 
@@ -71,7 +72,8 @@ class Embedder:
     """One vector per text from an encoder's hidden states.
 
     Attributes:
-      pooling, normalize, max_len: as passed (max_len capped by the model's positions).
+      pooling, normalize, max_len: as passed (max_len capped by the model's positions; 0: the
+        sentence-transformers `max_seq_length` of the directory, else the model's limit).
       tokenizer: the model's tokenizer.
       runtime: the compiled steps and placed backbone parameters.
     """
@@ -91,6 +93,7 @@ class Embedder:
         cfg, params = model_dir.load_params(source, with_heads=False)
         self.tokenizer = model_dir.load_model_tokenizer(source)
         limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
+        max_len = max_len or sentence_transformers_max_len(source)
         if limit is None:
             self.max_len = max_len if max_len > 0 else 512
         else:
@@ -157,6 +160,15 @@ class Embedder:
         local = {k: v for k, v in arrays.items() if k in self.runtime.input_fields}
         out = self._step(self.runtime.params, sharding.global_batch(local, self.runtime.steps.mesh))
         return np.asarray(jax.device_get(out))
+
+
+def sentence_transformers_max_len(path: pathlib.Path) -> int:
+    """The `max_seq_length` of a sentence-transformers directory (its `sentence_bert_config.json`:
+    what the model was trained and is used at, 256 for all-MiniLM-L6-v2), else 0."""
+    config = pathlib.Path(path) / "sentence_bert_config.json"
+    if not config.is_file():
+        return 0
+    return int(json.loads(config.read_text(encoding="utf-8")).get("max_seq_length") or 0)
 
 
 def bucket_length(n: int, max_len: int) -> int:
