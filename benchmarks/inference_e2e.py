@@ -350,12 +350,8 @@ def main(argv=None) -> None:
     elif args.cmd == "peer-predict":
         peer_predict(*args.rest[:3], int(args.rest[3]))
     else:
-        side, model, batch, sampled, new, reps = args.rest
-        print(
-            json.dumps(
-                generate_side(side, model, int(batch), bool(int(sampled)), int(new), int(reps))
-            )
-        )
+        side, model, new, reps = args.rest
+        print(json.dumps(generate_all(side, model, int(new), int(reps))))
 
 
 if __name__ == "__main__":
