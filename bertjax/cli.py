@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import pathlib
 import sys
+
+from bertjax import __version__
 
 # name -> (module, one-line help). Modules are imported lazily so `bertjax --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,27 +52,57 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with `only`, the arguments of that command alone are added
+    (the other commands' modules are not imported, so start-up imports what the command needs)."""
     parser = argparse.ArgumentParser(
         prog="bertjax",
         description="BERT pretraining and fine-tuning in JAX/Flax.",
     )
+    parser.add_argument("--version", action="version", version=f"bertjax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         sub_parser.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sub_parser)
+        if only is None or name == only:
+            importlib.import_module(module).add_arguments(sub_parser)
     return parser
 
 
+def compile_cache_dir() -> pathlib.Path | None:
+    """The persistent JAX compilation cache of the command line: $BERTJAX_COMPILE_CACHE, else
+    $XDG_CACHE_HOME/bertjax/jax (default ~/.cache/bertjax/jax); None when set to "" or "off"."""
+    value = os.environ.get("BERTJAX_COMPILE_CACHE")
+    if value is None:
+        base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+        return pathlib.Path(base) / "bertjax" / "jax"
+    return None if value.strip().lower() in ("", "0", "off", "none") else pathlib.Path(value)
+
+
+def enable_compile_cache() -> None:
+    """Points JAX's persistent compilation cache at `compile_cache_dir()`, through JAX's own
+    environment variables (read when jax is imported, so jax is not imported here), caching every
+    compiled program: a second run of a command compiles nothing. A JAX_COMPILATION_CACHE_DIR
+    set by the user wins."""
+    path = compile_cache_dir()
+    if path is None or "jax" in sys.modules:
+        return
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(path))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    args_list = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
     args, extra = parser.parse_known_args(argv)
     # `--config.group.field=value` overrides are collected for commands that take a config.
     args.overrides = [item for item in extra if item.startswith("--config.")]
     unknown = [item for item in extra if not item.startswith("--config.")]
     if unknown or (args.overrides and not hasattr(args, "config")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
+    enable_compile_cache()
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -52,7 +52,9 @@ def test_minilm_mean_pooling_matches_sentence_transformers(tmp_path):
 @pytest.mark.interop
 def test_cls_and_pooler_pooling_are_not_normalised_unless_asked():
     path = minilm_dir()
-    cls = Embedder(path, pooling="cls")(SENTENCES[:2])
+    model = Embedder(path, pooling="cls")
+    assert model.max_len == 256  # sentence_bert_config.json's max_seq_length, not 512 positions
+    cls = model(SENTENCES[:2])
     pooler = Embedder(path, pooling="pooler", normalize=True)(SENTENCES[:2])
     assert not np.allclose(np.linalg.norm(cls, axis=1), 1.0)
     np.testing.assert_allclose(np.linalg.norm(pooler, axis=1), 1.0, atol=1e-6)
@@ -67,3 +69,27 @@ def test_bucket_lengths():
         128,
         128,
     ]
+
+
+def test_length_buckets_keep_each_text_as_embedded_alone(tmp_path):
+    """Texts of mixed lengths (two buckets, one text cut), batched longest first: every row equals the text
+    embedded on its own, in input order."""
+    from bertjax.interop import model_dir
+    from bertjax.models.bert import BertConfig
+    from tests.conftest import data_dir
+    from tests.test_finetune import TINY
+
+    vocab = data_dir() / "vocab" / "bert-base-uncased-vocab.txt"
+    if not vocab.is_file():
+        pytest.skip(f"real data folder {data_dir()} is absent (set BERTJAX_DATA)")
+    cfg = BertConfig(**{**TINY, "max_position_embeddings": 32})
+    model_dir.save_model(tmp_path, model_dir.init_params(cfg, heads=(), seed=1), cfg, vocab)
+    texts = [" ".join(SENTENCES[: 1 + i % 4]) for i in range(7)] + ["short", ""]
+    model = Embedder(tmp_path, pooling="mean", batch_size=4)
+    lengths = [len(ids) for ids in model._encode(texts)]
+    assert {bucket_length(n, 32) for n in lengths} == {16, 32} and max(lengths) == 32  # cut
+    batched = model(texts)
+    alone = np.concatenate([model([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    # 6 distinct texts, of which the two longest cut to the same 32 tokens: 5 distinct rows
+    assert len({tuple(row) for row in batched.round(4)}) == 5

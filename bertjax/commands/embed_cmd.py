@@ -20,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", action="store_true", help="L2-normalise each vector")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per step")
     parser.add_argument(
-        "--max-len", type=int, default=0, help="tokens per text at most (0: the model's limit)"
+        "--max-len",
+        type=int,
+        default=0,
+        help="tokens per text at most (0: a sentence-transformers directory's max_seq_length, "
+        "else the model's limit)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

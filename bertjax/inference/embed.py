@@ -2,7 +2,8 @@
 
 The model is a bertjax model directory, a pretraining workdir, a fine-tuning workdir (its
 `model/`) or a transformers directory. Texts are tokenized with the model's tokenizer
-(`[CLS] text [SEP]`, cut to `max_len`), padded to a few bucket lengths (one compile each) and
+(`[CLS] text [SEP]`, cut to `max_len`), sorted by length, padded to a few bucket lengths (one
+compile each; rows return to input order) and
 pooled on the device: the `[CLS]` state, the mean of the real tokens' states (what
 sentence-transformers' MiniLM models use) or the pooler output; optionally L2-normalised.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import pathlib
 from collections.abc import Iterable, Sequence
 
@@ -70,7 +72,8 @@ class Embedder:
     """One vector per text from an encoder's hidden states.
 
     Attributes:
-      pooling, normalize, max_len: as passed (max_len capped by the model's positions).
+      pooling, normalize, max_len: as passed (max_len capped by the model's positions; 0: the
+        sentence-transformers `max_seq_length` of the directory, else the model's limit).
       tokenizer: the model's tokenizer.
       runtime: the compiled steps and placed backbone parameters.
     """
@@ -90,6 +93,7 @@ class Embedder:
         cfg, params = model_dir.load_params(source, with_heads=False)
         self.tokenizer = model_dir.load_model_tokenizer(source)
         limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
+        max_len = max_len or sentence_transformers_max_len(source)
         if limit is None:
             self.max_len = max_len if max_len > 0 else 512
         else:
@@ -124,11 +128,13 @@ class Embedder:
             return np.zeros((0, self.dim), np.float32)
         batch = self.runtime.batch_size
         ids = self._encode(texts)
-        chunks = []
+        # Longest first, so each batch pads to its own bucket; rows go back to input order.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.empty((len(ids), self.dim), np.float32)
         for start in range(0, len(ids), batch):
-            rows = ids[start : start + batch]
-            chunks.append(self._embed_batch(rows, batch)[: len(rows)])
-        return np.concatenate(chunks)
+            index = order[start : start + batch]
+            out[index] = self._embed_batch([ids[i] for i in index], batch)[: len(index)]
+        return out
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         """`[CLS] text [SEP]` ids of each text, cut to `max_len` (the final [SEP] kept)."""
@@ -154,6 +160,15 @@ class Embedder:
         local = {k: v for k, v in arrays.items() if k in self.runtime.input_fields}
         out = self._step(self.runtime.params, sharding.global_batch(local, self.runtime.steps.mesh))
         return np.asarray(jax.device_get(out))
+
+
+def sentence_transformers_max_len(path: pathlib.Path) -> int:
+    """The `max_seq_length` of a sentence-transformers directory (its `sentence_bert_config.json`:
+    what the model was trained and is used at, 256 for all-MiniLM-L6-v2), else 0."""
+    config = pathlib.Path(path) / "sentence_bert_config.json"
+    if not config.is_file():
+        return 0
+    return int(json.loads(config.read_text(encoding="utf-8")).get("max_seq_length") or 0)
 
 
 def bucket_length(n: int, max_len: int) -> int:

@@ -2,8 +2,8 @@
 
 The model is a fine-tuning workdir (or its `model/`): `finetune.json` gives the task kind, the
 label names and the task config the featurizer needs (max_len, doc_stride, columns, ...). Inputs
-are featurized by the task's own featurizer, run through the trainer's `predict_step` in batches
-of one shape, and turned into one record per input by the task's `records` (its evaluation
+are featurized by the task's own featurizer, run through the trainer's `predict_step` longest
+first in batches padded to a few bucket lengths (outputs back in input order), and turned into one record per input by the task's `records` (its evaluation
 post-processing plus what a user needs: probabilities, entity offsets, answer spans).
 """
 
@@ -18,13 +18,16 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
+import jax
 import ml_collections
+import numpy as np
 
 from bertjax import tasks
-from bertjax.inference.runtime import build_runtime
+from bertjax.inference.embed import bucket_length
+from bertjax.inference.runtime import Runtime, build_runtime
 from bertjax.interop import model_dir
 from bertjax.tasks.common import report_data_stats
-from bertjax.training import finetune
+from bertjax.training import finetune, sharding
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +135,7 @@ class Predictor:
             return []
         features = self.task.featurize(self.task_cfg, examples, self.tokenizer, training=False)
         self.stats.update(features.stats)
-        outputs = finetune.predict_features(
-            self.runtime.steps,
-            self.runtime.params,
-            features,
-            batch_size=self.runtime.batch_size,
-            input_fields=self.runtime.input_fields,
-            progress=progress,
-        )
+        outputs = predict_by_length(self.runtime, features, progress=progress)
         return self.task.records(self.task_cfg, examples, features, outputs)
 
     def stream(
@@ -160,6 +156,59 @@ class Predictor:
     def report(self) -> None:
         """Logs the featurizer's warnings (truncated inputs, ...) summed over all calls."""
         report_data_stats("input", self.stats, self.task_cfg)
+
+
+def predict_by_length(runtime: Runtime, features, *, progress=None) -> dict[str, np.ndarray]:
+    """The trainer's `predict_step` over `features`, longest first, each batch cut to a bucket
+    length (`bucket_length`: few shapes, few compiles) and per-token outputs padded back.
+
+    Args:
+      runtime: the compiled steps and placed parameters.
+      features: the featurized inputs, `arrays` int32 [N, max_len], padding on the right.
+      progress: a tqdm-like bar to `update(rows)` after each batch, or None.
+
+    Returns:
+      {output name: float32 [N, ...]} in feature order, as `finetune.predict_features` gives
+      them; per-token outputs ([N, max_len, ...]) hold -1e9 beyond each batch's bucket.
+    """
+    arrays = {k: v for k, v in features.arrays.items() if k in runtime.input_fields}
+    n, max_len = arrays["input_ids"].shape
+    lengths = np.asarray(features.arrays["attention_mask"]).sum(axis=1)
+    order = np.argsort(-lengths, kind="stable")
+    per_token = token_outputs(runtime, max_len)
+    batch, outputs = runtime.batch_size, {}
+    for start in range(0, n, batch):
+        index = order[start : start + batch]
+        rows = np.concatenate([index, np.full(batch - len(index), index[-1])])
+        length = bucket_length(int(lengths[index[0]]), max_len)
+        local = {k: v[rows, :length] for k, v in arrays.items()}
+        out = runtime.steps.predict_step(
+            runtime.params, sharding.global_batch(local, runtime.steps.mesh)
+        )
+        for k, v in jax.device_get(out).items():
+            if k in finetune.UNUSED_OUTPUTS:
+                continue
+            if k not in outputs:
+                shape = (n, max_len, *v.shape[2:]) if k in per_token else (n, *v.shape[1:])
+                outputs[k] = np.full(shape, -1e9 if k in per_token else 0, np.float32)
+            outputs[k][index, : v.shape[1] if k in per_token else None] = v[: len(index)]
+        if progress is not None:
+            progress.update(len(index))
+    return outputs
+
+
+def token_outputs(runtime: Runtime, max_len: int) -> frozenset[str]:
+    """The names of the step's outputs with a length axis (axis 1 follows the input length)."""
+    steps, shapes = runtime.steps, []
+    eval_shape = sharding.in_mesh(jax.eval_shape, steps.mesh, steps.rules)
+    for length in (max_len, max_len - 1):
+        batch = {
+            k: jax.ShapeDtypeStruct((runtime.batch_size, length), np.int32)
+            for k in runtime.input_fields
+        }
+        # the jitted step inside `predict_step`'s mesh wrapper, traced for shapes only
+        shapes.append(eval_shape(steps.predict_step.__wrapped__, runtime.params, batch))
+    return frozenset(k for k, v in shapes[0].items() if v.shape[1:2] != shapes[1][k].shape[1:2])
 
 
 def predictor(path: str | pathlib.Path, *, batch_size: int = 32) -> Predictor:
