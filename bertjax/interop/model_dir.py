@@ -39,6 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tokenizers
 
+from bertjax import files
 from bertjax.data.tokenizer import (
     BPE_VOCAB_NAME,
     load_tokenizer,
@@ -549,7 +550,7 @@ def tokenizer_options(model_dir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    files.atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _read_json(path: pathlib.Path, *, missing_ok: bool = False) -> dict[str, Any]:

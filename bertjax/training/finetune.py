@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from bertjax import tasks
+from bertjax import files, tasks
 from bertjax.config import resolve_path
 from bertjax.data.tokenizer import load_tokenizer, read_options, resolve_options
 from bertjax.interop import model_dir
@@ -32,6 +32,7 @@ from bertjax.models import model_config
 from bertjax.models.registry import family_of
 from bertjax.tasks.common import Features, build_label_map, report_data_stats
 from bertjax.training import checkpoints, distributed, sharding, trainer
+from bertjax.training import workdir as workdir_lock
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +281,19 @@ def load_finetuned_params(root: pathlib.Path):
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
-    """Loads the init checkpoint (checked first), builds the task, the trainer and its state."""
+    """Loads the init checkpoint (checked first), builds the task, the trainer and its state,
+    with the workdir claimed for this run (`training.workdir`)."""
     distributed.initialize(config.distributed)  # before anything touches a device
     workdir = pathlib.Path(workdir)
+    created = workdir_lock.open_workdir(workdir, jax.process_index())
+    try:
+        return _setup(config, workdir)
+    except BaseException:
+        workdir_lock.abandon(workdir, created)
+        raise
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:
     trainer.check_config(config, training=not config.eval_only)  # before any data work
     label_names = loaded = None
     if config.eval_only:
@@ -298,7 +309,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
         vocab = model_dir.vocab_file(source_dir)  # vocab.txt, or a BPE vocab.json
         options = model_dir.tokenizer_options(source_dir)
     data = build_task(config, tokenizer, vocab, options, label_names=label_names)
-    workdir.mkdir(parents=True, exist_ok=True)
     write_data_stats(workdir, data)
     features = data.eval if config.eval_only else data.train
     batch = config.train.global_batch_size
@@ -325,7 +335,7 @@ def write_data_stats(workdir: pathlib.Path, data: TaskData) -> None:
     if data.train is not None:
         stats["train"] = data.train.stats
     stats = {split: {k: int(v) for k, v in counts.items()} for split, counts in stats.items()}
-    (workdir / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    files.atomic_write_text(workdir / "data_stats.json", json.dumps(stats, indent=2) + "\n")
 
 
 def predict(job: trainer.Trainer, features: Features) -> dict[str, np.ndarray]:
@@ -395,7 +405,7 @@ def evaluate(job: trainer.Trainer) -> dict[str, float]:
     if jax.process_index() == 0:
         data.task.write_predictions(job.workdir, data.eval_examples, predictions, references)
         text = json.dumps(metrics, indent=2) + "\n"
-        (job.workdir / "eval_metrics.json").write_text(text)
+        files.atomic_write_text(job.workdir / "eval_metrics.json", text)
     return metrics
 
 
@@ -415,7 +425,7 @@ def save_finetuned(job: trainer.Trainer) -> None:
         "label_names": data.label_names,
         "task": job.config.task.to_dict(),
     }
-    (job.workdir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    files.atomic_write_text(job.workdir / TASK_FILE, json.dumps(document, indent=2) + "\n")
 
 
 def record_best(job: trainer.Trainer) -> None:
@@ -426,7 +436,7 @@ def record_best(job: trainer.Trainer) -> None:
         return
     path = job.workdir / "eval_metrics.json"
     document = {**json.loads(path.read_text()), "best": best}
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    files.atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bertjax import objectives
+from bertjax import files, objectives
 from bertjax.config import resolve_path
 from bertjax.data.corpus import BUILTIN_CORPUS, corpus_files
 from bertjax.data.pretraining import (
@@ -52,6 +52,7 @@ from bertjax.data.tokenizer import (
 from bertjax.interop import model_dir, vocab_extension
 from bertjax.models import model_config
 from bertjax.training import distributed, sharding, trainer
+from bertjax.training import workdir as workdir_lock
 from bertjax.training.finetune import runtime_config
 
 log = logging.getLogger(__name__)
@@ -297,10 +298,19 @@ def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
-    """Builds data, model, objective and the trainer (with the initial or restored state)."""
+    """Builds data, model, objective and the trainer (with the initial or restored state), with
+    the workdir claimed for this run (`training.workdir`)."""
     distributed.initialize(config.distributed)  # before anything touches a device
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    created = workdir_lock.open_workdir(workdir, jax.process_index())
+    try:
+        return _setup(config, workdir)
+    except BaseException:
+        workdir_lock.abandon(workdir, created)
+        raise
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:
     init = load_init(config, workdir) if config.init_from else None
     if init is not None:
         cfg = init.config
@@ -390,6 +400,6 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         model_dir.save_model(
             job.workdir / "model", params, job.model_config, vocab, options or None, overwrite=True
         )
-        (job.workdir / "final_metrics.json").write_text(json.dumps(last, indent=2))
+        files.atomic_write_text(job.workdir / "final_metrics.json", json.dumps(last, indent=2))
     job.close()
     return last

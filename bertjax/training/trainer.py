@@ -42,6 +42,7 @@ from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
 from bertjax.training import checkpoints, flops, sharding
+from bertjax.training import workdir as workdir_lock
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
@@ -108,6 +109,7 @@ class Trainer:
         self.writer.close()
         if self.manager is not None:
             self.manager.close()
+        workdir_lock.release(self.workdir)
 
 
 def check_batch_size(config: ml_collections.ConfigDict, mesh) -> None:
@@ -324,7 +326,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
         desc=desc,
         dynamic_ncols=True,
     )
-    guard = BadStepGuard(config.train.max_bad_steps)
+    guard = BadStepGuard(config.train.max_bad_steps, trainer.manager.latest_step)
     window, last, started = [], {}, time.perf_counter()
     batches = _prefetch(trainer, config.data.prefetch)
     with Preemption(trainer.manager) as preemption, Watchdog(config.train.watchdog_seconds) as dog:
@@ -342,6 +344,7 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                 bar.update(len(window))
                 window, started = [], time.perf_counter()
             evaluated = _maybe_evaluate_and_save(trainer, step, guard)
+            checkpoints.check_saves(trainer.manager)
             if evaluated:
                 last.update(evaluated)
                 started = time.perf_counter()
@@ -351,13 +354,13 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
                     trainer.writer.write(step, _log_window(trainer, window, started))
                 if trainer.manager.latest_step() != step:
                     _save(trainer, step, guard, None)
-                trainer.manager.wait_until_finished()
+                checkpoints.wait_for_saves(trainer.manager)
                 raise Preempted(
                     f"stopped by SIGTERM at step {step}; its checkpoint is in "
                     f"{trainer.manager.directory}: rerun the same command to resume"
                 )
     bar.close()
-    trainer.manager.wait_until_finished()
+    checkpoints.wait_for_saves(trainer.manager)
     return last
 
 
@@ -414,8 +417,9 @@ class BadStepGuard:
       run: skipped steps in a row up to the last checked step.
     """
 
-    def __init__(self, max_bad_steps: int):
+    def __init__(self, max_bad_steps: int, latest_checkpoint: Callable[[], int | None] = None):
         self.max_bad_steps = int(max_bad_steps)
+        self.latest_checkpoint = latest_checkpoint or (lambda: None)
         self.pending: list[tuple[int, jax.Array]] = []
         self.run = 0
 
@@ -433,10 +437,16 @@ class BadStepGuard:
                 raise Diverged(
                     f"training diverged: steps {step - self.run + 1}..{step} ({self.run} in a "
                     f"row, config.train.max_bad_steps={self.max_bad_steps}) had a non-finite "
-                    f"loss or gradient, stopped at step {step}; the last checkpoint holds the "
-                    "last good parameters: lower config.optim.learning_rate and rerun"
+                    f"loss or gradient, stopped at step {step}; {self._kept()}: lower "
+                    "config.optim.learning_rate and rerun"
                 )
         self.pending = []
+
+    def _kept(self) -> str:
+        latest = self.latest_checkpoint()
+        if latest is None:
+            return "no checkpoint was saved before (the rerun starts from the beginning)"
+        return f"the checkpoint of step {latest} holds the last good parameters"
 
 
 class Preemption:
