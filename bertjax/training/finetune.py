@@ -30,7 +30,12 @@ from bertjax.data.tokenizer import load_tokenizer, read_options, resolve_options
 from bertjax.interop import model_dir
 from bertjax.models import model_config
 from bertjax.models.registry import family_of
-from bertjax.tasks.common import Features, build_label_map, report_data_stats
+from bertjax.tasks.common import (
+    Features,
+    build_label_map,
+    check_eval_labels,
+    report_data_stats,
+)
 from bertjax.training import checkpoints, distributed, sharding, trainer
 from bertjax.training import workdir as workdir_lock
 
@@ -129,6 +134,9 @@ def build_task(
     if task_cfg.kind in ("classification", "tagging"):
         fixed = label_names or list(task_cfg.labels) or None
         names = list(build_label_map(train_examples + eval_examples, fixed))
+        if fixed is None and train_examples:
+            names = list(build_label_map(train_examples))
+            check_eval_labels(eval_examples, names, task_cfg.train_file)
     task = module.make_task(task_cfg, names)
     train_features = None
     if not config.eval_only:

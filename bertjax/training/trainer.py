@@ -417,7 +417,9 @@ class BadStepGuard:
       run: skipped steps in a row up to the last checked step.
     """
 
-    def __init__(self, max_bad_steps: int, latest_checkpoint: Callable[[], int | None] = None):
+    def __init__(
+        self, max_bad_steps: int, latest_checkpoint: Callable[[], int | None] | None = None
+    ):
         self.max_bad_steps = int(max_bad_steps)
         self.latest_checkpoint = latest_checkpoint or (lambda: None)
         self.pending: list[tuple[int, jax.Array]] = []
