@@ -57,10 +57,12 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(prepared
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     skipped = [r["step"] for r in records if r["skipped_steps"] > 0]
     assert len(skipped) >= 3 and skipped[-3:] == list(range(skipped[-1] - 2, skipped[-1] + 1))
-    assert f"stopped at step {skipped[-1]}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"stopped at step {skipped[-1]}" in err
     assert not (tmp_path / "model").exists()
     # No checkpoint of a skipped step; the newest one restores with finite parameters.
     saved = _steps(tmp_path)
+    assert f"the checkpoint of step {saved[-1]} holds the last good parameters" in err
     assert saved and not set(saved) & set(skipped) and saved[-1] < skipped[-1]
     config = _config(prepared, "--config.optim.learning_rate=1e4")
     job = setup(config, tmp_path)
@@ -402,3 +404,14 @@ def test_a_full_disk_in_a_checkpoint_save_is_one_line_keeping_the_good_ones(tmp_
     assert f"the checkpoints of steps [2] are kept in {tmp_path})" in message
     assert save is checkpoints.ocp.CheckpointManager.save and manager.all_steps() == [2]
     manager.close()
+
+
+def test_the_divergence_message_says_when_no_checkpoint_exists():
+    guard = trainer.BadStepGuard(2, lambda: None)
+    guard.add(1, np.bool_(True))
+    guard.add(2, np.bool_(True))
+    with pytest.raises(
+        trainer.Diverged,
+        match=r"no checkpoint was saved before \(the rerun starts from the beginning\)",
+    ):
+        guard.check()
