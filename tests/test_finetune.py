@@ -515,3 +515,13 @@ def test_float16_training_and_too_long_max_len_fail_before_training(tiny_model, 
     assert not (tmp_path / "w").exists()
     config = _config("sst2", tiny_model, "--config.task.max_len=256")
     _fails_before_training(config, tmp_path / "w2", r"config\.task\.max_len=256 exceeds")
+
+
+def test_an_eval_label_training_never_saw_names_file_line_and_label(tiny_model, tmp_path):
+    eval_text = "sentence\tlabel\n" + "a fine film\t1\nnot good\t0\n" * 4 + "so so\tneutral\n"
+    files = _sst2_files(tmp_path, ["good\t1\n", "bad\t0\n"] * 8, eval_text=eval_text)
+    config = _config("sst2", tiny_model, *files)
+    config.task.labels = []  # the labels seen in training
+    match = r"dev\.tsv:10: label 'neutral' never occurs in the training file .*train\.tsv"
+    _fails_before_training(config, tmp_path / "w", match + r".*config\.task\.labels")
+    assert not (tmp_path / "w").exists()  # nothing left behind
