@@ -16,6 +16,7 @@ import pytest
 from bertjax.config import load_config
 from bertjax.interop import model_dir as checkpoint
 from bertjax.models.bert import BertConfig
+from bertjax.tasks import classification
 from bertjax.training.finetune import finetune, load_encoder, make_model
 from tests.conftest import REPO
 
@@ -525,3 +526,19 @@ def test_an_eval_label_training_never_saw_names_file_line_and_label(tiny_model, 
     match = r"dev\.tsv:10: label 'neutral' never occurs in the training file .*train\.tsv"
     _fails_before_training(config, tmp_path / "w", match + r".*config\.task\.labels")
     assert not (tmp_path / "w").exists()  # nothing left behind
+
+
+def test_a_folder_an_empty_file_and_a_headerless_file_are_named(tiny_model, tmp_path, caplog):
+    dev = _sst2_files(tmp_path, ["good\t1\n"])[1]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    config = _config("sst2", tiny_model, f"--config.task.train_file={folder}", dev)
+    _fails_before_training(config, tmp_path / "w", rf"train_file: {folder} is a folder, not a")
+    header_only = _write(tmp_path / "header.tsv", "sentence\tlabel\n")
+    config = _config("sst2", tiny_model, f"--config.task.train_file={header_only}", dev)
+    _fails_before_training(config, tmp_path / "w", r"header\.tsv holds no examples .it is empty")
+    # Columns by index and header=True: the first row is a header; the log says so.
+    rows = _write(tmp_path / "rows.tsv", "a fine film\t1\nnot good\t0\n")
+    examples = classification.read_text_classification(rows, text_a=0, label=1)
+    assert [e.label for e in examples] == ["0"]
+    assert "rows.tsv:1: the first row ['a fine film', '1'] is read as a header" in caplog.text

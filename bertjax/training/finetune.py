@@ -95,9 +95,15 @@ def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
     """Reads the train or eval examples of `config.task`, cut to `max_{split}_examples`."""
     module = tasks.task_module(task_cfg.kind)
     path = resolve_path(task_cfg[f"{split}_file"])
+    if path.is_dir():
+        raise ValueError(f"config.task.{split}_file: {path} is a folder, not a data file")
     if not path.is_file():
         raise FileNotFoundError(f"config.task.{split}_file: {path} does not exist")
     examples = module.read(task_cfg, path, split)
+    if not examples:
+        raise ValueError(
+            f"config.task.{split}_file: {path} holds no examples (it is empty or only a header)"
+        )
     limit = task_cfg[f"max_{split}_examples"]
     return examples[:limit] if limit > 0 else examples
 
