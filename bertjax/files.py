@@ -17,6 +17,9 @@ import tempfile
 
 log = logging.getLogger(__name__)
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 FULL = (errno.ENOSPC, errno.EDQUOT)
 EXIT_DISK_FULL = 5  # the command's exit status when the disk filled (rerun after freeing space)
 
@@ -63,6 +66,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = pathlib.Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make the file private
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

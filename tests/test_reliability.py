@@ -415,3 +415,9 @@ def test_the_divergence_message_says_when_no_checkpoint_exists():
         match=r"no checkpoint was saved before \(the rerun starts from the beginning\)",
     ):
         guard.check()
+
+
+def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
+    files.atomic_write_text(tmp_path / "config.json", "{}")
+    (tmp_path / "plain").write_text("{}")
+    assert (tmp_path / "config.json").stat().st_mode == (tmp_path / "plain").stat().st_mode
