@@ -542,3 +542,34 @@ def test_a_folder_an_empty_file_and_a_headerless_file_are_named(tiny_model, tmp_
     examples = classification.read_text_classification(rows, text_a=0, label=1)
     assert [e.label for e in examples] == ["0"]
     assert "rows.tsv:1: the first row ['a fine film', '1'] is read as a header" in caplog.text
+
+
+def test_a_damaged_model_directory_is_one_line_naming_the_file(tiny_model, tmp_path):
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_model, wrong)
+    document = json.loads((wrong / "config.json").read_text())
+    document["model"]["intermediate_size"] += 8
+    (wrong / "config.json").write_text(json.dumps(document))
+    match = r"wrong/config\.json does not match the parameters beside it: backbone.* has shape"
+    with pytest.raises(ValueError, match=match):
+        checkpoint.load_model_dir(wrong)
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_model, cut)
+    data = [p for p in (cut / checkpoint.PARAMS_DIR).rglob("*") if p.is_file()]
+    largest = max(data, key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 3])
+    with pytest.raises(ValueError, match=r"cut/params: the parameters cannot be read"):
+        checkpoint.load_model_dir(cut)
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_pickle_with_objects_is_refused_with_the_way_to_convert_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    from bertjax.interop.hf_files import read_hf_weights
+
+    torch.save({"w": torch.zeros(2), "object": _NotATensor()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: refused to load: .*safetensors"):
+        read_hf_weights(tmp_path)

@@ -5,6 +5,8 @@ import contextlib
 import errno
 import json
 import os
+import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -421,3 +423,53 @@ def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
     files.atomic_write_text(tmp_path / "config.json", "{}")
     (tmp_path / "plain").write_text("{}")
     assert (tmp_path / "config.json").stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def _data_dir(prepared):
+    return pathlib.Path(
+        next(a for a in prepared if a.startswith("--config.data.dir=")).split("=")[1]
+    )
+
+
+def test_damaged_shards_are_named_when_a_run_opens_them(prepared, tmp_path):
+    from bertjax.data.pretraining import PretrainingSource
+    from bertjax.data.shard_check import check_shards
+
+    size = int(next(a for a in prepared if "vocab_size" in a).split("=")[1])
+    copy = tmp_path / "data"
+    shutil.copytree(_data_dir(prepared), copy)
+    check_shards(PretrainingSource(copy, "train"), size)  # intact: passes
+    shard = copy / "train" / "input_ids-00000.npy"
+    ids = np.load(shard)
+    ids[3, 5] = size + 7
+    np.save(shard, ids)
+    with pytest.raises(
+        ValueError, match=rf"input_ids-00000\.npy: token id {size + 7} is not below"
+    ):
+        check_shards(PretrainingSource(copy, "train"), size)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"input_ids-00000\.npy: shard unreadable .*mmap length"):
+        check_shards(PretrainingSource(copy, "train"), size)
+    np.save(shard, ids[:-1] % size)
+    with pytest.raises(ValueError, match=r"input_ids-00000\.npy: \d+ rows, but .*metadata\.json"):
+        check_shards(PretrainingSource(copy, "train"), size)
+
+
+def test_an_interrupted_preparation_in_the_workdir_is_redone(prepared, tmp_path, caplog):
+    from bertjax.training.pretrain import prepare_data
+
+    vocab = next(a for a in prepared if a.startswith("--config.data.vocab="))
+    lines = [f"Cat {i} sat on the mat. Dog {i} ran.\nIt was late.\n\n" for i in range(40)]
+    (tmp_path / "corpus.txt").write_text("".join(lines))
+    config = load_config(
+        TEST_CONFIG,
+        [*prepared[:4], vocab, f"--config.data.corpus={tmp_path / 'corpus.txt'}"],
+    )
+    partial = tmp_path / "w" / "data" / "train"
+    partial.mkdir(parents=True)
+    (partial / "input_ids-00000.npy").write_bytes(b"\x93NUMPY torn")
+    with caplog.at_level("WARNING", logger="bertjax.training.pretrain"):
+        data_dir, _ = prepare_data(config, tmp_path / "w")
+    assert "holds an interrupted preparation (no metadata.json" in caplog.text
+    assert (data_dir / "metadata.json").is_file()
+    assert np.load(data_dir / "train" / "input_ids-00000.npy").shape[0] > 0

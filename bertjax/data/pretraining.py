@@ -64,6 +64,7 @@ import numpy as np
 
 from bertjax.data import entities as entities_lib
 from bertjax.data import tokenizer as tokenizer_lib
+from bertjax.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -856,7 +857,7 @@ def prepare(
         "entity_marker_ids": list(markers) if markers else None,
         "statistics": dataclasses.asdict(stats),
     }
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "metadata.json", json.dumps(metadata, indent=2) + "\n")
     _log_summary(metadata)
     return metadata
 

@@ -39,6 +39,7 @@ from bertjax.data.pretraining import (
     prepare,
     resolve_files,
 )
+from bertjax.data.shard_check import check_shards
 from bertjax.data.tokenizer import (
     load_tokenizer,
     read_options,
@@ -165,6 +166,7 @@ def prepare_data(
         raise FileNotFoundError(
             f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
         )
+    _clear_interrupted(data_dir)
     files = resolve_files([resolve_path(f) for f in corpus_files(config.data.corpus, workdir)])
     lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
     if vocab is None and config.data.vocab:
@@ -185,6 +187,19 @@ def prepare_data(
         entities=config.data.get("entities", ""),
     )
     return data_dir, vocab
+
+
+def _clear_interrupted(data_dir: pathlib.Path) -> None:
+    """Removes the workdir's `data/` left by an interrupted preparation (SIGKILL, Ctrl-C, a full
+    disk): `metadata.json` is written last, so a folder without it is incomplete; the same
+    command redoes it."""
+    if data_dir.is_dir() and any(data_dir.iterdir()):
+        log.warning(
+            "%s holds an interrupted preparation (no metadata.json, which is written last); "
+            "preparing the data again",
+            data_dir,
+        )
+        shutil.rmtree(data_dir)
 
 
 TOKENIZERS = ("wordpiece", "byte_bpe")
@@ -330,6 +345,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.
         options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = _sources(config, data_dir, vocab)
+    for source in (train_source, eval_source):
+        check_shards(getattr(source, "source", source), cfg.vocab_size)
     eval_batch_size(config, len(eval_source))  # the final evaluation must not fail after training
     if jax.process_index() == 0:
         model_dir.write_model_files(workdir, cfg, vocab, options)
