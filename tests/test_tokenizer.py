@@ -271,3 +271,15 @@ def test_model_directories_keep_the_hangul_option(tmp_path):
     convert_options = {"do_lower_case": True, "keep_hangul": True}  # as write_hf_files writes
     (hf_dir / "tokenizer_config.json").write_text(json.dumps(convert_options))
     _assert_syllables_kept(checkpoint.load_model_tokenizer(hf_dir), sentence)
+
+
+def test_invalid_utf8_and_empty_training_files_are_named(tmp_path, caplog):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"plain line\n" + "caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.txt:2:4: invalid UTF-8 in a tokenizer training"):
+        tokenizer_lib.train_wordpiece([bad], tmp_path / "a", vocab_size=60)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with caplog.at_level("WARNING", logger="bertjax.data.tokenizer"):
+        tokenizer_lib.train_wordpiece([empty], tmp_path / "b", vocab_size=60)
+    assert "hold no text: the vocabulary will hold only the special tokens" in caplog.text

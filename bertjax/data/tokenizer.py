@@ -39,6 +39,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from bertjax.data.entities import ENTITY_MARKERS
+from bertjax.files import invalid_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -251,8 +252,17 @@ def _alphabet(
     raw = collections.Counter()
     for path in files:
         with open(path, encoding="utf-8") as f:
-            while lines := f.readlines(1 << 20):  # about 1 MiB of whole lines at a time
-                raw.update(unicodedata.normalize("NFC", "".join(lines)))
+            try:
+                while lines := f.readlines(1 << 20):  # about 1 MiB of whole lines at a time
+                    raw.update(unicodedata.normalize("NFC", "".join(lines)))
+            except UnicodeDecodeError:
+                raise invalid_utf8(path, "a tokenizer training file") from None
+    if not raw:
+        logger.warning(
+            "the tokenizer training files %s hold no text: the vocabulary will hold only the "
+            "special tokens",
+            list(files),
+        )
     # BERT's split, whatever the tokenizer's: a character that continues a word there may
     # continue a morpheme too, and the analyzer is slow on one character at a time.
     normalize = tokenizer.normalizer.normalize_str

@@ -99,7 +99,10 @@ def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
         raise ValueError(f"config.task.{split}_file: {path} is a folder, not a data file")
     if not path.is_file():
         raise FileNotFoundError(f"config.task.{split}_file: {path} does not exist")
-    examples = module.read(task_cfg, path, split)
+    try:
+        examples = module.read(task_cfg, path, split)
+    except UnicodeDecodeError:
+        raise files.invalid_utf8(path, f"config.task.{split}_file") from None
     if not examples:
         raise ValueError(
             f"config.task.{split}_file: {path} holds no examples (it is empty or only a header)"
