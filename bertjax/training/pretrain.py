@@ -347,6 +347,11 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.
     train_source, eval_source = _sources(config, data_dir, vocab)
     for source in (train_source, eval_source):
         check_shards(getattr(source, "source", source), cfg.vocab_size)
+    if len(train_source) == 0:
+        raise ValueError(
+            f"{data_dir} holds no training instances: the corpus config.data.corpus="
+            f"{config.data.corpus!r} is empty or too short (no document of two sentences)"
+        )
     eval_batch_size(config, len(eval_source))  # the final evaluation must not fail after training
     if jax.process_index() == 0:
         model_dir.write_model_files(workdir, cfg, vocab, options)
