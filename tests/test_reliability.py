@@ -473,3 +473,12 @@ def test_an_interrupted_preparation_in_the_workdir_is_redone(prepared, tmp_path,
     assert "holds an interrupted preparation (no metadata.json" in caplog.text
     assert (data_dir / "metadata.json").is_file()
     assert np.load(data_dir / "train" / "input_ids-00000.npy").shape[0] > 0
+
+
+def test_an_empty_corpus_is_named_as_such(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    config = load_config(TEST_CONFIG, [f"--config.data.corpus={tmp_path / 'empty.txt'}"])
+    with pytest.raises(
+        ValueError, match=r"no training instances: the corpus .*empty\.txt' is empty"
+    ):
+        setup(config, tmp_path / "w")
