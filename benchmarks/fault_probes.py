@@ -71,9 +71,21 @@ def wait_for(condition, process, timeout=300):
         time.sleep(0.05)
 
 
-def last_line(stderr: str) -> str:
-    lines = [line.split("\r")[-1] for line in stderr.strip().splitlines() if line.strip()]
-    return lines[-1][:160] if lines else ""
+KEYS = ("taking over", "torn", "unreadable", "interrupted preparation", "hold no text")
+
+
+def last_line(stderr: str, code: int | None = None) -> str:
+    """What the run said: its `bertjax CMD:` line, else its telling warning, else how it ended."""
+    lines = [line.split("\r")[-1].strip() for line in stderr.splitlines()]
+    said = [line for line in lines if line.startswith("bertjax ")]
+    warned = [line for line in lines if line.startswith("WARNING") and any(k in line for k in KEYS)]
+    if said:
+        return said[-1][:220]
+    if warned:
+        return warned[-1][:220]
+    if code == -signal.SIGKILL:
+        return "(killed: no message)"
+    return "(finished, no message)" if code == 0 else (lines[-1][:220] if lines else "")
 
 
 class Probes:
@@ -94,7 +106,10 @@ class Probes:
         code = (
             first.returncode if rerun is None else f"{first.returncode}, rerun {rerun.returncode}"
         )
-        self.rows.append((name, last_line(first.stderr), code, exact, lost, traceback))
+        what = last_line(first.stderr, first.returncode)
+        if rerun is not None and rerun is not first:
+            what += "; rerun: " + last_line(rerun.stderr, rerun.returncode)
+        self.rows.append((name, what, code, exact, lost, traceback))
         print(self.rows[-1], flush=True)
 
     def interrupted(self, name, signum, *, after=4, damage=None):
@@ -139,7 +154,7 @@ def lock_probes(p: Probes) -> None:
     p.rows.append(
         (
             "second run on a workdir in use",
-            last_line(second.stderr),
+            last_line(second.stderr, second.returncode),
             f"{second.returncode} (first run {first.returncode})",
             "n/a",
             "no" if losses(workdir) == p.expected else "yes",
@@ -269,7 +284,9 @@ def bad_input_probes(p: Probes) -> None:
         left = [
             w for w in ("w1", "w2", "w3") if (bad / w).exists() and not any((bad / w).iterdir())
         ]
-        summary = last_line(done.stderr) + (f" [empty {left} left]" if left else "")
+        summary = last_line(done.stderr, done.returncode) + (
+            f" [empty {left} left]" if left else ""
+        )
         p.rows.append((name, summary, done.returncode, "n/a", "n/a", "Traceback" in done.stderr))
         print(p.rows[-1], flush=True)
     shard_probes(p)
@@ -312,6 +329,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     p = Probes(root)
+    bad_input_probes(p)
     p.interrupted("SIGKILL mid-run", signal.SIGKILL)
     p.interrupted("SIGTERM mid-run", signal.SIGTERM)
     p.interrupted("torn last line of metrics.jsonl", signal.SIGKILL, damage=torn_line)
@@ -320,7 +338,6 @@ def main() -> None:
     lock_probes(p)
     blocked_folder(p)
     disk_full_probes(p)
-    bad_input_probes(p)
     print(f"\n{len(p.rows)} probes in {time.time() - started:.0f} s\n")
     print(
         "| probe | what it does now (last line) | exit | resumes exactly | lost anything | traceback |"
