@@ -300,7 +300,7 @@ def shard_probes(p: Probes) -> None:
     ):
         copy = p.root / f"data_{damage}"
         shutil.copytree(data_dir, copy)
-        shard = max(copy.glob("train*"), key=lambda x: x.stat().st_size)
+        shard = copy / "train" / "input_ids-00000.npy"
         raw = bytearray(shard.read_bytes())
         if damage == "truncate":
             raw = raw[: len(raw) // 2]
