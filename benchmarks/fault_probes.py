@@ -71,7 +71,7 @@ def wait_for(condition, process, timeout=300):
         time.sleep(0.05)
 
 
-KEYS = ("taking over", "torn", "unreadable", "interrupted preparation", "hold no text")
+KEYS = ("taking over", "dropped a torn", "is unreadable", "interrupted preparation", "hold no text")
 
 
 def last_line(stderr: str, code: int | None = None) -> str:
@@ -115,7 +115,8 @@ class Probes:
     def interrupted(self, name, signum, *, after=4, damage=None):
         workdir = self.root / name.replace(" ", "_")
         process = pretrain(workdir, self.data, wait=False)
-        wait_for(lambda: max(losses(workdir), default=0) >= after, process)
+        saved = workdir / "checkpoints" / str(after)  # complete: renamed from its temp folder
+        wait_for(lambda: saved.is_dir() and max(losses(workdir), default=0) > after, process)
         process.send_signal(signum)
         _, stderr = process.communicate()
         first = subprocess.CompletedProcess([], process.returncode, "", stderr)
@@ -332,7 +333,7 @@ def main() -> None:
     bad_input_probes(p)
     p.interrupted("SIGKILL mid-run", signal.SIGKILL)
     p.interrupted("SIGTERM mid-run", signal.SIGTERM)
-    p.interrupted("torn last line of metrics.jsonl", signal.SIGKILL, damage=torn_line)
+    p.interrupted("cut last line of metrics.jsonl", signal.SIGKILL, damage=torn_line)
     p.interrupted("truncated latest checkpoint", signal.SIGKILL, damage=truncate_latest_checkpoint)
     p.interrupted("bit-flipped latest checkpoint", signal.SIGKILL, damage=flip_latest_checkpoint)
     lock_probes(p)
