@@ -77,7 +77,7 @@ KEYS = ("taking over", "dropped a torn", "is unreadable", "interrupted preparati
 def last_line(stderr: str, code: int | None = None) -> str:
     """What the run said: its `bertjax CMD:` line, else its telling warning, else how it ended."""
     lines = [line.split("\r")[-1].strip() for line in stderr.splitlines()]
-    said = [line for line in lines if line.startswith("bertjax ")]
+    said = [line[line.index("bertjax ") :] for line in lines if "bertjax " in line]
     warned = [line for line in lines if any(k in line for k in KEYS)]
     if said:
         return said[-1][:220]
