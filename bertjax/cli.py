@@ -12,7 +12,7 @@ import os
 import pathlib
 import sys
 
-from bertjax import __version__
+from bertjax import __version__, files
 
 # name -> (module, one-line help). Modules are imported lazily so `bertjax --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (config field, file, line): one clear line, no traceback.
         print(f"bertjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        full = files.as_disk_full(err)  # one line saying what filled and where, no cascade
+        if full is None:
+            raise
+        print(f"bertjax {args.command}: stopped: {full}", file=sys.stderr)
+        return files.EXIT_DISK_FULL
     except RuntimeError as err:
         # Training stopped on purpose (bertjax.training.trainer.TrainingStopped): divergence 3,
         # preemption 143 (SIGTERM, checkpoint saved: rerun to resume); the watchdog exits with 4.

@@ -16,6 +16,7 @@ import pytest
 from bertjax.config import load_config
 from bertjax.interop import model_dir as checkpoint
 from bertjax.models.bert import BertConfig
+from bertjax.tasks import classification
 from bertjax.training.finetune import finetune, load_encoder, make_model
 from tests.conftest import REPO
 
@@ -515,3 +516,70 @@ def test_float16_training_and_too_long_max_len_fail_before_training(tiny_model, 
     assert not (tmp_path / "w").exists()
     config = _config("sst2", tiny_model, "--config.task.max_len=256")
     _fails_before_training(config, tmp_path / "w2", r"config\.task\.max_len=256 exceeds")
+
+
+def test_an_eval_label_training_never_saw_names_file_line_and_label(tiny_model, tmp_path):
+    eval_text = "sentence\tlabel\n" + "a fine film\t1\nnot good\t0\n" * 4 + "so so\tneutral\n"
+    files = _sst2_files(tmp_path, ["good\t1\n", "bad\t0\n"] * 8, eval_text=eval_text)
+    config = _config("sst2", tiny_model, *files)
+    config.task.labels = []  # the labels seen in training
+    match = r"dev\.tsv:10: label 'neutral' never occurs in the training file .*train\.tsv"
+    _fails_before_training(config, tmp_path / "w", match + r".*config\.task\.labels")
+    assert not (tmp_path / "w").exists()  # nothing left behind
+
+
+def test_a_folder_an_empty_file_and_a_headerless_file_are_named(tiny_model, tmp_path, caplog):
+    dev = _sst2_files(tmp_path, ["good\t1\n"])[1]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    config = _config("sst2", tiny_model, f"--config.task.train_file={folder}", dev)
+    _fails_before_training(config, tmp_path / "w", rf"train_file: {folder} is a folder, not a")
+    header_only = _write(tmp_path / "header.tsv", "sentence\tlabel\n")
+    config = _config("sst2", tiny_model, f"--config.task.train_file={header_only}", dev)
+    _fails_before_training(config, tmp_path / "w", r"header\.tsv holds no examples .it is empty")
+    # Columns by index and header=True: the first row is a header; the log says so.
+    rows = _write(tmp_path / "rows.tsv", "a fine film\t1\nnot good\t0\n")
+    examples = classification.read_text_classification(rows, text_a=0, label=1)
+    assert [e.label for e in examples] == ["0"]
+    assert "rows.tsv:1: the first row ['a fine film', '1'] is read as a header" in caplog.text
+
+
+def test_a_damaged_model_directory_is_one_line_naming_the_file(tiny_model, tmp_path):
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_model, wrong)
+    document = json.loads((wrong / "config.json").read_text())
+    document["model"]["intermediate_size"] += 8
+    (wrong / "config.json").write_text(json.dumps(document))
+    match = r"wrong/config\.json does not match the parameters beside it: backbone.* has shape"
+    with pytest.raises(ValueError, match=match):
+        checkpoint.load_model_dir(wrong)
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_model, cut)
+    data = [p for p in (cut / checkpoint.PARAMS_DIR).rglob("*") if p.is_file()]
+    largest = max(data, key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 3])
+    with pytest.raises(ValueError, match=r"cut/params: the parameters cannot be read"):
+        checkpoint.load_model_dir(cut)
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_pickle_with_objects_is_refused_with_the_way_to_convert_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    from bertjax.interop.hf_files import read_hf_weights
+
+    torch.save({"w": torch.zeros(2), "object": _NotATensor()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin: refused to load: .*safetensors"):
+        read_hf_weights(tmp_path)
+
+
+def test_invalid_utf8_in_a_task_file_names_file_line_and_column(tiny_model, tmp_path):
+    train = tmp_path / "latin1.tsv"
+    train.write_bytes(b"sentence\tlabel\ngood\t1\n" + "caf\xe9\t0\n".encode("latin-1"))
+    dev = _sst2_files(tmp_path, ["good\t1\n"])[1]
+    config = _config("sst2", tiny_model, f"--config.task.train_file={train}", dev)
+    _fails_before_training(
+        config, tmp_path / "w", r"latin1\.tsv:3:4: invalid UTF-8 in config\.task"
+    )

@@ -1,20 +1,29 @@
 """Reliability of the one trainer: divergence guard, unreadable checkpoints, SIGTERM, watchdog,
 config checks before data work, float16 refused for training."""
 
+import contextlib
+import errno
 import json
 import os
+import pathlib
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import jax
 import numpy as np
 import pytest
 
+from bertjax import files
 from bertjax.cli import main
 from bertjax.config import load_config
 from bertjax.training import checkpoints, trainer
+from bertjax.training import pretrain as pretrain_module
+from bertjax.training import workdir as lock
 from bertjax.training.pretrain import BUILTIN_CORPUS, pretrain, setup
 from tests.conftest import REPO
 
@@ -59,6 +68,7 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(prepared
     assert not (tmp_path / "model").exists()
     # No checkpoint of a skipped step; the newest one restores with finite parameters.
     saved = _steps(tmp_path)
+    assert f"the checkpoint of step {saved[-1]} holds the last good parameters" in err
     assert saved and not set(saved) & set(skipped) and saved[-1] < skipped[-1]
     config = _config(prepared, "--config.optim.learning_rate=1e4")
     job = setup(config, tmp_path)
@@ -246,3 +256,233 @@ def test_an_eval_split_smaller_than_the_devices_stops_the_job_before_any_step(tm
     with pytest.raises(ValueError, match=r"eval split has [1-7] instances, fewer than the 8"):
         pretrain(config, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------ issue 27, second round
+
+
+def _lock(workdir, **owner):
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / lock.LOCK_NAME
+    path.write_text(json.dumps({"started": time.time(), **owner}))
+    return path
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_naming_the_other(tmp_path, capsys):
+    args = ["pretrain", "--config", str(TEST_CONFIG), *CORPUS]
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _lock(tmp_path / "a", host=socket.gethostname(), pid=sleeper.pid)
+        started = time.time()
+        assert main([*args, "--workdir", str(tmp_path / "a")]) == 2
+        assert time.time() - started < 10
+        err = capsys.readouterr().err
+        assert f"is in use by another bertjax run (pid {sleeper.pid} on " in err
+        assert not (tmp_path / "a" / "corpus").exists()  # refused before any data work
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # A lock on another host (a shared filesystem) holds while its heartbeat is fresh.
+    _lock(tmp_path / "b", host="elsewhere", pid=1)
+    assert main([*args, "--workdir", str(tmp_path / "b")]) == 2
+    assert "(pid 1 on elsewhere, started" in capsys.readouterr().err
+
+
+def test_stale_locks_are_taken_over_and_released_at_close(tmp_path, caplog, monkeypatch):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = _lock(tmp_path / "a", host=socket.gethostname(), pid=dead.pid)
+    with caplog.at_level("WARNING", logger="bertjax.training.workdir"):
+        lock.claim(tmp_path / "a")
+    assert f"taking over the stale lock {path}" in caplog.text
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    lock.claim(tmp_path / "a")  # the same process again: no-op
+    lock.release(tmp_path / "a")
+    assert not path.exists()
+    # Another host's lock whose heartbeat stopped longer ago than STALE_SECONDS.
+    path = _lock(tmp_path / "b", host="elsewhere", pid=1)
+    old = time.time() - lock.STALE_SECONDS - 5
+    os.utime(path, (old, old))
+    lock.claim(tmp_path / "b")
+    assert json.loads(path.read_text())["host"] == socket.gethostname()
+    # The heartbeat keeps the owner's lock fresh.
+    monkeypatch.setattr(lock, "HEARTBEAT_SECONDS", 0.05)
+    lock.release(tmp_path / "b")
+    lock.claim(tmp_path / "b")
+    os.utime(path, (old, old))
+    time.sleep(0.5)
+    assert time.time() - path.stat().st_mtime < 5
+    lock.release(tmp_path / "b")
+
+
+def test_a_config_error_leaves_no_workdir_and_no_lock(tmp_path):
+    config = load_config(TEST_CONFIG, [*CORPUS, "--config.train.global_batch_size=0"])
+    with pytest.raises(ValueError, match="global_batch_size=0"):
+        setup(config, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    with pytest.raises(ValueError, match="global_batch_size=0"):
+        setup(config, tmp_path / "old")
+    assert (tmp_path / "old").is_dir() and not any((tmp_path / "old").iterdir())
+
+
+def test_files_are_replaced_whole_and_a_torn_last_line_is_dropped(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.5}\n{"step": 2, "lo')
+    with caplog.at_level("WARNING", logger="bertjax.files"):
+        assert files.read_jsonl(path) == [{"step": 1, "loss": 2.5}]
+    assert f"{path}:2: dropped a torn last line" in caplog.text
+    path.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2: not a JSON record"):
+        files.read_jsonl(path)
+    # A write that fails half-way (here: the disk fills) leaves the old content and no temp file.
+    target = tmp_path / "final_metrics.json"
+    target.write_text("old")
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with mock.patch("os.fdopen", return_value=contextlib.nullcontext(Full())):
+        with pytest.raises(files.DiskFull, match=r"writing final_metrics.json to .* rerun the"):
+            files.atomic_write_text(target, "new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "final_metrics.json",
+        "metrics.jsonl",
+    ]
+
+
+class _Sabotage:
+    """pretrain's evaluate hook, doing `action()` before the evaluation of step `at`."""
+
+    def __init__(self, at, action):
+        self.at, self.action, self.evaluate = at, action, pretrain_module.evaluate
+
+    def __call__(self, job, params=None):
+        if int(job.state.step) == self.at:
+            self.action(job)
+        return self.evaluate(job, params)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_at_its_step_in_one_line(
+    prepared, tmp_path, monkeypatch, capsys
+):
+    """Step 2 is saved; before step 4's save the checkpoints folder becomes a file (root
+    ignores read-only modes): the run stops at step 4 in one line naming the folder and the
+    cause, within seconds, and checkpoint 2 stays."""
+    ckpts = tmp_path / "checkpoints"
+
+    def block(job):
+        ckpts.rename(tmp_path / "moved")
+        ckpts.write_text("")
+        block.at = time.time()
+
+    steps = ["--config.train.num_steps=4", "--config.train.eval_every=2"]
+    steps += ["--config.checkpoint.every_steps=2", "--config.train.log_every=2"]
+    args = ["pretrain", "--config", str(TEST_CONFIG), "--workdir", str(tmp_path), *prepared]
+    monkeypatch.setattr(pretrain_module, "evaluate", _Sabotage(4, block))
+    assert main([*args, *QUIET, *steps]) == checkpoints.EXIT_SAVE_FAILED
+    assert time.time() - block.at < 30
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "bertjax pretrain: " in line]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert f"cannot save the checkpoint of step 4 in {ckpts} (NotADirectoryError" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == ["2"]
+
+
+def test_a_full_disk_in_a_checkpoint_save_is_one_line_keeping_the_good_ones(tmp_path):
+    config = load_config(TEST_CONFIG, ["--config.checkpoint.async_save=False"])
+    manager = checkpoints.checkpoint_manager(tmp_path, config.checkpoint)
+    state = {"w": np.arange(4.0)}
+    checkpoints.save_train_state(manager, 2, state, 8)
+    save = checkpoints.ocp.CheckpointManager.save
+
+    def full(self, step, *args, **kwargs):  # tensorstore's error, wrapped by orbax
+        raise ValueError("Error writing local file: [errno 28] No space left on device")
+
+    with mock.patch.object(checkpoints.ocp.CheckpointManager, "save", full):
+        with pytest.raises(checkpoints.SaveFailed) as failed:
+            checkpoints.save_train_state(manager, 4, state, 8)
+    assert failed.value.exit_code == files.EXIT_DISK_FULL
+    message = str(failed.value)
+    assert message.startswith("the checkpoint of step 4: the disk is full (Error writing")
+    assert "rerun the same command: it resumes" in message
+    assert f"the checkpoints of steps [2] are kept in {tmp_path})" in message
+    assert save is checkpoints.ocp.CheckpointManager.save and manager.all_steps() == [2]
+    manager.close()
+
+
+def test_the_divergence_message_says_when_no_checkpoint_exists():
+    guard = trainer.BadStepGuard(2, lambda: None)
+    guard.add(1, np.bool_(True))
+    guard.add(2, np.bool_(True))
+    with pytest.raises(
+        trainer.Diverged,
+        match=r"no checkpoint was saved before \(the rerun starts from the beginning\)",
+    ):
+        guard.check()
+
+
+def test_atomic_writes_keep_the_usual_file_mode(tmp_path):
+    files.atomic_write_text(tmp_path / "config.json", "{}")
+    (tmp_path / "plain").write_text("{}")
+    assert (tmp_path / "config.json").stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def _data_dir(prepared):
+    return pathlib.Path(
+        next(a for a in prepared if a.startswith("--config.data.dir=")).split("=")[1]
+    )
+
+
+def test_damaged_shards_are_named_when_a_run_opens_them(prepared, tmp_path):
+    from bertjax.data.shard_check import check_shards
+    from bertjax.data.source import PretrainingSource
+
+    size = int(next(a for a in prepared if "vocab_size" in a).split("=")[1])
+    copy = tmp_path / "data"
+    shutil.copytree(_data_dir(prepared), copy)
+    check_shards(PretrainingSource(copy, "train"), size)  # intact: passes
+    shard = copy / "train" / "input_ids-00000.npy"
+    ids = np.load(shard)
+    ids[3, 5] = size + 7
+    np.save(shard, ids)
+    with pytest.raises(
+        ValueError, match=rf"input_ids-00000\.npy: token id {size + 7} is not below"
+    ):
+        check_shards(PretrainingSource(copy, "train"), size)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"input_ids-00000\.npy: shard unreadable .*mmap length"):
+        check_shards(PretrainingSource(copy, "train"), size)
+    np.save(shard, ids[:-1] % size)
+    with pytest.raises(ValueError, match=r"input_ids-00000\.npy: \d+ rows, but .*metadata\.json"):
+        check_shards(PretrainingSource(copy, "train"), size)
+
+
+def test_an_interrupted_preparation_in_the_workdir_is_redone(prepared, tmp_path, caplog):
+    from bertjax.training.pretrain import prepare_data
+
+    vocab = next(a for a in prepared if a.startswith("--config.data.vocab="))
+    lines = [f"Cat {i} sat on the mat. Dog {i} ran.\nIt was late.\n\n" for i in range(40)]
+    (tmp_path / "corpus.txt").write_text("".join(lines))
+    config = load_config(
+        TEST_CONFIG,
+        [*prepared[:4], vocab, f"--config.data.corpus={tmp_path / 'corpus.txt'}"],
+    )
+    partial = tmp_path / "w" / "data" / "train"
+    partial.mkdir(parents=True)
+    (partial / "input_ids-00000.npy").write_bytes(b"\x93NUMPY torn")
+    with caplog.at_level("WARNING", logger="bertjax.training.pretrain"):
+        data_dir, _ = prepare_data(config, tmp_path / "w")
+    assert "holds an interrupted preparation (no metadata.json" in caplog.text
+    assert (data_dir / "metadata.json").is_file()
+    assert np.load(data_dir / "train" / "input_ids-00000.npy").shape[0] > 0
+
+
+def test_an_empty_corpus_is_named_as_such(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    config = load_config(TEST_CONFIG, [f"--config.data.corpus={tmp_path / 'empty.txt'}"])
+    with pytest.raises(
+        ValueError, match=r"no training instances: the corpus .*empty\.txt' is empty"
+    ):
+        setup(config, tmp_path / "w")

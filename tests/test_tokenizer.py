@@ -271,3 +271,31 @@ def test_model_directories_keep_the_hangul_option(tmp_path):
     convert_options = {"do_lower_case": True, "keep_hangul": True}  # as write_hf_files writes
     (hf_dir / "tokenizer_config.json").write_text(json.dumps(convert_options))
     _assert_syllables_kept(checkpoint.load_model_tokenizer(hf_dir), sentence)
+
+
+def test_invalid_utf8_and_empty_training_files_are_named(tmp_path, caplog):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"plain line\n" + "caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.txt:2:4: invalid UTF-8 in a tokenizer training"):
+        tokenizer_lib.train_wordpiece([bad], tmp_path / "a", vocab_size=60)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with caplog.at_level("WARNING", logger="bertjax.data.tokenizer"):
+        tokenizer_lib.train_wordpiece([empty], tmp_path / "b", vocab_size=60)
+    assert "hold no text: the vocabulary will hold only the special tokens" in caplog.text
+
+
+def test_a_long_line_reaches_the_trainer_in_pieces(tmp_path, monkeypatch):
+    monkeypatch.setattr(tokenizer_lib, "MAX_PIECE_CHARS", 64)
+    words = [f"w{i % 37:03d}abc" for i in range(4000)]  # 7 characters + a space: 8 per piece
+    one_line = tmp_path / "one.txt"
+    one_line.write_text(" ".join(words) + " ")
+    pieces = list(tokenizer_lib.line_pieces([one_line]))
+    assert max(map(len, pieces)) == 64 and "".join(pieces) == one_line.read_text()
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(pieces[i] + "\n" for i in range(len(pieces))))
+    vocabs = [
+        tokenizer_lib.train_wordpiece([f], tmp_path / f.stem, vocab_size=80).read_text()
+        for f in (one_line, lines)
+    ]
+    assert vocabs[0] == vocabs[1]

@@ -43,6 +43,7 @@ from bertjax.data.text import (
     iter_documents,
     resolve_files,
 )
+from bertjax.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ def prepare(
         "entity_marker_ids": list(markers) if markers else None,
         "statistics": dataclasses.asdict(stats),
     }
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "metadata.json", json.dumps(metadata, indent=2) + "\n")
     _log_summary(metadata)
     return metadata
 

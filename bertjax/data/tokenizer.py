@@ -34,13 +34,14 @@ import json
 import logging
 import pathlib
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from bertjax.data import tokenizer_kinds
 from bertjax.data.entities import ENTITY_MARKERS
+from bertjax.files import invalid_utf8
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def train_wordpiece(
         continuing_subword_prefix=CONTINUATION_PREFIX,
         show_progress=False,
     )
-    tokenizer.train(files, trainer)
+    tokenizer.train_from_iterator(line_pieces(files), trainer)
     vocab = tokenizer.get_vocab()
     group = dict.fromkeys([*SPECIAL_TOKENS.values(), *markers], 0)
     group |= dict.fromkeys(alphabet, 1) | dict.fromkeys(continuations, 2)
@@ -237,6 +238,19 @@ def read_options(folder: str | pathlib.Path) -> dict:
     return {ours: document[theirs] for theirs, ours in names.items() if theirs in document}
 
 
+MAX_PIECE_CHARS = 1 << 20  # longer lines are cut into pieces of this many characters
+
+
+def line_pieces(files: Sequence[str]) -> Iterator[str]:
+    """The lines of `files`, a line longer than `MAX_PIECE_CHARS` cut into pieces of that size,
+    as data preparation cuts them: the tokenizer trainer holds one piece at a time, not a whole
+    50 MB line (4 GB of memory for one such line, 52 MB when it is split)."""
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            while piece := f.readline(MAX_PIECE_CHARS):
+                yield piece
+
+
 def _alphabet(
     files: Sequence[str], tokenizer: tokenizers.Tokenizer, limit: int | None
 ) -> tuple[list[str], list[str]]:
@@ -253,8 +267,17 @@ def _alphabet(
     raw = collections.Counter()
     for path in files:
         with open(path, encoding="utf-8") as f:
-            while lines := f.readlines(1 << 20):  # about 1 MiB of whole lines at a time
-                raw.update(unicodedata.normalize("NFC", "".join(lines)))
+            try:
+                while lines := f.readlines(1 << 20):  # about 1 MiB of whole lines at a time
+                    raw.update(unicodedata.normalize("NFC", "".join(lines)))
+            except UnicodeDecodeError:
+                raise invalid_utf8(path, "a tokenizer training file") from None
+    if not raw:
+        logger.warning(
+            "the tokenizer training files %s hold no text: the vocabulary will hold only the "
+            "special tokens",
+            list(files),
+        )
     # BERT's split, whatever the tokenizer's: a character that continues a word there may
     # continue a morpheme too, and the analyzer is slow on one character at a time.
     normalize = tokenizer.normalizer.normalize_str

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import pickle
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,17 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
             f"reading {path} needs torch: install the interop extra "
             "(pip install 'bertjax[interop]') or provide model.safetensors instead"
         ) from e
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path}: refused to load: this pickle holds more than plain tensors (objects that "
+            "could run code when unpickled). Convert it to safetensors where you trust it, e.g. "
+            "transformers' `save_pretrained(out, safe_serialization=True)`, and use "
+            "model.safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
     out = {}
     for key, tensor in state.items():
         if tensor.dtype == torch.bfloat16:

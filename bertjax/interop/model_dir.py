@@ -39,6 +39,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tokenizers
 
+from bertjax import files
 from bertjax.data.tokenizer import (
     BPE_VOCAB_NAME,
     load_tokenizer,
@@ -317,13 +318,41 @@ def load_model_dir(path: str | pathlib.Path) -> tuple[Any, Params]:
         raise FileNotFoundError(f"bertjax model directory {path} has no weights ({PARAMS_DIR}/)")
     checkpointer = ocp.StandardCheckpointer()
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-        checkpointer.metadata(params_dir).item_metadata.tree,
-    )
-    params = checkpointer.restore(params_dir, abstract)
-    checkpointer.close()
-    return config, upgrade_params(params)
+    try:
+        abstract = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+            checkpointer.metadata(params_dir).item_metadata.tree,
+        )
+        params = checkpointer.restore(params_dir, abstract)
+    except Exception as err:  # noqa: BLE001 - tensorstore and orbax errors of a damaged file
+        cause = (str(err).splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{params_dir}: the parameters cannot be read ({type(err).__name__}: {cause}); the "
+            "model directory is damaged or incomplete: save or copy it again"
+        ) from None
+    finally:
+        checkpointer.close()
+    params = upgrade_params(params)
+    check_params_fit(config, params, path / MODEL_CONFIG_NAME)
+    return config, params
+
+
+def check_params_fit(config: Any, params: Params, config_file: pathlib.Path) -> None:
+    """Raises naming `config_file` and the first parameter whose shape its config does not
+    give (a config.json that belongs to another model)."""
+    family = family_of(config)
+    shapes = jax.eval_shape(
+        Model(family, config, ()).init, jax.random.key(0), example_inputs(family)
+    )["params"]["backbone"]
+    expected = dict(jax.tree_util.tree_flatten_with_path(nn.meta.unbox(shapes))[0])
+    for key, leaf in jax.tree_util.tree_flatten_with_path(params.get("backbone", {}))[0]:
+        want = expected.get(key)
+        if want is not None and tuple(want.shape) != tuple(np.shape(leaf)):
+            raise ValueError(
+                f"{config_file} does not match the parameters beside it: backbone"
+                f"{jax.tree_util.keystr(key)} has shape {tuple(np.shape(leaf))}, the config "
+                f"gives {tuple(want.shape)}"
+            )
 
 
 def hf_family(path: str | pathlib.Path):
@@ -572,7 +601,7 @@ def tokenizer_options(model_dir: str | pathlib.Path) -> dict[str, Any]:
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    files.atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _read_json(path: pathlib.Path, *, missing_ok: bool = False) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -36,6 +37,8 @@ from bertjax.tasks.common import (
 )
 
 _FORMATS = ("tsv", "csv", "jsonl")
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +146,7 @@ def _read_delimited(
         if header:
             names = next(reader, [])
             n_columns = len(names)
+            _warn_unnamed_header(path, names, (text_a, text_b, label), skip_rows)
             if label_optional and isinstance(label, str) and label not in names:
                 label = None
         columns = [_column_index(c, names, path) for c in (text_a, text_b, label)]
@@ -162,6 +166,19 @@ def _read_delimited(
     return examples
 
 
+def _warn_unnamed_header(path, names, columns, skip_rows) -> None:
+    """Says so when the first row is taken as a header although every column is given by index
+    (a file without a header loses its first example this way)."""
+    if names and all(c is None or isinstance(c, int) for c in columns):
+        log.warning(
+            "%s:%d: the first row %s is read as a header and skipped (config.task.header=True); "
+            "if it is data, set config.task.header=False",
+            path,
+            skip_rows + 1,
+            names,
+        )
+
+
 def _column_index(column, names, path) -> int | None:
     """A column given by header name or 0-based index, as an index."""
     if column is None or isinstance(column, int):
@@ -169,7 +186,10 @@ def _column_index(column, names, path) -> int | None:
     if names is None:
         raise ValueError(f"{path}: column {column!r} given by name but header=False")
     if column not in names:
-        raise ValueError(f"{path}: no column {column!r}; the header has {names}")
+        raise ValueError(
+            f"{path}: no column {column!r}; the header has {names} (a file without a header: "
+            "set config.task.header=False and give the columns by index)"
+        )
     return names.index(column)
 
 

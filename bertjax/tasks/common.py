@@ -107,6 +107,19 @@ def build_label_map(examples: Sequence, labels: Sequence[str] | None = None) -> 
     return {name: i for i, name in enumerate(sorted(seen))}
 
 
+def check_eval_labels(eval_examples: Sequence, label_map: Mapping[str, int], train_file) -> None:
+    """Raises naming the file, line and label of the first evaluation label that training never
+    saw (it would become a class the head never learns, and F1/MCC would vanish)."""
+    for example in eval_examples:
+        for value in _labels_of(example):
+            if value not in label_map:
+                raise ValueError(
+                    f"{example.source}: label {value!r} never occurs in the training file "
+                    f"{train_file} (its labels: {list(label_map)}); fix the label, or list every "
+                    "label in config.task.labels to evaluate it anyway"
+                )
+
+
 def _labels_of(example) -> tuple[str, ...]:
     if hasattr(example, "tags"):
         return tuple(example.tags)

@@ -17,13 +17,21 @@ A checkpoint that cannot be read (a truncated or lost file) is renamed `<step>.u
 on disk, out of orbax's listing, so keep-last deletion can never count it against a good one) and
 the next older one is restored, with a warning; none readable is an error naming the folder.
 
+A checkpoint that cannot be written (a read-only, missing or full folder) stops the run at that
+step with `SaveFailed`, one line naming the folder and the cause: each save first writes a small
+probe file (a few KiB, fsynced), errors of orbax's background writer are checked after every step
+(`check_saves`), and the good checkpoints stay. There is no retry: a folder that refuses a write
+rarely accepts the next one, and rerunning the same command resumes.
+
 Checkpoints written before the model registry (parameters under `bert`, `mlm_head`, ...) hold the
 same leaves in the same order; `restore_train_state` maps them onto the new tree by position.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +40,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from bertjax import files
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +80,72 @@ def checkpoint_manager(
     )
 
 
+EXIT_SAVE_FAILED = 6  # a checkpoint could not be written; the good ones are kept
+_pending: dict[int, int] = {}  # id(manager) -> the step of the save in flight
+
+
+class SaveFailed(RuntimeError):
+    """A checkpoint could not be written: the run stops at that step (exit status `exit_code`:
+    `EXIT_SAVE_FAILED`, or `files.EXIT_DISK_FULL` when the disk is full)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _save_failed(manager: ocp.CheckpointManager, step: int | None, err: BaseException):
+    """`err` while saving `step` as one line naming the folder, the cause and what is kept."""
+    directory = pathlib.Path(manager.directory)
+    kept = [s for s in _listed_steps(directory) if s != step]
+    keeps = f"the checkpoints of steps {kept} are kept" if kept else "no checkpoint was kept"
+    which = "a checkpoint" if step is None else f"the checkpoint of step {step}"
+    full = files.as_disk_full(err)
+    if full is not None:
+        return SaveFailed(f"{which}: {full} ({keeps} in {directory})", files.EXIT_DISK_FULL)
+    cause = (str(err).splitlines() or [""])[0][:300]
+    return SaveFailed(
+        f"cannot save {which} in {directory} ({type(err).__name__}: {cause}); stopped there, "
+        f"{keeps}: make the folder writable and rerun the same command to resume",
+        EXIT_SAVE_FAILED,
+    )
+
+
+def _listed_steps(directory: pathlib.Path) -> list[int]:
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def _probe(directory: pathlib.Path, step: int) -> None:
+    """Writes, fsyncs and removes a small file in `directory`: a read-only, missing or full
+    folder fails here at once, not in orbax's background writer."""
+    probe = directory / f".bertjax-probe-{step}"
+    try:
+        with probe.open("wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+def check_saves(manager: ocp.CheckpointManager) -> None:
+    """Raises `SaveFailed` when a background (async) save has failed; cheap, called every step."""
+    try:
+        manager.check_for_errors()
+    except Exception as err:  # noqa: BLE001 - orbax re-raises the writer's error
+        raise _save_failed(manager, _pending.get(id(manager)), err) from err
+
+
+def wait_for_saves(manager: ocp.CheckpointManager) -> None:
+    """Waits for the save in flight; a failure is `SaveFailed`."""
+    try:
+        manager.wait_until_finished()
+    except Exception as err:  # noqa: BLE001
+        raise _save_failed(manager, _pending.get(id(manager)), err) from err
+
+
 def save_train_state(
     manager: ocp.CheckpointManager,
     step: int,
@@ -84,14 +160,21 @@ def save_train_state(
       metrics: the evaluation of this step, which ranks it for `best_metric` (None: not ranked).
     """
     position = {"step": int(step), "examples_consumed": int(step) * int(global_batch_size)}
-    manager.save(
-        int(step),
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(position)
-        ),
-        metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()},
-        force=True,
-    )
+    check_saves(manager)
+    try:
+        if jax.process_index() == 0:
+            _probe(pathlib.Path(manager.directory), step)
+        _pending[id(manager)] = int(step)
+        manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(position)
+            ),
+            metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()},
+            force=True,
+        )
+    except Exception as err:  # noqa: BLE001 - OSError, tensorstore and orbax errors alike
+        raise _save_failed(manager, step, err) from err
 
 
 def best_checkpoint(manager: ocp.CheckpointManager) -> dict | None:

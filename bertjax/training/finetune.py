@@ -24,14 +24,20 @@ import jax
 import ml_collections
 import numpy as np
 
-from bertjax import spec, tasks
+from bertjax import files, spec, tasks
 from bertjax.config import resolve_path
 from bertjax.data.tokenizer import load_tokenizer, read_options, resolve_options
 from bertjax.interop import model_dir
 from bertjax.models import model_config
 from bertjax.models.registry import family_of
-from bertjax.tasks.common import Features, build_label_map, report_data_stats
+from bertjax.tasks.common import (
+    Features,
+    build_label_map,
+    check_eval_labels,
+    report_data_stats,
+)
 from bertjax.training import checkpoints, distributed, sharding, trainer
+from bertjax.training import workdir as workdir_lock
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +95,18 @@ def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
     """Reads the train or eval examples of `config.task`, cut to `max_{split}_examples`."""
     module = tasks.task_module(task_cfg.kind)
     path = resolve_path(task_cfg[f"{split}_file"])
+    if path.is_dir():
+        raise ValueError(f"config.task.{split}_file: {path} is a folder, not a data file")
     if not path.is_file():
         raise FileNotFoundError(f"config.task.{split}_file: {path} does not exist")
-    examples = module.read(task_cfg, path, split)
+    try:
+        examples = module.read(task_cfg, path, split)
+    except UnicodeDecodeError:
+        raise files.invalid_utf8(path, f"config.task.{split}_file") from None
+    if not examples:
+        raise ValueError(
+            f"config.task.{split}_file: {path} holds no examples (it is empty or only a header)"
+        )
     limit = task_cfg[f"max_{split}_examples"]
     return examples[:limit] if limit > 0 else examples
 
@@ -128,6 +143,9 @@ def build_task(
     if task_cfg.kind in ("classification", "tagging"):
         fixed = label_names or list(task_cfg.labels) or None
         names = list(build_label_map(train_examples + eval_examples, fixed))
+        if fixed is None and train_examples:
+            names = list(build_label_map(train_examples))
+            check_eval_labels(eval_examples, names, task_cfg.train_file)
     task = module.make_task(task_cfg, names)
     train_features = None
     if not config.eval_only:
@@ -280,10 +298,20 @@ def load_finetuned_params(root: pathlib.Path):
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
-    """Loads the init checkpoint (checked first), builds the task, the trainer and its state."""
+    """Loads the init checkpoint (checked first), builds the task, the trainer and its state,
+    with the workdir claimed for this run (`training.workdir`)."""
     distributed.initialize(config.distributed)  # before anything touches a device
     spec.begin(config, workdir)  # a config that cannot work, or another run's workdir: refused
     workdir = pathlib.Path(workdir)
+    created = workdir_lock.open_workdir(workdir, jax.process_index())
+    try:
+        return _setup(config, workdir)
+    except BaseException:
+        workdir_lock.abandon(workdir, created)
+        raise
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:
     trainer.check_config(config, training=not config.eval_only)  # before any data work
     label_names = loaded = None
     if config.eval_only:
@@ -327,7 +355,7 @@ def write_data_stats(workdir: pathlib.Path, data: TaskData) -> None:
     if data.train is not None:
         stats["train"] = data.train.stats
     stats = {split: {k: int(v) for k, v in counts.items()} for split, counts in stats.items()}
-    (workdir / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    files.atomic_write_text(workdir / "data_stats.json", json.dumps(stats, indent=2) + "\n")
 
 
 def predict(job: trainer.Trainer, features: Features) -> dict[str, np.ndarray]:
@@ -397,7 +425,7 @@ def evaluate(job: trainer.Trainer) -> dict[str, float]:
     if jax.process_index() == 0:
         data.task.write_predictions(job.workdir, data.eval_examples, predictions, references)
         text = json.dumps(metrics, indent=2) + "\n"
-        (job.workdir / "eval_metrics.json").write_text(text)
+        files.atomic_write_text(job.workdir / "eval_metrics.json", text)
     return metrics
 
 
@@ -417,7 +445,7 @@ def save_finetuned(job: trainer.Trainer) -> None:
         "label_names": data.label_names,
         "task": job.config.task.to_dict(),
     }
-    (job.workdir / TASK_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    files.atomic_write_text(job.workdir / TASK_FILE, json.dumps(document, indent=2) + "\n")
 
 
 def record_best(job: trainer.Trainer) -> None:
@@ -428,7 +456,7 @@ def record_best(job: trainer.Trainer) -> None:
         return
     path = job.workdir / "eval_metrics.json"
     document = {**json.loads(path.read_text()), "best": best}
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    files.atomic_write_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:

@@ -1,4 +1,8 @@
-"""Metric output: JSON lines (`metrics.jsonl`) and TensorBoard event files, from process 0 only."""
+"""Metric output: JSON lines (`metrics.jsonl`) and TensorBoard event files, from process 0 only.
+
+Each record is appended in one fsynced write and the file is rewritten atomically
+(`bertjax.files`), so a crash or a full disk leaves at most a torn last line, which the next run
+drops with a warning."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+
+from bertjax import files
 
 
 class MetricWriter:
@@ -30,17 +36,15 @@ class MetricWriter:
         """Drops lines of steps after `step` (left by a run that died after its last checkpoint)."""
         if not self.enabled or not self.path.exists():
             return
-        lines = self.path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [r for r in files.read_jsonl(self.path) if r["step"] <= step]
+        files.atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Appends one record `{"step": step, **metrics}` and the same scalars to TensorBoard."""
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append_line(self.path, json.dumps(record))
         for name, value in record.items():
             if name != "step" and isinstance(value, float):
                 self._tb.add_scalar(name, value, int(step))

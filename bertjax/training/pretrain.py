@@ -28,13 +28,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bertjax import objectives, spec
+from bertjax import files, objectives, spec
 from bertjax.config import resolve_path
 from bertjax.data import instances as instance_builders
 from bertjax.data import tokenizer_kinds
 from bertjax.data.corpus import BUILTIN_CORPUS, resolve_corpus
 from bertjax.data.packing import PackedSource
 from bertjax.data.prepare import prepare
+from bertjax.data.shard_check import check_shards
 from bertjax.data.shards import file_sha256, load_metadata
 from bertjax.data.source import PretrainingSource
 from bertjax.data.tokenizer import (
@@ -48,6 +49,7 @@ from bertjax.data.tokenizer import (
 from bertjax.interop import model_dir, vocab_extension
 from bertjax.models import model_config
 from bertjax.training import distributed, sharding, trainer
+from bertjax.training import workdir as workdir_lock
 from bertjax.training.finetune import runtime_config
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,7 @@ def prepare_data(
         raise FileNotFoundError(
             f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
         )
+    _clear_interrupted(data_dir)
     files = resolve_corpus(config.data.corpus, workdir)
     lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
     if vocab is None and config.data.vocab:
@@ -181,6 +184,19 @@ def prepare_data(
         nsp=config.get("objective", "mlm_nsp") != "mlm",  # MLM only: single sentences kept
     )
     return data_dir, vocab
+
+
+def _clear_interrupted(data_dir: pathlib.Path) -> None:
+    """Removes the workdir's `data/` left by an interrupted preparation (SIGKILL, Ctrl-C, a full
+    disk): `metadata.json` is written last, so a folder without it is incomplete; the same
+    command redoes it."""
+    if data_dir.is_dir() and any(data_dir.iterdir()):
+        log.warning(
+            "%s holds an interrupted preparation (no metadata.json, which is written last); "
+            "preparing the data again",
+            data_dir,
+        )
+        shutil.rmtree(data_dir)
 
 
 def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.Path):
@@ -276,11 +292,20 @@ def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
-    """Builds data, model, objective and the trainer (with the initial or restored state)."""
+    """Builds data, model, objective and the trainer (with the initial or restored state), with
+    the workdir claimed for this run (`training.workdir`)."""
     distributed.initialize(config.distributed)  # before anything touches a device
     spec.begin(config, workdir)  # a config that cannot work, or another run's workdir: refused
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    created = workdir_lock.open_workdir(workdir, jax.process_index())
+    try:
+        return _setup(config, workdir)
+    except BaseException:
+        workdir_lock.abandon(workdir, created)
+        raise
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:
     init = load_init(config, workdir) if config.init_from else None
     if init is not None:
         cfg = init.config
@@ -300,6 +325,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
         options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = _sources(config, data_dir, vocab)
+    for source in (train_source, eval_source):
+        check_shards(getattr(source, "source", source), cfg.vocab_size)
+    if len(train_source) == 0:
+        raise ValueError(
+            f"{data_dir} holds no training instances: the corpus config.data.corpus="
+            f"{config.data.corpus!r} is empty or too short (no document of two sentences)"
+        )
     eval_batch_size(config, len(eval_source))  # the final evaluation must not fail after training
     spec.record(config, cfg, workdir, write=jax.process_index() == 0)
     if jax.process_index() == 0:
@@ -371,6 +403,6 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         model_dir.save_model(
             job.workdir / "model", params, job.model_config, vocab, options or None, overwrite=True
         )
-        (job.workdir / "final_metrics.json").write_text(json.dumps(last, indent=2))
+        files.atomic_write_text(job.workdir / "final_metrics.json", json.dumps(last, indent=2))
     job.close()
     return last

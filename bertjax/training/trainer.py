@@ -55,6 +55,7 @@ from bertjax.training import (
     sharding,
     two_phase,
 )
+from bertjax.training import workdir as workdir_lock
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
@@ -129,6 +130,7 @@ class Trainer:
         self.writer.close()
         if self.manager is not None:
             self.manager.close()
+        workdir_lock.release(self.workdir)
 
 
 def check_batch_size(config: ml_collections.ConfigDict, mesh) -> None:
@@ -371,7 +373,8 @@ def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
 def _loop(trainer: Trainer, bar, step: int) -> dict[str, float]:
     config = trainer.config
     num_steps, log_every = trainer.num_steps, config.train.log_every
-    guard, watch = BadStepGuard(config.train.max_bad_steps), run_log.OverfitWatch()
+    guard = BadStepGuard(config.train.max_bad_steps, trainer.manager.latest_step)
+    watch = run_log.OverfitWatch()
     stopper = early_stop.EarlyStop(config, trainer.workdir, step)
     if stopper.stopped:  # a rerun of a run that stopped early: nothing more to train
         log.info("stopped early at step %d (%s); evaluating only", step, stopper.stopped)
@@ -404,6 +407,7 @@ def _loop(trainer: Trainer, bar, step: int) -> dict[str, float]:
                 bar.update(len(window))
                 window, started = [], time.perf_counter()
             evaluated = _maybe_evaluate_and_save(trainer, step, guard)
+            checkpoints.check_saves(trainer.manager)
             if evaluated:
                 _report_eval(step, evaluated, last, watch)
                 last.update(evaluated)
@@ -418,7 +422,7 @@ def _loop(trainer: Trainer, bar, step: int) -> dict[str, float]:
                     trainer.writer.write(step, _log_window(trainer, window, started))
                 if trainer.manager.latest_step() != step:
                     _save(trainer, step, guard, None)
-                trainer.manager.wait_until_finished()
+                checkpoints.wait_for_saves(trainer.manager)
                 trainer.writer.write(step, timeline.record(step, end=True))
                 raise preemption.stopped(step, trainer.manager.directory)
     return {**last, **stopper.summary(), **_finish(trainer, step)}
@@ -427,7 +431,7 @@ def _loop(trainer: Trainer, bar, step: int) -> dict[str, float]:
 def _finish(trainer: Trainer, step: int) -> dict[str, float]:
     """Waits for the last checkpoint write; records and logs the goodput totals at `step`."""
     with trainer.goodput.timed("checkpoint_save"):
-        trainer.manager.wait_until_finished()
+        checkpoints.wait_for_saves(trainer.manager)
     accounted = trainer.goodput.record(step, end=True)
     trainer.writer.write(step, accounted)
     log.info(trainer.goodput.summary_line(accounted))
@@ -513,8 +517,11 @@ class BadStepGuard:
       run: skipped steps in a row up to the last checked step.
     """
 
-    def __init__(self, max_bad_steps: int):
+    def __init__(
+        self, max_bad_steps: int, latest_checkpoint: Callable[[], int | None] | None = None
+    ):
         self.max_bad_steps = int(max_bad_steps)
+        self.latest_checkpoint = latest_checkpoint or (lambda: None)
         self.pending: list[tuple[int, jax.Array]] = []
         self.run = 0
 
@@ -532,10 +539,16 @@ class BadStepGuard:
                 raise Diverged(
                     f"training diverged: steps {step - self.run + 1}..{step} ({self.run} in a "
                     f"row, config.train.max_bad_steps={self.max_bad_steps}) had a non-finite "
-                    f"loss or gradient, stopped at step {step}; the last checkpoint holds the "
-                    "last good parameters: lower config.optim.learning_rate and rerun"
+                    f"loss or gradient, stopped at step {step}; {self._kept()}: lower "
+                    "config.optim.learning_rate and rerun"
                 )
         self.pending = []
+
+    def _kept(self) -> str:
+        latest = self.latest_checkpoint()
+        if latest is None:
+            return "no checkpoint was saved before (the rerun starts from the beginning)"
+        return f"the checkpoint of step {latest} holds the last good parameters"
 
 
 class Preemption:

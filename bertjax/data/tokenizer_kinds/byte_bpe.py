@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from bertjax.data.tokenizer import BPE_VOCAB_NAME, END_OF_TEXT, MERGES_NAME
+from bertjax.data.tokenizer import BPE_VOCAB_NAME, END_OF_TEXT, MERGES_NAME, line_pieces
 
 VOCAB_NAME = BPE_VOCAB_NAME
 SPECIAL_TOKENS = {"eos": END_OF_TEXT, "pad": END_OF_TEXT}  # padding is masked out
@@ -107,6 +107,6 @@ def train_byte_bpe(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train(files, trainer)
+    tokenizer.train_from_iterator(line_pieces(files), trainer)
     tokenizer.model.save(str(out))  # vocab.json, merges.txt
     return out / BPE_VOCAB_NAME
