@@ -13,6 +13,8 @@ OBJECTIVES = {
     "mlm": ("bertjax.objectives.mlm_nsp", {"nsp": False}),
     "causal_lm": ("bertjax.objectives.causal_lm", {}),
     "rtd": ("bertjax.objectives.rtd", {}),  # ELECTRA: generator MLM + replaced-token detection
+    # ELECTRA with the generator rewarded for fooling the discriminator (policy gradient)
+    "rtd_adversarial": ("bertjax.objectives.rtd_adversarial", {}),
 }
 
 
