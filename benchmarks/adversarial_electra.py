@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         / fc.flops_per_step(arm_config(args, "electra", shared))
     )
     arms = [a for a in OBJECTIVES if a in args.arms.split(",")]
+    if args.report_only:  # the arms whose pretraining finished
+        arms = [a for a in arms if (root / "pretrain" / a / "final_metrics.json").is_file()]
     pretrained = {a: pretrain_arm(args, a, shared, root, steps) for a in arms}
     summary = {
         a: {**dataclasses.asdict(p), "workdir": str(p.workdir)} for a, p in pretrained.items()
