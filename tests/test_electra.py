@@ -145,6 +145,8 @@ def test_samples_equal_to_the_original_count_as_original():
     assert float(sums["rtd_count"]) == float(raw["attention_mask"].sum())
     metrics = objective.summarize(jax.device_get(sums))
     assert metrics["rtd_recall"] == 0.0 and metrics["rtd_loss"] == pytest.approx(np.log(2))
+    assert metrics["rtd_original_accuracy"] == 1.0  # logits 0: "original" everywhere
+    assert metrics["generator_reward"] == pytest.approx(np.log(2))  # D's loss on the samples
     assert metrics["loss"] == pytest.approx(metrics["mlm_loss"] + 50.0 * np.log(2))
 
 

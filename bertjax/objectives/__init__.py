@@ -41,6 +41,10 @@ OBJECTIVES = {
     "causal_lm": ObjectiveEntry("bertjax.objectives.causal_lm", {}, ("gpt",), ("lm_blocks",)),
     # ELECTRA: generator MLM + replaced-token detection
     "rtd": ObjectiveEntry("bertjax.objectives.rtd", {}, ("electra",), ("nsp_pairs",)),
+    # ELECTRA with the generator rewarded for fooling the discriminator (policy gradient)
+    "rtd_adversarial": ObjectiveEntry(
+        "bertjax.objectives.rtd_adversarial", {}, ("electra",), ("nsp_pairs",)
+    ),
 }
 
 

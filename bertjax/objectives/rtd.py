@@ -5,6 +5,7 @@ ELECTRA's rate and [MASK]-only replacement from `config.data`) and draws one sam
 `sums` runs the generator on the masked batch, samples a replacement at every masked position from
 its softmax (Gumbel-max, no gradient), runs the discriminator on the corrupted sequence and scores
 every real token as original or replaced. A sample equal to the original token is original.
+`rtd_adversarial` trains the generator to fool the discriminator instead (one config field).
 
     loss = generator MLM loss + discriminator_weight * discriminator loss   (weight 50, as ELECTRA)
 """
@@ -77,38 +78,46 @@ class ReplacedTokenDetection:
             "rtd_count": jnp.sum(batch["attention_mask"] > 0).astype(jnp.float32),
         }
 
-    def sums(self, model, params, batch: Batch, dropout_rng: Array | None) -> dict[str, Array]:
-        """Generator pass, sampling, discriminator pass; summed losses and hit counts.
+    def play(self, model, params, batch: Batch, dropout_rng: Array | None) -> dict[str, Array]:
+        """Generator pass, sampling, discriminator pass: the arrays both players' losses use.
 
         Args:
           batch: a prepared batch: `input_ids` (masked), `token_type_ids`, `attention_mask`
             [B, L]; `masked_positions`, `masked_ids`, `masked_weights` [B, P]; `sample_keys`.
           dropout_rng: None for a deterministic (evaluation) pass.
+
+        Returns:
+          `mlm_logits` [B, P, V] (the generator's), `sampled` int32 [B, P] (its draws, no
+          gradient), `replaced` and `real` float [B, L] (1: a sample differing from the original;
+          1: a real token), `rtd_logits` [B, L] (> 0: the discriminator says replaced).
         """
         rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
         generator = apply(model, params, batch, rngs[0], only=("mlm",))
-        weights = batch["masked_weights"]  # [B, P]
-        positions, masked_ids = batch["masked_positions"], batch["masked_ids"]
-        mlm_nll, mlm_hit = nll_and_hits(generator["mlm_logits"], masked_ids)
+        weights, positions = batch["masked_weights"], batch["masked_positions"]
         sampled = gumbel_sample(generator["mlm_logits"], batch["sample_keys"])  # [B, P]
-        original = scatter_positions(batch["input_ids"], positions, masked_ids, weights)
+        original = scatter_positions(batch["input_ids"], positions, batch["masked_ids"], weights)
         corrupted = scatter_positions(batch["input_ids"], positions, sampled, weights)
-        replaced = (corrupted != original).astype(jnp.float32)  # [B, L]; equal samples: original
         inputs = {**batch, "input_ids": corrupted}
-        logits = apply(model, params, inputs, rngs[1], only=("rtd",))["rtd_logits"]  # [B, L]
-        real = (batch["attention_mask"] > 0).astype(jnp.float32)
-        bce = jax.nn.softplus(logits) - replaced * logits  # sigmoid cross-entropy
-        predicted = (logits > 0).astype(jnp.float32)
+        return {
+            "mlm_logits": generator["mlm_logits"],
+            "sampled": sampled,
+            "replaced": (corrupted != original).astype(jnp.float32),  # equal samples: original
+            "real": (batch["attention_mask"] > 0).astype(jnp.float32),
+            "rtd_logits": apply(model, params, inputs, rngs[1], only=("rtd",))["rtd_logits"],
+        }
+
+    def sums(self, model, params, batch: Batch, dropout_rng: Array | None) -> dict[str, Array]:
+        """Both passes (`play`); the generator's summed MLM loss and hits and the
+        discriminator's (`detection_sums`)."""
+        game = self.play(model, params, batch, dropout_rng)
+        weights = batch["masked_weights"]  # [B, P]
+        mlm_nll, mlm_hit = nll_and_hits(game["mlm_logits"], batch["masked_ids"])
         return {
             "mlm_loss": jnp.sum(mlm_nll * weights),
             "mlm_correct": jnp.sum(mlm_hit * weights),
             "mlm_count": jnp.sum(weights),
-            "rtd_loss": jnp.sum(bce * real),
-            "rtd_correct": jnp.sum((predicted == replaced) * real),
-            "rtd_count": jnp.sum(real),
-            "rtd_true_positives": jnp.sum(predicted * replaced * real),
-            "rtd_predicted": jnp.sum(predicted * real),
-            "rtd_replaced": jnp.sum(replaced * real),
+            "generator_reward": jnp.sum(masked_rewards(game, batch) * weights),
+            **detection_sums(game),
         }
 
     def summarize(self, sums: Mapping[str, float]) -> dict[str, float]:
@@ -118,9 +127,17 @@ class ReplacedTokenDetection:
             "rtd_loss": mean(sums, "rtd_loss", "rtd_count"),
             "rtd_accuracy": mean(sums, "rtd_correct", "rtd_count"),
             "rtd_precision": mean(sums, "rtd_true_positives", "rtd_predicted"),
-            "rtd_recall": mean(sums, "rtd_true_positives", "rtd_replaced"),
+            "rtd_recall": mean(sums, "rtd_true_positives", "rtd_replaced"),  # on replaced tokens
+            "rtd_original_accuracy": (
+                (float(sums["rtd_correct"]) - float(sums["rtd_true_positives"]))
+                / max(float(sums["rtd_count"]) - float(sums["rtd_replaced"]), 1.0)
+            ),
             "replaced_share": mean(sums, "rtd_replaced", "rtd_count"),
         }
+        # The generator's reward: the discriminator's loss on its samples (what `rtd_adversarial`
+        # maximises); here the generator minimises its MLM loss.
+        out["generator_reward"] = mean(sums, "generator_reward", "mlm_count")
+        out["generator_loss"] = out["mlm_loss"]
         out["loss"] = out["mlm_loss"] + self.discriminator_weight * out["rtd_loss"]
         return out
 
@@ -132,6 +149,30 @@ class ReplacedTokenDetection:
         rtd_head = 2 * seq_len * (h * h + h)
         generator = family.forward_flops(config, seq_len, role="generator") + mlm_head
         return 3.0 * (generator + family.forward_flops(config, seq_len) + rtd_head)
+
+
+def detection_sums(game: Mapping[str, Array]) -> dict[str, Array]:
+    """The discriminator's summed sigmoid cross-entropy and counts over the real tokens of a
+    `play`."""
+    logits, replaced, real = game["rtd_logits"], game["replaced"], game["real"]
+    bce = jax.nn.softplus(logits) - replaced * logits  # sigmoid cross-entropy
+    predicted = (logits > 0).astype(jnp.float32)
+    return {
+        "rtd_loss": jnp.sum(bce * real),
+        "rtd_correct": jnp.sum((predicted == replaced) * real),
+        "rtd_count": jnp.sum(real),
+        "rtd_true_positives": jnp.sum(predicted * replaced * real),
+        "rtd_predicted": jnp.sum(predicted * real),
+        "rtd_replaced": jnp.sum(replaced * real),
+    }
+
+
+def masked_rewards(game: Mapping[str, Array], batch: Batch) -> Array:
+    """The discriminator's sigmoid cross-entropy at each masked position of a `play` [B, P],
+    without gradient: the reward of the generator's sample there (ELECTRA's appendix F)."""
+    logits = jnp.take_along_axis(game["rtd_logits"], batch["masked_positions"], axis=1)
+    replaced = jnp.take_along_axis(game["replaced"], batch["masked_positions"], axis=1)
+    return jax.lax.stop_gradient(jax.nn.softplus(logits) - replaced * logits)
 
 
 def make_objective(config, vocab_path) -> ReplacedTokenDetection:

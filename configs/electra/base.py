@@ -26,5 +26,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.random_token_prob = 0.0
     config.rtd = rtd = ml_collections.ConfigDict()
     rtd.discriminator_weight = 50.0  # lambda: loss = generator MLM + lambda * discriminator BCE
+    rtd.mle_weight = 0.0  # objective "rtd_adversarial": weight of the generator's MLM loss
     config.optim.learning_rate = 5e-4  # ELECTRA-Small
     return config

@@ -1,0 +1,191 @@
+"""Maximum-likelihood against adversarial ELECTRA: one corpus, equal compute, the same fine-tuning.
+
+Two pretraining arms of the family comparison's ELECTRA (benchmarks/family_comparison.py: its
+shared corpus, vocabulary and instances, a discriminator of BERT-mini's shape, generator 1/4, the
+steps that give BERT-mini's pretraining FLOPs, the same Adam), differing in one config field:
+
+  electra              objective "rtd": the generator trained by maximum likelihood (MLM)
+  electra_adversarial  objective "rtd_adversarial": the generator rewarded for fooling the
+                       discriminator (policy gradient; `--mle_weight` mixes the MLM loss back in)
+
+Both do the same passes per step, so equal steps are equal FLOPs. Each is then fine-tuned on the
+family comparison's ELECTRA tasks with its fine-tuning settings and seeds. Results go to
+`OUT/results.jsonl` (a rerun skips runs already there), the table to `OUT/table.md` and the
+game's dynamics (both players' losses and the generator's reward, per arm, over training) to
+`OUT/game_dynamics.png`:
+
+  python benchmarks/adversarial_electra.py --out /tmp/adv
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import family_comparison as fc  # noqa: E402
+
+OBJECTIVES = {"electra": "rtd", "electra_adversarial": "rtd_adversarial"}
+TASKS = fc.MATRIX["electra"]
+# The pretraining table's columns: (final_metrics key without "eval_", header).
+PRETRAIN_COLUMNS = (
+    ("mlm_accuracy", "generator MLM acc."),
+    ("mlm_loss", "generator MLM loss"),
+    ("generator_reward", "generator reward"),
+    ("rtd_loss", "discriminator loss"),
+    ("rtd_original_accuracy", "D acc. on real"),
+    ("rtd_recall", "D acc. on replaced"),
+    ("replaced_share", "replaced share"),
+)
+
+
+def arm_config(args, arm: str, shared: dict):
+    """The family comparison's ELECTRA config on the shared data, with the arm's objective."""
+    config = fc.base_config(args, "electra")
+    config.objective = OBJECTIVES[arm]
+    config.rtd.mle_weight = args.mle_weight
+    config.data.dir, config.data.vocab = str(shared["data_dir"]), str(shared["vocab"])
+    config.model.vocab_size = shared["vocab_size"]
+    return config
+
+
+def pretrain_arm(args, arm: str, shared: dict, root: pathlib.Path, steps: int) -> fc.Pretrained:
+    """Pretrains `arm` for `steps` (unless its workdir has a model already)."""
+    from bertjax.training.pretrain import pretrain
+
+    config = arm_config(args, arm, shared)
+    config.train.num_steps = steps
+    config.checkpoint.update(every_steps=steps, keep=1)
+    workdir = root / "pretrain" / arm
+    timing = workdir / "pretrain_seconds.json"
+    if not (workdir / "final_metrics.json").is_file():
+        print(f"== pretrain {arm}: {steps} steps", flush=True)
+        started = time.perf_counter()
+        pretrain(config, workdir)
+        timing.write_text(json.dumps(time.perf_counter() - started))
+    seconds = json.loads(timing.read_text())
+    return fc.Pretrained(arm, workdir, steps, fc.flops_per_step(config), seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    fc.add_shared_args(parser, OBJECTIVES, TASKS)
+    parser.add_argument("--corpus", default="", help="files, comma-separated (default: see doc)")
+    parser.add_argument("--mle_weight", type=float, default=0.0, help="adversarial arm's MLM")
+    parser.add_argument("--ft_len", type=int, default=64, help="single-text max_len")
+    parser.add_argument("--ft_pair_len", type=int, default=96, help="sentence-pair max_len")
+    parser.add_argument("--report_only", action="store_true", help="table and plot only")
+    args = parser.parse_args(argv)
+    args.corpus = args.corpus or fc.default_corpus()
+    root = fc.start(args)
+
+    shared = fc.prepare_shared(args, root)
+    bert = fc.base_config(args, "bert")
+    bert.data.vocab, bert.model.vocab_size = str(shared["vocab"]), shared["vocab_size"]
+    # BERT-mini's pretraining FLOPs, as the family comparison's ELECTRA arm; both arms do the
+    # same passes per step, so the same steps.
+    steps = round(
+        args.steps
+        * fc.flops_per_step(bert)
+        / fc.flops_per_step(arm_config(args, "electra", shared))
+    )
+    arms = [a for a in OBJECTIVES if a in args.arms.split(",")]
+    if args.report_only:  # the arms whose pretraining finished
+        arms = [a for a in arms if (root / "pretrain" / a / "final_metrics.json").is_file()]
+    pretrained = {a: pretrain_arm(args, a, shared, root, steps) for a in arms}
+    summary = {
+        a: {**dataclasses.asdict(p), "workdir": str(p.workdir)} for a, p in pretrained.items()
+    }
+    (root / "pretrained.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    results_path = root / "results.jsonl"
+    done = fc.read_results(results_path)
+    runs = [
+        (arm, task, int(seed))
+        for seed in args.seeds.split(",")
+        for task in (t for t in TASKS if t in args.tasks.split(","))
+        for arm in arms
+    ]
+    for arm, task, seed in [] if args.report_only else runs:
+        if (arm, task, seed, steps) in done:
+            continue
+        print(f"== finetune {arm} on {task}, seed {seed}", flush=True)
+        workdir = root / "finetune" / f"{arm}-{task}-{seed}"
+        init = pretrained[arm].workdir / "model"
+        result = fc.run_finetune(args, arm, task, seed, init, shared, workdir)
+        row = {"arm": arm, "task": task, "seed": seed, "step": steps, **result}
+        with results_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[(arm, task, seed, steps)] = row
+    report(args, root, pretrained, done)
+
+
+def report(args, root: pathlib.Path, pretrained: dict, done: dict) -> None:
+    """Writes table.md (pretraining, then fine-tuning) and game_dynamics.png."""
+    lines = [
+        "| arm | steps | TFLOP | minutes | " + " | ".join(h for _, h in PRETRAIN_COLUMNS) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(PRETRAIN_COLUMNS),
+    ]
+    for arm, p in pretrained.items():
+        final = json.loads((p.workdir / "final_metrics.json").read_text())
+        cells = [f"{final[f'eval_{key}']:.3f}" for key, _ in PRETRAIN_COLUMNS]
+        lines.append(
+            f"| {arm} | {p.steps} | {p.steps * p.flops_per_step / 1e12:.1f} | "
+            f"{p.seconds / 60:.1f} | " + " | ".join(cells) + " |"
+        )
+    tasks = [t for t in TASKS if t in args.tasks.split(",")]
+    lines += ["", "| arm | " + " | ".join(f"{t} ({fc.TASKS[t][1]})" for t in tasks) + " |"]
+    lines.append("|---|" + "---:|" * len(tasks))
+    for arm in pretrained:
+        cells = []
+        for task in tasks:
+            scores = [
+                100 * r["metrics"][fc.TASKS[task][1]]
+                for (a, t, _, _), r in sorted(done.items())
+                if a == arm and t == task
+            ]
+            cells.append(fc.mean_sd(scores))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    (root / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot_game(root, pretrained)
+
+
+def plot_game(root: pathlib.Path, pretrained: dict) -> None:
+    """Per arm, against steps: the generator's loss (its side of the game), the
+    discriminator's loss, and the generator's reward (the discriminator's loss on its samples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (
+        ("generator_loss", "generator loss (own objective)"),
+        ("rtd_loss", "discriminator loss (all tokens)"),
+        ("generator_reward", "generator reward = D's loss on its samples"),
+    )
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], keys, strict=True):
+        for arm, p in pretrained.items():
+            rows = [json.loads(x) for x in (p.workdir / "metrics.jsonl").read_text().splitlines()]
+            points = [(r["step"], r[key]) for r in rows if key in r and "eval_loss" not in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=arm)
+        ax.set_title(title)
+        ax.set_xlabel("pretraining step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(root / "game_dynamics.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
