@@ -70,9 +70,15 @@ RESUME_FIELDS = (
     "train.peak_tflops",
     "train.max_bad_steps",
     "train.watchdog_seconds",
-    "train.grad_accum_steps",
+    "train.grad_accum_steps",  # the same full-batch gradient in fewer or more micro-batches
     "train.profile_steps",
-    "train.early_stop.",  # when to stop: evaluation settings  # the same full-batch gradient in fewer or more micro-batches
+    "train.early_stop.",  # when to stop: evaluation settings
+    # recovering from divergence (README, "When things go wrong"): a lower peak learning rate,
+    # longer warmup or tighter clipping, then the same command resumes the last good checkpoint
+    "optim.learning_rate",
+    "optim.warmup_steps",
+    "optim.warmup_fraction",
+    "optim.grad_clip_norm",
     "checkpoint.every_steps",
     "checkpoint.keep",
     "checkpoint.async_save",
@@ -216,7 +222,7 @@ def _refuse(workdir: pathlib.Path, differ: Mapping[str, tuple]) -> None:
     raise ValueError(
         f"{workdir} holds a run of another config: {shown}; rerun with the workdir's values or "
         "use a new --workdir (a rerun may change only steps, evaluation, logging, "
-        "checkpointing, workers and processes)"
+        "checkpointing, the learning-rate schedule, workers and processes)"
     )
 
 

@@ -132,7 +132,7 @@ def test_a_rerun_with_another_model_data_or_objective_is_refused(tmp_path):
     spec.record(config, cfg, tmp_path)
     for override, field in [
         ("--config.model.num_layers=4", "config.model.num_layers=4 (was 2)"),
-        ("--config.optim.learning_rate=0.1", "config.optim.learning_rate=0.1"),
+        ("--config.optim.b2=0.98", "config.optim.b2=0.98"),
         ("--config.objective=mlm", "config.objective='mlm' (was 'mlm_nsp')"),
         ("--config.data.max_seq_len=32", "config.data.max_seq_len=32"),
         ("--config.train.global_batch_size=16", "config.train.global_batch_size=16"),
@@ -154,6 +154,7 @@ def test_a_rerun_may_change_steps_evaluation_and_logging_and_they_are_recorded(t
         "--config.train.watchdog_seconds=60.0",
         "--config.data.prefetch=4",
         "--config.distributed.num_processes=2",
+        "--config.optim.learning_rate=1e-05",  # the README's answer to a diverged run
     ]
     again = load_config(REPO / "configs" / "test.py", changed)
     spec.begin(again, tmp_path)

@@ -205,6 +205,7 @@ ELECTRA = register(
             "data.mask_token_prob": 1.0,  # every chosen token becomes [MASK] before the generator
             "data.random_token_prob": 0.0,
             "rtd.discriminator_weight": 50.0,  # loss = generator MLM + this * discriminator BCE
+            "rtd.mle_weight": 0.0,  # rtd_adversarial: weight of the generator's MLM loss
         },
         next_steps=(FILL_MASK_STEP, FINETUNE_STEP),
     )
