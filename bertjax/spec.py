@@ -37,7 +37,7 @@ from typing import Any
 
 import ml_collections
 
-from bertjax.models.registry import family_of, get_family
+from bertjax.models.registry import family_of, get_family, model_config
 
 log = logging.getLogger(__name__)
 
@@ -241,14 +241,17 @@ def begin(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Non
 def check_model(workdir: pathlib.Path, model: Any) -> None:
     """Refuses a run whose model differs from that of a workdir written before `run_config.json`
     (its `config.json` holds the model group only)."""
-    from bertjax.interop import model_dir
-
     if (workdir / RUN_CONFIG).is_file() or not (workdir / LEGACY_MODEL_CONFIG).is_file():
         return
-    try:
-        stored = model_dir.read_model_config(workdir)
-    except ValueError:
+    # the model group as `interop.model_dir` writes it (read here without it: model_dir imports
+    # the data and config modules, and `bertjax.config` imports this one)
+    document = json.loads((workdir / LEGACY_MODEL_CONFIG).read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or "model" not in document:
         return  # not a bertjax workdir's model config
+    try:
+        _, stored = model_config({"family": document.get("family", "bert"), **document["model"]})
+    except (TypeError, ValueError):
+        return
     new = {"family": family_of(model).name, **dataclasses.asdict(model)}
     old = {"family": family_of(stored).name, **dataclasses.asdict(stored)}
     differ = {
@@ -305,19 +308,13 @@ def show(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return resolved
 
 
-def show_path(path: str | pathlib.Path, overrides=()) -> dict[str, Any]:
-    """`bertjax config show`: the resolved config of a workdir (its `run_config.json`, which
-    has the values computed from the data) or of a config file with overrides (`show`)."""
-    from bertjax.config import load_config
-
+def show_workdir(path: str | pathlib.Path) -> dict[str, Any]:
+    """`bertjax config show WORKDIR`: the resolved config of a workdir's latest run (its
+    `run_config.json`, which has the values computed from the data)."""
     path = pathlib.Path(path)
-    if path.is_dir():
-        if overrides:
-            raise ValueError(f"{path} is a workdir: its config takes no --config overrides")
-        if not (path / RUN_CONFIG).is_file():
-            raise FileNotFoundError(f"{path} has no {RUN_CONFIG} (a workdir of a run started)")
-        return json.loads((path / RUN_CONFIG).read_text())["config"]
-    return show(load_config(path, overrides))
+    if not (path / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"{path} has no {RUN_CONFIG} (a workdir of a run started)")
+    return json.loads((path / RUN_CONFIG).read_text())["config"]
 
 
-__all__ = ["begin", "check", "freeze", "record", "show", "show_path", "swap_family"]
+__all__ = ["begin", "check", "freeze", "record", "show", "show_workdir", "swap_family"]

@@ -124,7 +124,7 @@ def test_the_resolved_config_is_frozen_whole_with_values_from_the_data(tmp_path)
     assert stored["config"]["model"]["vocab_size"] == 100
     assert stored["config"]["optim"]["learning_rate"] == config.optim.learning_rate
     assert stored["requested"] == {"model.vocab_size": 128}
-    assert spec.show_path(tmp_path) == stored["config"]
+    assert spec.show_workdir(tmp_path) == stored["config"]
 
 
 def test_a_rerun_with_another_model_data_or_objective_is_refused(tmp_path):

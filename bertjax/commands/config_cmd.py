@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bertjax import spec
+    from bertjax.config import load_config
 
-    print(json.dumps(spec.show_path(args.config, args.overrides), indent=2))
+    if pathlib.Path(args.config).is_dir():
+        if args.overrides:
+            raise ValueError(f"{args.config} is a workdir: its config takes no --config overrides")
+        resolved = spec.show_workdir(args.config)
+    else:
+        resolved = spec.show(load_config(args.config, args.overrides))
+    print(json.dumps(resolved, indent=2))
     return 0

@@ -36,8 +36,7 @@ from bertjax.tasks.common import (
     check_eval_labels,
     report_data_stats,
 )
-from bertjax.training import checkpoints, distributed, sharding, trainer
-from bertjax.training import workdir as workdir_lock
+from bertjax.training import checkpoints, sharding, trainer
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +299,7 @@ def load_finetuned_params(root: pathlib.Path):
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
     """Loads the init checkpoint (checked first), builds the task, the trainer and its state,
     with the workdir claimed for this run (`training.workdir`)."""
-    distributed.initialize(config.distributed)  # before anything touches a device
-    spec.begin(config, workdir)  # a config that cannot work, or another run's workdir: refused
-    workdir = pathlib.Path(workdir)
-    created = workdir_lock.open_workdir(workdir, jax.process_index())
-    try:
-        return _setup(config, workdir)
-    except BaseException:
-        workdir_lock.abandon(workdir, created)
-        raise
+    return trainer.start(config, workdir, _setup)
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:

@@ -48,8 +48,7 @@ from bertjax.data.tokenizer import (
 )
 from bertjax.interop import model_dir, vocab_extension
 from bertjax.models import model_config
-from bertjax.training import distributed, sharding, trainer
-from bertjax.training import workdir as workdir_lock
+from bertjax.training import sharding, trainer
 from bertjax.training.finetune import runtime_config
 
 log = logging.getLogger(__name__)
@@ -294,15 +293,7 @@ def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
     """Builds data, model, objective and the trainer (with the initial or restored state), with
     the workdir claimed for this run (`training.workdir`)."""
-    distributed.initialize(config.distributed)  # before anything touches a device
-    spec.begin(config, workdir)  # a config that cannot work, or another run's workdir: refused
-    workdir = pathlib.Path(workdir)
-    created = workdir_lock.open_workdir(workdir, jax.process_index())
-    try:
-        return _setup(config, workdir)
-    except BaseException:
-        workdir_lock.abandon(workdir, created)
-        raise
+    return trainer.start(config, workdir, _setup)
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:

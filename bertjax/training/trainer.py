@@ -42,11 +42,13 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from bertjax import spec
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
 from bertjax.training import (
     checkpoints,
+    distributed,
     early_stop,
     flops,
     goodput,
@@ -343,6 +345,26 @@ def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
             shown[key.replace("accuracy", "acc")] = f"{value:.3f}"
     shown["seq_s"] = f"{metrics['seq_per_sec']:.0f}"
     return shown
+
+
+def start(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    build: Callable[[ml_collections.ConfigDict, pathlib.Path], Trainer],
+) -> Trainer:
+    """The start every job shares: the processes joined, the run spec checked against the
+    workdir (`bertjax.spec`: refused before anything is written), the workdir claimed for this
+    run (`training.workdir`), then `build(config, workdir)`; a failed build releases the claim
+    and leaves no empty workdir behind."""
+    distributed.initialize(config.distributed)  # before anything touches a device
+    spec.begin(config, workdir)
+    workdir = pathlib.Path(workdir)
+    created = workdir_lock.open_workdir(workdir, jax.process_index())
+    try:
+        return build(config, workdir)
+    except BaseException:
+        workdir_lock.abandon(workdir, created)
+        raise
 
 
 def train(trainer: Trainer, *, desc: str = "train") -> dict[str, float]:
