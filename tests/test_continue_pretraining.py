@@ -8,8 +8,7 @@ import pytest
 
 from bertjax.config import load_config
 from bertjax.data.tokenizer import load_tokenizer, read_vocab
-from bertjax.interop import model_dir as checkpoint
-from bertjax.interop import vocab_extension
+from bertjax.interop import model_dir, vocab_extension
 from bertjax.models import Model, head_spec
 from bertjax.models.bert import BertConfig
 from bertjax.models.registry import family_of
@@ -22,7 +21,7 @@ RUN = ["--config.train.num_steps=2", "--config.checkpoint.async_save=False"]
 
 
 def _outputs(cfg, params, ids):
-    model = Model(family_of(cfg), cfg, checkpoint.PRETRAINING_HEADS)
+    model = Model(family_of(cfg), cfg, model_dir.PRETRAINING_HEADS)
     inputs = {
         "input_ids": ids,
         "token_type_ids": np.zeros_like(ids),
@@ -36,7 +35,7 @@ def test_extended_vocab_keeps_old_outputs_and_inits_new_rows_from_pieces():
     if not vocab.is_file():
         pytest.skip(f"{vocab} is absent (set BERTJAX_DATA)")
     cfg = BertConfig(vocab_size=30522, max_position_embeddings=32, **ARCH)
-    params = checkpoint.init_params(cfg, seed=1)
+    params = model_dir.init_params(cfg, seed=1)
     rng = np.random.default_rng(0)
     params["heads"]["mlm"]["output_bias"] = rng.normal(size=30522).astype(np.float32)
     tokenizer = load_tokenizer(vocab)
@@ -65,8 +64,8 @@ def test_extended_vocab_keeps_old_outputs_and_inits_new_rows_from_pieces():
 def _init_model(tmp_path, vocab, heads):
     cfg = BertConfig(vocab_size=len(read_vocab(vocab)), max_position_embeddings=64, **ARCH)
     out = tmp_path / "init"
-    params = checkpoint.init_params(cfg, heads=heads, seed=5)
-    checkpoint.save_model(out, params, cfg, vocab, {"lowercase": True})
+    params = model_dir.init_params(cfg, heads=heads, seed=5)
+    model_dir.save_model(out, params, cfg, vocab, {"lowercase": True})
     return out, params
 
 
@@ -92,7 +91,7 @@ def test_pretraining_continues_from_a_model_dir(prepared, tmp_path, caplog):
 @pytest.mark.slow
 def test_pretraining_with_extra_vocab_appends_tokens(prepared, tmp_path):
     vocab = next(o for o in prepared if o.startswith("--config.data.vocab=")).split("=", 1)[1]
-    init, _ = _init_model(tmp_path, vocab, heads=checkpoint.PRETRAINING_HEADS)
+    init, _ = _init_model(tmp_path, vocab, heads=model_dir.PRETRAINING_HEADS)
     corpus = tmp_path / "corpus.txt"
     paragraph = "The flaxen jaxification of models. It trains well on small machines.\n"
     corpus.write_text((paragraph * 4 + "\n") * 40)
@@ -111,8 +110,8 @@ def test_pretraining_with_extra_vocab_appends_tokens(prepared, tmp_path):
     pretrain.pretrain(config, tmp_path / "run")
     tokens = read_vocab(tmp_path / "run" / "model" / "vocab.txt")
     assert tokens == [*read_vocab(vocab), "jaxification", "flaxen"]
-    cfg, params = checkpoint.load_model_dir(tmp_path / "run" / "model")
+    cfg, params = model_dir.load_model_dir(tmp_path / "run" / "model")
     assert cfg.vocab_size == len(tokens)
     assert params["heads"]["mlm"]["output_bias"].shape == (len(tokens),)
-    tokenizer = checkpoint.load_model_tokenizer(tmp_path / "run" / "model")
+    tokenizer = model_dir.load_model_tokenizer(tmp_path / "run" / "model")
     assert tokenizer.encode("jaxification", add_special_tokens=False).tokens == ["jaxification"]

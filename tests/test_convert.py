@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from bertjax import cli
+from bertjax.interop import formats, hf_files, model_dir
 from bertjax.interop import hf_bert as convert
-from bertjax.interop import hf_files
-from bertjax.interop import model_dir as checkpoint
 from bertjax.models.bert import BertConfig
 
 TOL = 1e-4
@@ -78,7 +77,7 @@ def torch_outputs(model, ids, token_types, mask):
 
 
 def max_diffs(path, reference, inputs, **kwargs):
-    model, params = checkpoint.load_pretrained(path, **kwargs)
+    model, params = formats.load_pretrained(path, **kwargs)
     ids, types, mask = inputs
     batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
     out = model.apply({"params": params}, batch)
@@ -156,7 +155,7 @@ def random_params(config: BertConfig) -> dict:
 
     ids = jax.ShapeDtypeStruct((1, 1), np.int32)
     inputs = {"input_ids": ids, "token_type_ids": ids, "attention_mask": ids}
-    model = Model(BERT, config, checkpoint.PRETRAINING_HEADS)
+    model = Model(BERT, config, model_dir.PRETRAINING_HEADS)
     shapes = jax.eval_shape(model.init, jax.random.key(0), inputs)
     rng = np.random.default_rng(0)
     return jax.tree.map(
@@ -267,11 +266,11 @@ def test_base_parity_and_round_trip(tmp_path):
     inputs = batch(config["vocab_size"], 32, seed=1)
     reference = torch_outputs(model, *inputs)
     del model
-    checkpoint.import_hf(tmp_path / "hf", tmp_path / "bj")
+    model_dir.import_hf(tmp_path / "hf", tmp_path / "bj")
     mlm, nsp = max_diffs(tmp_path / "bj", reference, inputs)
     print(f"base import: mlm {mlm:.2e} nsp {nsp:.2e}")
     assert mlm <= TOL and nsp <= TOL
-    checkpoint.export_hf(tmp_path / "bj", tmp_path / "back")
+    model_dir.export_hf(tmp_path / "bj", tmp_path / "back")
     back, info = transformers.BertForPreTraining.from_pretrained(
         tmp_path / "back", output_loading_info=True
     )
@@ -296,7 +295,7 @@ def test_minilm_real_weights_match_transformers():
     transformers = pytest.importorskip("transformers")
     path = minilm_dir()
     reference_tokenizer = transformers.BertTokenizerFast.from_pretrained(path)
-    tokenizer = checkpoint.load_model_tokenizer(path)
+    tokenizer = model_dir.load_model_tokenizer(path)
     encodings = tokenizer.encode_batch(MINILM_SENTENCES)
     expected = reference_tokenizer(MINILM_SENTENCES)
     assert [e.ids for e in encodings] == expected["input_ids"]
@@ -307,7 +306,7 @@ def test_minilm_real_weights_match_transformers():
     mask = np.array([e.attention_mask for e in encodings], np.int32)
     assert mask.min() == 0  # the batch is padded
 
-    model, params = checkpoint.load_pretrained(path, with_heads=False)
+    model, params = formats.load_pretrained(path, with_heads=False)
     out = model.apply(
         {"params": params}, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
     )
@@ -334,7 +333,7 @@ def test_minilm_import_reports_fresh_heads(tmp_path, capsys):
     assert "backbone/pooler" not in printed  # all-MiniLM-L6-v2 has a pooler
     options = json.loads((tmp_path / "out" / "bertjax_tokenizer.json").read_text())
     assert options["lowercase"] is True
-    config, params = checkpoint.load_model_dir(tmp_path / "out")
+    config, params = model_dir.load_model_dir(tmp_path / "out")
     assert (config.num_layers, config.hidden_size) == (6, 384)
     assert params["backbone"]["embeddings"]["word_embeddings"]["embedding"].shape == (30522, 384)
 
@@ -460,11 +459,11 @@ def test_save_model_errors_leave_nothing(tmp_path):
     )
     write_vocab(tmp_path / "vocab.txt", 99)
     with pytest.raises(ValueError, match="params have no 'backbone'"):
-        checkpoint.save_model(tmp_path / "out", {"x": np.zeros(2)}, config, tmp_path / "vocab.txt")
+        model_dir.save_model(tmp_path / "out", {"x": np.zeros(2)}, config, tmp_path / "vocab.txt")
     assert_nothing_written(tmp_path / "out")
     # Fails after config.json and vocab.txt were written.
     with pytest.raises(TypeError, match=r"parameters \['backbone'\] are not numeric"):
-        checkpoint.save_model(
+        model_dir.save_model(
             tmp_path / "out", {"backbone": object()}, config, tmp_path / "vocab.txt"
         )
     assert_nothing_written(tmp_path / "out")
@@ -473,4 +472,4 @@ def test_save_model_errors_leave_nothing(tmp_path):
         (tmp_path / "model" / "config.json").write_text(
             json.dumps({"format": "bertjax", "model": {}})
         )
-        checkpoint.load_pretrained(tmp_path / "model")
+        formats.load_pretrained(tmp_path / "model")

@@ -20,7 +20,7 @@ import pytest
 from bertjax.config import load_config
 from bertjax.data import pipeline as input_pipeline
 from bertjax.data.pretraining import PretrainingSource
-from bertjax.interop import model_dir as checkpoint
+from bertjax.interop import model_dir
 from bertjax.training import distributed
 from bertjax.training.pretrain import BUILTIN_CORPUS, prepare_data, pretrain
 from tests.conftest import REPO
@@ -241,8 +241,8 @@ def test_two_processes_resume_a_one_process_checkpoint_exactly(prepared, referen
     assert status == 0, output[-3000:]
     _assert_losses_equal(_losses(workdir), expected, range(1, 21))
     # Process 0 wrote the final model from the parameters gathered off both processes.
-    _, want = checkpoint.load_model_dir(tmp_path / "reference_model")
-    _, got = checkpoint.load_model_dir(workdir / "model")
+    _, want = model_dir.load_model_dir(tmp_path / "reference_model")
+    _, got = model_dir.load_model_dir(workdir / "model")
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert json.loads((workdir / "final_metrics.json").read_text())["loss"] == pytest.approx(
@@ -265,7 +265,7 @@ def test_fine_tuning_on_two_processes_equals_one_process(shared_data, tmp_path):
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    checkpoint.save_model(tmp_path / "init", checkpoint.init_params(cfg), cfg, vocab)
+    model_dir.save_model(tmp_path / "init", model_dir.init_params(cfg), cfg, vocab)
     argv = [
         "finetune",
         "--config",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bertjax.config import load_config
-from bertjax.interop import model_dir
+from bertjax.interop import formats, model_dir
 from bertjax.models import Model, get_family, head_spec
 from bertjax.models.bert import BertConfig
 from bertjax.models.bert import forward_flops as bert_flops
@@ -176,7 +176,7 @@ def test_pretrain_job_trains_both_networks(pretrained):
     for key in ("mlm_accuracy", "rtd_accuracy", "rtd_precision", "rtd_recall", "replaced_share"):
         assert 0.0 <= final[f"eval_{key}"] <= 1.0
     assert final["eval_replaced_share"] > 0
-    model, params = model_dir.load_pretrained(workdir / "model")
+    model, params = formats.load_pretrained(workdir / "model")
     assert set(params["heads"]) == {"mlm", "rtd"}
     assert set(params["backbone"]) == {"embeddings", "discriminator", "generator"}
 
@@ -241,7 +241,7 @@ def hf_logits(path, batch):
 
 
 def bertjax_logits(path, batch):
-    model, params = model_dir.load_pretrained(path)
+    model, params = formats.load_pretrained(path)
     out = model.apply({"params": params}, batch)
     return np.asarray(out["rtd_logits"]), np.asarray(out["mlm_logits"])
 
@@ -291,7 +291,7 @@ def test_fine_tuned_export_matches_transformers(kind, head, arch, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from bertjax.interop import hf_electra
-    from bertjax.training.finetune import make_model
+    from bertjax.tasks.assembly import make_model
 
     cfg = ElectraConfig(**{**TINY, "vocab_size": 99})
     model = make_model(kind, cfg, 3)

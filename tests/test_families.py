@@ -15,14 +15,14 @@ import numpy as np
 import optax
 import pytest
 
+from bertjax import sharding
 from bertjax.config import load_config
-from bertjax.interop import model_dir
+from bertjax.interop import formats, model_dir
 from bertjax.models import FAMILIES, Model, get_family, model_config
 from bertjax.models.registry import family_of
 from bertjax.objectives.causal_lm import CausalLm
 from bertjax.objectives.mlm_nsp import MlmNsp, make_mask_fn
 from bertjax.objectives.rtd import ReplacedTokenDetection
-from bertjax.training import sharding
 from bertjax.training.step import compile_steps
 from tests.conftest import REPO
 
@@ -130,7 +130,7 @@ def test_model_directory_and_hugging_face_round_trips_keep_the_outputs(name, tmp
     params = model_dir.init_params(cfg, seed=1)
     vocab = COMMON.write_vocab(cfg.vocab_size, tmp_path)
     model_dir.save_model(tmp_path / "model", params, cfg, vocab)
-    model, loaded = model_dir.load_pretrained(tmp_path / "model")
+    model, loaded = formats.load_pretrained(tmp_path / "model")
     reference = Model(family, cfg, model_dir.pretraining_heads(family)).apply(
         {"params": params}, batch
     )

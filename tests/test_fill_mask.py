@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bertjax import cli
-from bertjax.commands.fill_mask import fill_mask
-from bertjax.interop import model_dir as checkpoint
+from bertjax.inference.fill_mask import fill_mask
+from bertjax.interop import formats, model_dir
 
 WORDS = (
     "[PAD] [UNK] [CLS] [SEP] [MASK] . , ! ? the a cat dog sat ran on in under mat house big small "
@@ -43,7 +43,7 @@ def hf_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bertjax_dir(hf_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bj_fill") / "model"
-    assert checkpoint.import_hf(hf_dir, out) == []
+    assert model_dir.import_hf(hf_dir, out) == []
     return out
 
 
@@ -67,9 +67,9 @@ def reference(hf_dir, text, top_k):
 @pytest.mark.parametrize("text", [TEXT, TWO_MASKS])
 def test_fill_mask_matches_transformers(hf_dir, bertjax_dir, text):
     tokens, scores, ids = reference(hf_dir, text, top_k=5)
-    tokenizer = checkpoint.load_model_tokenizer(bertjax_dir)
+    tokenizer = model_dir.load_model_tokenizer(bertjax_dir)
     assert tokenizer.encode(text).ids == ids
-    model, params = checkpoint.load_pretrained(bertjax_dir)
+    model, params = formats.load_pretrained(bertjax_dir)
     results = fill_mask(model, params, tokenizer, text, top_k=5)
     assert len(results) == len(tokens)
     for predictions, want_tokens, want_scores in zip(results, tokens, scores, strict=True):

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from bertjax.config import load_config
-from bertjax.interop import model_dir as checkpoint
+from bertjax.interop import model_dir
+from bertjax.interop.init_from import load_encoder
 from bertjax.models.bert import BertConfig
-from bertjax.training.finetune import finetune, load_encoder, make_model
+from bertjax.tasks.assembly import make_model
+from bertjax.training.finetune import finetune
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs" / "finetune"
@@ -79,12 +81,12 @@ def tiny_model(tmp_path_factory):
         pytest.skip(f"real data folder {data_dir()} is absent (set BERTJAX_DATA)")
     cfg = BertConfig(**TINY)
     out = tmp_path_factory.mktemp("tiny") / "model"
-    checkpoint.save_model(out, checkpoint.init_params(cfg, heads=(), seed=3), cfg, vocab)
+    model_dir.save_model(out, model_dir.init_params(cfg, heads=(), seed=3), cfg, vocab)
     return out
 
 
-def _config(task, model_dir, *extra):
-    overrides = [f"--config.init_from={model_dir}", *COMMON, *TASKS[task], *extra]
+def _config(task, source, *extra):
+    overrides = [f"--config.init_from={source}", *COMMON, *TASKS[task], *extra]
     return load_config(CONFIGS / f"{task}.py", overrides)
 
 
@@ -125,7 +127,7 @@ def test_regression_and_tagging_train_and_evaluate(task, tiny_model, tmp_path):
 
 
 def test_qa_trains_and_predicts_every_eval_question(tiny_model, tmp_path):
-    from bertjax.training.finetune import read_split
+    from bertjax.tasks.assembly import read_split
 
     config = _config("squad", tiny_model)
     metrics = finetune(config, tmp_path)
@@ -138,7 +140,7 @@ def test_qa_trains_and_predicts_every_eval_question(tiny_model, tmp_path):
 def test_encoder_loads_from_init_checkpoint_and_head_is_fresh(tiny_model):
     config = _config("sst2", tiny_model)
     _, bert, _, _ = load_encoder(config)
-    _, stored = checkpoint.load_model_dir(tiny_model)
+    _, stored = model_dir.load_model_dir(tiny_model)
     same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), bert, stored["backbone"])
     assert all(jax.tree.leaves(same))
     # The train state's encoder is the checkpoint's, before any step; the head is new.
@@ -212,13 +214,13 @@ def test_rerun_on_finished_workdir_resumes_without_training(sst2_run, tiny_model
 def test_export_to_transformers_gives_the_same_logits(sst2_run, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from bertjax.training.finetune import export_hf
+    from bertjax.interop.finetuned_dir import export_hf
 
     workdir, _ = sst2_run
     out = export_hf(workdir, tmp_path / "hf")
     hf_model = transformers.BertForSequenceClassification.from_pretrained(out).eval()
     assert hf_model.config.id2label == {0: "0", 1: "1"}
-    cfg, params = checkpoint.load_model_dir(workdir / "model")
+    cfg, params = model_dir.load_model_dir(workdir / "model")
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 2000, (3, 12)).astype(np.int32)
     types = np.zeros_like(ids)
@@ -239,18 +241,18 @@ def test_export_to_transformers_gives_the_same_logits(sst2_run, tmp_path):
 # ----------------------------------------------------------------------------- export of every head
 
 
-def _fake_finetuned_workdir(root, model_dir, kind, label_names):
+def _fake_finetuned_workdir(root, source, kind, label_names):
     """A fine-tuned workdir (model/ with a random head, finetune.json) without training."""
-    from bertjax.training.finetune import TASK_FILE
+    from bertjax.interop.finetuned_dir import TASK_FILE
 
-    cfg, stored = checkpoint.load_model_dir(model_dir)
+    cfg, stored = model_dir.load_model_dir(source)
     ids = np.zeros((1, 8), np.int32)
     num_labels = 2 if kind == "qa" else len(label_names)
     variables = make_model(kind, cfg, num_labels).init(
         jax.random.key(1), {"input_ids": ids, "token_type_ids": ids, "attention_mask": ids + 1}
     )
     params = {**nn.meta.unbox(variables["params"]), "backbone": stored["backbone"]}
-    checkpoint.save_model(root / "model", params, cfg, model_dir / checkpoint.VOCAB_NAME)
+    model_dir.save_model(root / "model", params, cfg, source / model_dir.VOCAB_NAME)
     document = {"kind": kind, "label_names": list(label_names)}
     (root / TASK_FILE).write_text(json.dumps(document) + "\n")
     return cfg, params
@@ -298,7 +300,7 @@ def test_export_hf_command_exports_tagging_and_qa_heads_with_the_same_logits(
 
 def test_export_hf_command_keeps_pretrained_models_on_the_pretraining_path(tiny_model, tmp_path):
     from bertjax.cli import main
-    from bertjax.training.finetune import finetuned_workdir
+    from bertjax.interop.finetuned_dir import finetuned_workdir
 
     assert finetuned_workdir(tiny_model) is None
     # tiny_model has no pretraining heads: the pretraining exporter's own error, not the task one
@@ -387,9 +389,9 @@ def test_init_checkpoint_vocab_mismatch_fails_before_training(tiny_model, tmp_pa
 def test_truncation_cut_tags_and_unmatched_answers_are_warned_and_recorded(
     tiny_model, tmp_path, caplog
 ):
-    from bertjax.training.finetune import TaskData, build_task, write_data_stats
+    from bertjax.tasks.assembly import TaskData, build_task, write_data_stats
 
-    tokenizer = checkpoint.load_model_tokenizer(tiny_model)
+    tokenizer = model_dir.load_model_tokenizer(tiny_model)
     long_row = " ".join(["word"] * 40) + "\t1\n"
     config = _config("sst2", tiny_model, *_sst2_files(tmp_path, [long_row, "ok\t0\n"]))
     conll = "-DOCSTART- O\n\n" + "".join(f"w{i} O\n" for i in range(40)) + "Paris B-LOC\n\n"
@@ -445,9 +447,9 @@ RESUME = ["--config.train.num_steps=40", "--config.train.log_every=1"]
 RESUME += ["--config.checkpoint.every_steps=10"]
 
 
-def _run_finetune_cli(workdir, model_dir, *, wait=True):
+def _run_finetune_cli(workdir, source, *, wait=True):
     cmd = [sys.executable, "-m", "bertjax.cli", "finetune", "--config", str(CONFIGS / "sst2.py")]
-    cmd += ["--workdir", str(workdir), f"--config.init_from={model_dir}"]
+    cmd += ["--workdir", str(workdir), f"--config.init_from={source}"]
     cmd += [*COMMON, *TASKS["sst2"], *RESUME]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"

@@ -14,7 +14,7 @@ import pytest
 from bertjax import cli
 from bertjax.data import pretraining
 from bertjax.data import tokenizer as tok
-from bertjax.interop import model_dir
+from bertjax.interop import formats, model_dir
 from bertjax.models import Model, get_family, head_spec
 from bertjax.models.decoding import filter_logits, generate, left_pad
 from bertjax.models.gpt import GptConfig
@@ -325,7 +325,7 @@ def test_hf_gpt2_logits_import_export_and_greedy_generate(tmp_path):
         pad_token_id=0,
     )[0, 5:].tolist()
     expected = expected[: expected.index(0)] if 0 in expected else expected
-    loaded, loaded_params = model_dir.load_pretrained(tmp_path / "bertjax")
+    loaded, loaded_params = formats.load_pretrained(tmp_path / "bertjax")
     (ours,) = generate(
         loaded, loaded_params, [prompt[0].tolist()], eos_id=0, max_new_tokens=16, temperature=0.0
     )

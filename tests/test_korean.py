@@ -319,13 +319,13 @@ def test_table_documents_real_wikinews(shared_data):
 @pytest.mark.parametrize("name", ["kornli", "korsts", "klue_ner", "klue_nli", "klue_sts"])
 def test_ko_configs_point_at_real_files(shared_data, monkeypatch, name):
     from bertjax.config import load_config_file, resolve_path
-    from bertjax.training import finetune
+    from bertjax.tasks.assembly import read_split
 
     monkeypatch.setenv("BERTJAX_DATA", str(shared_data))
     config = load_config_file(REPO / "configs" / "ko" / f"{name}.py")
     for split in ("train", "eval"):
         assert resolve_path(config.task[f"{split}_file"]).is_file()
-    train, held = (finetune.read_split(config.task, split) for split in ("train", "eval"))
+    train, held = (read_split(config.task, split) for split in ("train", "eval"))
     expected = {"kornli": 5010, "korsts": 1500, "klue_ner": 1000, "klue_nli": 600}
     if name in expected:
         assert len(held) == expected[name]

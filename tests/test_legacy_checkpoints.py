@@ -10,11 +10,12 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from bertjax.interop import model_dir
+from bertjax import sharding
+from bertjax.interop import formats, model_dir
+from bertjax.interop.finetuned_dir import load_finetuned_params
 from bertjax.models import Model
 from bertjax.models.bert import BERT, BertConfig
-from bertjax.training import checkpoints, sharding
-from bertjax.training.finetune import load_finetuned_params
+from bertjax.training import checkpoints
 from bertjax.training.step import compile_steps
 from tests.test_families import COMMON, _objective
 
@@ -55,7 +56,7 @@ def _write_legacy_model_dir(path, params, names=LEGACY_NAMES):
 def test_a_pre_registry_model_directory_loads_with_the_same_outputs(tmp_path):
     params = model_dir.init_params(CFG, seed=2)
     _write_legacy_model_dir(tmp_path / "old", params)
-    model, loaded = model_dir.load_pretrained(tmp_path / "old")
+    model, loaded = formats.load_pretrained(tmp_path / "old")
     batch = COMMON.synthetic_batch(np.random.default_rng(0), 2, 16, CFG.vocab_size)
     inputs = {k: batch[k] for k in BERT.fields_for(CFG)}
     want = Model(BERT, CFG, model_dir.PRETRAINING_HEADS).apply({"params": params}, inputs)
@@ -65,7 +66,7 @@ def test_a_pre_registry_model_directory_loads_with_the_same_outputs(tmp_path):
 
 
 def test_a_pre_registry_fine_tuned_tagger_gets_its_head_name(tmp_path):
-    from bertjax.training.finetune import make_model
+    from bertjax.tasks.assembly import make_model
 
     ids = np.zeros((1, 4), np.int32)
     variables = make_model("tagging", CFG, 3).init(

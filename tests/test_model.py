@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bertjax import sharding
 from bertjax.config import load_config
 from bertjax.interop.model_dir import PRETRAINING_HEADS
 from bertjax.models import Model
 from bertjax.models.bert import BERT, BertConfig, bert_model_config
 from bertjax.models.layers import attention
-from bertjax.training import sharding
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bertjax.data import tokenizer as tokenizer_lib
-from bertjax.interop import model_dir as checkpoint
+from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
 from tests.conftest import data_dir
 from tests.test_tokenizer import JAMO, KOREAN, _korean_vocab
@@ -23,14 +23,14 @@ def _save(tmp_path, vocab, options, name="model"):
     size = len(tokenizer_lib.read_vocab(vocab))
     cfg = BertConfig(vocab_size=size, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8)
     out = tmp_path / name
-    checkpoint.save_model(out, checkpoint.init_params(cfg, heads=()), cfg, vocab, options)
+    model_dir.save_model(out, model_dir.init_params(cfg, heads=()), cfg, vocab, options)
     return out
 
 
 def _assert_same_ids(path, texts, pairs):
     transformers = pytest.importorskip("transformers")
     theirs = transformers.AutoTokenizer.from_pretrained(path)
-    ours = checkpoint.load_model_tokenizer(path)
+    ours = model_dir.load_model_tokenizer(path)
     for text in texts:
         assert theirs(text)["input_ids"] == ours.encode(text).ids, text
     for a, b in pairs:
@@ -76,8 +76,8 @@ def test_directories_with_options_in_tokenizer_config_still_load(tmp_path):
     for name in ("bertjax_tokenizer.json", "tokenizer.json"):
         (path / name).unlink()
     (path / "tokenizer_config.json").write_text(json.dumps({"lowercase": False}))  # the old way
-    assert checkpoint.tokenizer_options(path) == {"lowercase": False}
-    tokenizer = checkpoint.load_model_tokenizer(path)
+    assert model_dir.tokenizer_options(path) == {"lowercase": False}
+    tokenizer = model_dir.load_model_tokenizer(path)
     assert tokenizer.encode("Hello").tokens == ["[CLS]", "Hello", "[SEP]"]
-    _, params = checkpoint.load_model_dir(path)
+    _, params = model_dir.load_model_dir(path)
     assert "backbone" in params

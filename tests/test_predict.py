@@ -9,9 +9,10 @@ import pytest
 import bertjax
 from bertjax import cli
 from bertjax.inference import Predictor, predict_file
-from bertjax.interop import model_dir as checkpoint
+from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
-from bertjax.training.finetune import finetune, read_split
+from bertjax.tasks.assembly import read_split
+from bertjax.training.finetune import finetune
 from tests import test_finetune as ft
 from tests.conftest import data_dir
 
@@ -25,7 +26,7 @@ def tiny(tmp_path_factory):
         pytest.skip(f"real data folder {data_dir()} is absent (set BERTJAX_DATA)")
     cfg = BertConfig(**ft.TINY)
     out = tmp_path_factory.mktemp("tiny") / "model"
-    checkpoint.save_model(out, checkpoint.init_params(cfg, heads=(), seed=3), cfg, vocab)
+    model_dir.save_model(out, model_dir.init_params(cfg, heads=(), seed=3), cfg, vocab)
     return out
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import optax
 import pytest
 
+from bertjax import sharding
 from bertjax.config import load_config
 from bertjax.data.pretraining import PretrainingSource
-from bertjax.interop import model_dir as checkpoint
+from bertjax.interop import formats
 from bertjax.objectives import base as train
-from bertjax.training import checkpoints, optimizer, sharding
+from bertjax.training import checkpoints, optimizer
 from bertjax.training.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
 from tests.conftest import REPO
 
@@ -203,13 +204,13 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
     assert list((tmp_path / "tensorboard").iterdir())
     # keep=2: the two most recent checkpoints are left.
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["12", "6"]
-    model, params = checkpoint.load_pretrained(tmp_path / "model")
+    model, params = formats.load_pretrained(tmp_path / "model")
     ids = jnp.ones((1, 8), jnp.int32)
     batch = {"input_ids": ids, "token_type_ids": jnp.zeros_like(ids), "attention_mask": ids}
     out = model.apply({"params": params}, batch)
     assert out["sequence_output"].shape == (1, 8, 32)
     # The workdir itself loads too: the latest checkpoint's parameters, equal to the final model.
-    _, workdir_params = checkpoint.load_pretrained(tmp_path)
+    _, workdir_params = formats.load_pretrained(tmp_path)
     for a, b in zip(
         jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(workdir_params), strict=True
     ):

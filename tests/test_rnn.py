@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from bertjax import sharding
 from bertjax.config import load_config
 from bertjax.models.rnn import (
     POOLINGS,
@@ -21,7 +22,6 @@ from bertjax.models.rnn import (
     params_from_torch,
     reverse_index,
 )
-from bertjax.training import sharding
 from tests.conftest import REPO
 
 LENGTHS = np.array([9, 1, 4, 7, 2, 9, 5, 3])  # a length-1 row and full-length rows

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bertjax.config import load_config
-from bertjax.interop import model_dir
+from bertjax.interop import formats, model_dir
 from bertjax.training.finetune import finetune
 from bertjax.training.pretrain import pretrain
 from tests.conftest import REPO
@@ -61,7 +61,7 @@ def test_a_recurrent_encoder_pretrains_with_mlm_then_fine_tunes(prepared, shared
     final = pretrain(config, tmp_path / "pre")
     assert np.isfinite(final["eval_mlm_loss"]) and "eval_nsp_loss" in final
     assert final["loss"] == pytest.approx(final["mlm_loss"])  # MLM only: NSP is not trained
-    model, params = model_dir.load_pretrained(tmp_path / "pre" / "model")
+    model, params = formats.load_pretrained(tmp_path / "pre" / "model")
     assert model.family.name == "rnn"
     # The pretrained recurrent encoder is an init_from like any other.
     ft = [o for o in SST2 if not o.startswith("--config.model")]

@@ -246,7 +246,7 @@ def test_model_directories_keep_the_hangul_option(tmp_path):
     # A directory tokenizes as its vocabulary was trained: bertjax's keep syllables, and an
     # imported transformers directory decomposes them unless its tokenizer_config says otherwise.
     from bertjax.interop import hf_bert as convert
-    from bertjax.interop import model_dir as checkpoint
+    from bertjax.interop import model_dir
 
     vocab_path = _korean_vocab(tmp_path)
     bertjax_dir, hf_dir = tmp_path / "bertjax", tmp_path / "hf"
@@ -265,9 +265,9 @@ def test_model_directories_keep_the_hangul_option(tmp_path):
             (path / "tokenizer_config.json").write_bytes(options.read_bytes())
     (hf_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
     sentence = KOREAN[0]
-    _assert_syllables_kept(checkpoint.load_model_tokenizer(bertjax_dir), sentence)
-    assert JAMO.search(checkpoint.load_model_tokenizer(hf_dir).normalizer.normalize_str(sentence))
+    _assert_syllables_kept(model_dir.load_model_tokenizer(bertjax_dir), sentence)
+    assert JAMO.search(model_dir.load_model_tokenizer(hf_dir).normalizer.normalize_str(sentence))
     assert convert.hf_tokenizer_options(hf_dir)["keep_hangul"] is False
     convert_options = {"do_lower_case": True, "keep_hangul": True}  # as write_hf_files writes
     (hf_dir / "tokenizer_config.json").write_text(json.dumps(convert_options))
-    _assert_syllables_kept(checkpoint.load_model_tokenizer(hf_dir), sentence)
+    _assert_syllables_kept(model_dir.load_model_tokenizer(hf_dir), sentence)

@@ -21,54 +21,21 @@ from typing import Any, TextIO
 import ml_collections
 
 from bertjax import tasks
+from bertjax.inference.batches import predict_features
 from bertjax.inference.runtime import build_runtime
 from bertjax.interop import model_dir
+from bertjax.interop.finetuned_dir import (
+    MODEL_DIR,
+    TASK_FILE,
+    finetuned_workdir,
+    load_finetuned_params,
+    read_task_file,
+)
 from bertjax.tasks.common import report_data_stats
-from bertjax.training import finetune
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "tsv")
-# Featurizer fields of workdirs whose finetune.json predates the saved task config: the
-# defaults of configs/finetune/base.py then.
-LEGACY_TASK_FIELDS = dict(
-    max_len=128,
-    doc_stride=128,
-    max_query_length=64,
-    max_answer_length=30,
-    n_best=20,
-    format="",
-    text_a="sentence",
-    text_b="",
-    label="label",
-    header=True,
-    token_column=0,
-    tag_column=-1,
-    scheme="IOB2",
-    split_by_article=False,
-    eval_fraction=0.2,
-    split_seed=0,
-)
-
-
-def read_task_file(root: pathlib.Path) -> dict[str, Any]:
-    """The `finetune.json` of a fine-tuned workdir, its task config completed."""
-    path = root / finetune.TASK_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    for key in ("kind", "label_names"):
-        if key not in saved:
-            raise ValueError(f"{path} has no {key!r} field")
-    if "task" not in saved:
-        logger.warning(
-            "%s was written before task configs were saved; featurizing with the defaults "
-            "max_len=128, doc_stride=128 (re-save it with a newer bertjax to record them)",
-            path,
-        )
-    saved["task"] = {**LEGACY_TASK_FIELDS, **saved.get("task", {}), "kind": saved["kind"]}
-    return saved
 
 
 class Predictor:
@@ -91,19 +58,19 @@ class Predictor:
     """
 
     def __init__(self, path: str | pathlib.Path, *, batch_size: int = 32):
-        root = finetune.finetuned_workdir(path)
+        root = finetuned_workdir(path)
         if root is None:
             raise FileNotFoundError(
                 f"{path} is not a fine-tuned model: expected a fine-tuning workdir (with "
-                f"{finetune.TASK_FILE} and {finetune.MODEL_DIR}/) or its {finetune.MODEL_DIR}/"
+                f"{TASK_FILE} and {MODEL_DIR}/) or its {MODEL_DIR}/"
             )
         saved = read_task_file(root)
         self.root, self.kind = root, saved["kind"]
         self.task_cfg = ml_collections.ConfigDict(saved["task"])
         self.module = tasks.task_module(self.kind)
         self.task = self.module.make_task(self.task_cfg, saved["label_names"])
-        self.tokenizer = model_dir.load_model_tokenizer(root / finetune.MODEL_DIR)
-        cfg, params = finetune.load_finetuned_params(root)
+        self.tokenizer = model_dir.load_model_tokenizer(root / MODEL_DIR)
+        cfg, params = load_finetuned_params(root)
         self.runtime = build_runtime(
             cfg, self.task.heads, params, batch_size=batch_size, seq_len=self.task_cfg.max_len
         )
@@ -120,7 +87,7 @@ class Predictor:
             return []
         features = self.task.featurize(self.task_cfg, examples, self.tokenizer, training=False)
         self.stats.update(features.stats)
-        outputs = finetune.predict_features(
+        outputs = predict_features(
             self.runtime.steps,
             self.runtime.params,
             features,

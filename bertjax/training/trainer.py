@@ -38,10 +38,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from bertjax import sharding
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
-from bertjax.training import checkpoints, flops, sharding
+from bertjax.training import checkpoints, flops
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
