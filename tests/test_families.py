@@ -7,8 +7,6 @@ a jitted pretraining step that lowers the loss, a model-directory round trip, an
 family has a converter) a Hugging Face state-dict round trip with the same outputs.
 """
 
-import importlib.util
-
 import flax.linen as nn
 import jax
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 
 from bertjax import sharding
 from bertjax.config import load_config
+from bertjax.data import synthetic
 from bertjax.interop import formats, model_dir
 from bertjax.models import FAMILIES, Model, get_family, model_config
 from bertjax.models.registry import family_of
@@ -37,16 +36,6 @@ BATCH, LENGTH = 8, 16
 DROPOUTS = ("hidden_dropout", "attention_dropout")
 
 
-def _common():
-    spec = importlib.util.spec_from_file_location("common", REPO / "benchmarks" / "common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-COMMON = _common()
-
-
 def test_every_registered_family_has_a_contract_case():
     assert set(CASES) == set(FAMILIES)
 
@@ -57,7 +46,7 @@ def _setup(name, mesh_sizes):
     family, cfg = model_config(config.model)
     config.mesh.update(mesh_sizes)
     mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
-    batch = COMMON.synthetic_batch(np.random.default_rng(0), BATCH, LENGTH, cfg.vocab_size)
+    batch = synthetic.synthetic_batch(np.random.default_rng(0), BATCH, LENGTH, cfg.vocab_size)
     return family, cfg, config, mesh, rules, batch
 
 
@@ -67,9 +56,9 @@ def _objective(cfg):
     heads = family_of(cfg).pretraining_heads
     if "lm" in heads:
         return CausalLm()
-    ids = {"pad": COMMON.PAD, "cls": COMMON.CLS, "sep": COMMON.SEP, "mask": COMMON.MASK}
+    ids = {"pad": synthetic.PAD, "cls": synthetic.CLS, "sep": synthetic.SEP, "mask": synthetic.MASK}
     data = {"max_predictions": 4, "mask_rate": 0.15, "whole_word_masking": False}
-    mask_fn = make_mask_fn(data, COMMON.synthetic_vocab(cfg.vocab_size), ids)
+    mask_fn = make_mask_fn(data, synthetic.synthetic_vocab(cfg.vocab_size), ids)
     if "rtd" in heads:
         return ReplacedTokenDetection(mask_fn, 4)
     return MlmNsp(mask_fn, 4)
@@ -128,7 +117,7 @@ def test_model_directory_and_hugging_face_round_trips_keep_the_outputs(name, tmp
     family, cfg, *_, batch = _setup(name, {"data": -1, "fsdp": 1, "tensor": 1})
     batch = _inputs(family, batch)
     params = model_dir.init_params(cfg, seed=1)
-    vocab = COMMON.write_vocab(cfg.vocab_size, tmp_path)
+    vocab = synthetic.write_vocab(cfg.vocab_size, tmp_path)
     model_dir.save_model(tmp_path / "model", params, cfg, vocab)
     model, loaded = formats.load_pretrained(tmp_path / "model")
     reference = Model(family, cfg, model_dir.pretraining_heads(family)).apply(

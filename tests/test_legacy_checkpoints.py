@@ -11,13 +11,14 @@ import optax
 import orbax.checkpoint as ocp
 
 from bertjax import sharding
+from bertjax.data import synthetic
 from bertjax.interop import formats, model_dir
 from bertjax.interop.finetuned_dir import load_finetuned_params
 from bertjax.models import Model
 from bertjax.models.bert import BERT, BertConfig
 from bertjax.training import checkpoints
 from bertjax.training.step import compile_steps
-from tests.test_families import COMMON, _objective
+from tests.test_families import _objective
 
 CFG = BertConfig(
     vocab_size=64, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
@@ -47,7 +48,7 @@ def _write_legacy_model_dir(path, params, names=LEGACY_NAMES):
     path.mkdir(parents=True)
     document = {"format": "bertjax", "model": dataclasses.asdict(CFG)}
     (path / "config.json").write_text(json.dumps(document))
-    COMMON.write_vocab(CFG.vocab_size, path)
+    synthetic.write_vocab(CFG.vocab_size, path)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save((path / "params").absolute(), _downgrade(params, names))
     checkpointer.wait_until_finished()
@@ -57,7 +58,7 @@ def test_a_pre_registry_model_directory_loads_with_the_same_outputs(tmp_path):
     params = model_dir.init_params(CFG, seed=2)
     _write_legacy_model_dir(tmp_path / "old", params)
     model, loaded = formats.load_pretrained(tmp_path / "old")
-    batch = COMMON.synthetic_batch(np.random.default_rng(0), 2, 16, CFG.vocab_size)
+    batch = synthetic.synthetic_batch(np.random.default_rng(0), 2, 16, CFG.vocab_size)
     inputs = {k: batch[k] for k in BERT.fields_for(CFG)}
     want = Model(BERT, CFG, model_dir.PRETRAINING_HEADS).apply({"params": params}, inputs)
     got = model.apply({"params": loaded}, inputs)
@@ -89,7 +90,7 @@ def test_a_pre_registry_training_checkpoint_resumes_with_the_same_state(tmp_path
     rules = sharding.logical_rules(
         {"logical_axis_rules": [("embed", "fsdp"), ("act_batch", ("data", "fsdp"))]}
     )
-    batch = COMMON.synthetic_batch(np.random.default_rng(0), 8, 16, CFG.vocab_size)
+    batch = synthetic.synthetic_batch(np.random.default_rng(0), 8, 16, CFG.vocab_size)
     objective = _objective(CFG)
     model = Model(BERT, CFG, objective.heads)
     tx = optax.adamw(1e-3)
