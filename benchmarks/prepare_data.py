@@ -1,4 +1,4 @@
-"""Benchmark `bertjax.pretraining_data.prepare` on the real pretraining corpora.
+"""Benchmark `bertjax.data.pretraining.prepare` on the real pretraining corpora.
 
 Measures wall time and peak resident memory (this process and, separately, the largest worker
 process) for the ~39 MB of `$BERTJAX_DATA/pretrain-*` at length 128 with the bert-base-uncased

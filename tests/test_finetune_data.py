@@ -1,4 +1,5 @@
-"""Tests for bertjax.finetune_data: readers, featurizers and QA post-processing."""
+"""Tests for the task kinds (`bertjax.tasks.classification`, `.tagging`, `.qa`): readers, featurizers
+and QA post-processing."""
 
 import functools
 import logging
@@ -321,7 +322,7 @@ def test_postprocess_respects_length_limit_and_context_only(tiny_tokenizer):
 def test_training_skips_mismatched_answers_with_a_warning(tiny_tokenizer, caplog):
     good = qa.QAExample("a", "t", "cat", "the cat sat", (qa.Answer("sat", 8),))
     bad = qa.QAExample("b", "t", "cat", "the cat sat", (qa.Answer("mat", 8),))
-    with caplog.at_level(logging.WARNING, logger="bertjax.finetune_data"):
+    with caplog.at_level(logging.WARNING, logger="bertjax.tasks.qa"):
         features = qa.featurize_qa([good, bad], tiny_tokenizer, max_len=16, is_training=True)
     assert features.stats["answers_mismatched"] == 1
     assert features.meta["example_index"].tolist() == [0]

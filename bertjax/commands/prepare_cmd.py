@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from bertjax.data import pretraining as pretraining_data
+from bertjax.data import pretraining
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    metadata = pretraining_data.prepare(
+    metadata = pretraining.prepare(
         args.files,
         args.vocab,
         args.out,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertjax.data import pretraining as pretraining_data
+from bertjax.data import pretraining
 from bertjax.data import tokenizer
 
 
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     vocab_path = tokenizer.train_wordpiece(
-        pretraining_data.resolve_files(args.files),
+        pretraining.resolve_files(args.files),
         args.out,
         vocab_size=args.vocab_size,
         lowercase=not args.cased,
