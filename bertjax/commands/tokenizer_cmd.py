@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bertjax.data import pretraining
-from bertjax.data import tokenizer
+from bertjax.data import pretraining, tokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
