@@ -349,8 +349,8 @@ def test_pretrain_generate_and_resume(tmp_path, capsys):
     from bertjax.config import load_config
     from bertjax.training.finetune import finetune
     from bertjax.training.pretrain import pretrain
+    from tests.conftest import REPO as repo
 
-    repo = pathlib.Path(__file__).resolve().parents[1]
     overrides = [
         "--config.data.corpus=builtin:python-docs",
         "--config.data.eval_fraction=0.05",

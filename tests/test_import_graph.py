@@ -15,7 +15,9 @@ import pathlib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "bertjax"
+from tests.conftest import REPO
+
+PACKAGE = REPO / "bertjax"
 
 
 def module_name(path: pathlib.Path) -> str:

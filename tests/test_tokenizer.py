@@ -2,7 +2,6 @@
 
 import inspect
 import json
-import pathlib
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import sys
 import pytest
 
 from bertjax.data import tokenizer as tokenizer_lib
+from tests.conftest import REPO
 
 KOREAN = [
     "대한민국의 수도는 서울입니다.",
@@ -20,9 +20,6 @@ KOREAN = [
 ]
 JAMO = re.compile("[\u1100-\u11ff]")  # conjoining jamo: what NFD makes of a syllable
 HANGUL_SYLLABLE = re.compile("[\uac00-\ud7a3]")
-
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _korean_vocab(tmp_path, lowercase=True, strip_accents=None, **options):
