@@ -13,7 +13,7 @@ from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
 from bertjax.tasks.assembly import read_split
 from bertjax.training.finetune import finetune
-from tests import test_finetune as ft
+from tests.training import test_finetune as ft
 from tests.conftest import data_dir
 
 pytestmark = pytest.mark.slow

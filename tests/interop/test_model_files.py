@@ -10,7 +10,7 @@ from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
 from tests.conftest import data_dir
-from tests.test_tokenizer import JAMO, KOREAN, _korean_vocab
+from tests.data.test_tokenizer import JAMO, KOREAN, _korean_vocab
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

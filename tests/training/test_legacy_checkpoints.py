@@ -18,7 +18,7 @@ from bertjax.models import Model
 from bertjax.models.bert import BERT, BertConfig
 from bertjax.training import checkpoints
 from bertjax.training.step import compile_steps
-from tests.test_families import _objective
+from tests.models.test_families import _objective
 
 CFG = BertConfig(
     vocab_size=64, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,

@@ -6,7 +6,7 @@ import pytest
 from bertjax import cli
 from bertjax.inference import Embedder
 from bertjax.inference.embed import bucket_length
-from tests.test_convert import minilm_dir
+from tests.interop.test_convert import minilm_dir
 
 SENTENCES = [
     "This framework generates embeddings for each input sentence.",
