@@ -13,7 +13,7 @@ Each `ModelDirFormat` says how to recognise one (`detect`, given the directory a
 `config.json` document) and how to load it (`load(path, with_heads)` -> (config, params in the
 layout of `config.scan_layers`)). Formats are tried in registry order; the first that detects
 wins. A new format is one entry here (its reader and writer in their own module of `interop/`),
-and `tests/test_model_dir_formats.py` round-trips it.
+and `tests/interop/test_model_dir_formats.py` round-trips it.
 """
 
 from __future__ import annotations
