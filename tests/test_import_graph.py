@@ -11,6 +11,7 @@ strings (`bertjax.tasks.TASKS`, `bertjax.tasks.formats`) are not imports.
 """
 
 import ast
+import functools
 import pathlib
 
 import pytest
@@ -45,6 +46,7 @@ def _imports(tree: ast.AST):
         stack.extend(ast.iter_child_nodes(node))
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     """{module: the bertjax modules it imports}."""
     paths = sorted(PACKAGE.rglob("*.py"))
