@@ -1,4 +1,7 @@
-"""bertjax model directories, Hugging Face import/export, and `load_pretrained`.
+"""The pretrained bertjax model directory (read and written), and Hugging Face import/export.
+
+Which kind of directory a path is, and loading any of them (`load_params`, `load_pretrained`),
+is `bertjax.interop.formats`.
 
 A bertjax model directory holds:
   config.json            {"format": "bertjax", "family": "bert", "model": {config fields}}
@@ -17,7 +20,8 @@ A bertjax model directory holds:
 `pretraining_heads` say which heads a pretrained directory holds (BERT mlm + nsp, GPT lm).
 
 Directories written before the model registry (no "family", parameters under "bert",
-"mlm_head", "nsp_head", "classifier", "qa_outputs") load unchanged: `upgrade_params` maps them.
+"mlm_head", "nsp_head", "classifier", "qa_outputs") load unchanged: `bertjax.interop.legacy`
+maps them.
 """
 
 from __future__ import annotations
