@@ -106,7 +106,7 @@ class Embedder:
         self._step = sharding.in_mesh(
             jax.jit(
                 step,
-                in_shardings=(steps.state_shardings.params, inputs),
+                in_shardings=(steps.param_shardings, inputs),
                 out_shardings=NamedSharding(steps.mesh, PartitionSpec()),
             ),
             steps.mesh,

@@ -29,7 +29,7 @@ class Runtime:
     Attributes:
       model: the `Model` (backbone and heads).
       steps: the compiled `PredictSteps` (its `predict_step`, mesh and parameter shardings).
-      params: the parameters on `steps.state_shardings.params`.
+      params: the parameters on `steps.param_shardings`.
       batch_size: the global batch, a multiple of the local device count.
     """
 

@@ -45,11 +45,13 @@ class PredictSteps:
       predict_step: (params, global batch of input fields) -> {output name: array}.
       mesh: the device mesh.
       param_shardings: the parameters' NamedShardings.
+      rules: the logical-axis rules it runs with.
     """
 
     predict_step: Callable[[Any, Mapping[str, jax.Array]], dict]
     mesh: Mesh
     param_shardings: Any
+    rules: Any
 
 
 def compile_predict(
@@ -65,4 +67,4 @@ def compile_predict(
     _, _, param_shardings = sharding.sharded_init(init, mesh, rules)
     inputs = {k: sharding.batch_sharding(mesh, len(v.shape)) for k, v in example.items()}
     step = jit_predict(model, param_shardings, inputs, mesh, rules)
-    return PredictSteps(step, mesh, param_shardings)
+    return PredictSteps(step, mesh, param_shardings, rules)
