@@ -13,8 +13,8 @@ from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
 from bertjax.tasks.assembly import read_split
 from bertjax.training.finetune import finetune
-from tests.training import test_finetune as ft
 from tests.conftest import data_dir
+from tests.training import test_finetune as ft
 
 pytestmark = pytest.mark.slow
 
