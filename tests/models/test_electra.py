@@ -173,9 +173,8 @@ def test_pretrain_job_trains_both_networks(pretrained):
     train = [r for r in records if "rtd_accuracy" in r]
     assert train and all(np.isfinite(r["loss"]) for r in train)
     assert train[-1]["loss"] < train[0]["loss"]
-    for key in ("mlm_accuracy", "rtd_accuracy", "rtd_precision", "rtd_recall", "replaced_share"):
-        assert 0.0 <= final[f"eval_{key}"] <= 1.0
     assert final["eval_replaced_share"] > 0
+    assert final["eval_mlm_accuracy"] > 1 / formats.load_config(workdir).vocab_size  # not guessing
     model, params = formats.load_pretrained(workdir / "model")
     assert set(params["heads"]) == {"mlm", "rtd"}
     assert set(params["backbone"]) == {"embeddings", "discriminator", "generator"}
