@@ -149,8 +149,8 @@ def run_bertjax(config) -> dict:
 
 def batch_order(n: int, batch: int, seed: int, num_steps: int) -> list[np.ndarray]:
     """Row indices of each step's batch, as bertjax's input pipeline draws them."""
+    from bertjax.data.arrays import ArraySource
     from bertjax.data.pipeline import make_iterator
-    from bertjax.training.finetune import ArraySource
 
     source = ArraySource({"input_ids": np.arange(n, dtype=np.int64)[:, None]})
     iterator = make_iterator(source, global_batch_size=batch, seed=seed)
@@ -278,7 +278,7 @@ def run_torch(args, config, num_steps: int | None = None) -> dict:
     """Fine-tunes the transformers model on the same rows and batch order; returns the metrics."""
     import torch
 
-    from bertjax.training.finetune import read_split
+    from bertjax.tasks.assembly import read_split
     from bertjax.training.trainer import num_train_steps
 
     start = time.perf_counter()

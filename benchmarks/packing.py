@@ -21,9 +21,9 @@ from typing import Any
 
 import jax
 
+from bertjax import sharding
 from bertjax.config import load_config
 from bertjax.data.shards import load_metadata
-from bertjax.training import sharding
 from bertjax.training.pretrain import setup
 
 try:

@@ -27,9 +27,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from bertjax import sharding
 from bertjax.models import Model, model_config
 from bertjax.objectives import make_objective
-from bertjax.training import flops, sharding
+from bertjax.training import flops
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, compile_steps
 

@@ -14,17 +14,17 @@ _LAZY = {
     "Model": "bertjax.models",
     "get_family": "bertjax.models",
     "model_config": "bertjax.models",
-    "load_pretrained": "bertjax.interop.model_dir",
+    "load_pretrained": "bertjax.interop.formats",
     "predictor": "bertjax.inference",
     "Embedder": "bertjax.inference",
     "generate": "bertjax.models.decoding",
-    "generate_text": "bertjax.commands.generate",
+    "generate_text": "bertjax.inference.generate",
 }
 
 if TYPE_CHECKING:
-    from bertjax.commands.generate import generate_text
     from bertjax.inference import Embedder, predictor
-    from bertjax.interop.model_dir import load_pretrained
+    from bertjax.inference.generate import generate_text
+    from bertjax.interop.formats import load_pretrained
     from bertjax.models import Model, get_family, model_config
     from bertjax.models.bert import BertConfig
     from bertjax.models.decoding import generate

@@ -28,15 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertjax.interop import model_dir
-    from bertjax.training import finetune
+    from bertjax.interop import finetuned_dir, model_dir
 
     try:
-        workdir = finetune.finetuned_workdir(args.ckpt)
+        workdir = finetuned_dir.finetuned_workdir(args.ckpt)
         if workdir is None:
             model_dir.export_hf(args.ckpt, args.out, overwrite=args.overwrite)
         else:
-            finetune.export_hf(workdir, args.out, overwrite=args.overwrite)
+            finetuned_dir.export_hf(workdir, args.out, overwrite=args.overwrite)
     except (ValueError, OSError) as e:
         print(f"bertjax export-hf: error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """`bertjax tokenizer`: train a vocabulary on text files.
 
 With `--config` (plus `--config.GROUP.FIELD=VALUE` overrides) it trains what `bertjax pretrain`
-would with that config, by the same code (`training.pretrain.train_tokenizer`): the
+would with that config, by the same code (`data.run_data.train_tokenizer`): the
 `config.data.tokenizer` kind (WordPiece with `config.data.lowercase` and `config.data.pretokenizer`,
 or byte-level BPE) of `config.model.vocab_size` tokens on `config.data.corpus`. Without
 `--config`: a WordPiece vocabulary from files and the flags below.
@@ -91,7 +91,7 @@ def run_config(args: argparse.Namespace) -> pathlib.Path:
     from bertjax.config import load_config
     from bertjax.data import tokenizer_kinds
     from bertjax.data.corpus import resolve_corpus
-    from bertjax.training.pretrain import train_tokenizer
+    from bertjax.data.run_data import train_tokenizer
 
     config = load_config(args.config, args.overrides)
     tokenizer_kinds.get(config.data.tokenizer)  # raises naming the field, before any data work

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from bertjax import sharding
 from bertjax.inference.runtime import build_runtime
-from bertjax.interop import model_dir
-from bertjax.training import finetune, sharding
-from bertjax.training.step import predict_step
+from bertjax.interop import finetuned_dir, formats, model_dir
+from bertjax.models.predict import predict_step
 
 POOLINGS = ("cls", "mean", "pooler")
 MIN_BUCKET = 16  # shortest padded length; buckets double from here up to max_len
@@ -64,8 +64,8 @@ def embed_step(params, batch, *, model, pooling: str, normalize: bool):
 
 def encoder_dir(path: str | pathlib.Path) -> pathlib.Path:
     """The model directory of `path`: a fine-tuning workdir's `model/`, else `path` itself."""
-    root = finetune.finetuned_workdir(path)
-    return root / finetune.MODEL_DIR if root is not None else pathlib.Path(path)
+    root = finetuned_dir.finetuned_workdir(path)
+    return root / finetuned_dir.MODEL_DIR if root is not None else pathlib.Path(path)
 
 
 class Embedder:
@@ -90,7 +90,7 @@ class Embedder:
         if pooling not in POOLINGS:
             raise ValueError(f"--pooling={pooling!r} is invalid: allowed values are {POOLINGS}")
         source = encoder_dir(path)
-        cfg, params = model_dir.load_params(source, with_heads=False)
+        cfg, params = formats.load_params(source, with_heads=False)
         self.tokenizer = model_dir.load_model_tokenizer(source)
         limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
         max_len = max_len or sentence_transformers_max_len(source)
@@ -110,7 +110,7 @@ class Embedder:
         self._step = sharding.in_mesh(
             jax.jit(
                 step,
-                in_shardings=(steps.state_shardings.params, inputs),
+                in_shardings=(steps.param_shardings, inputs),
                 out_shardings=NamedSharding(steps.mesh, PartitionSpec()),
             ),
             steps.mesh,

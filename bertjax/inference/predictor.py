@@ -22,70 +22,37 @@ import jax
 import ml_collections
 import numpy as np
 
-from bertjax import tasks
+from bertjax import sharding, tasks
+from bertjax.inference.batches import UNUSED_OUTPUTS
 from bertjax.inference.embed import bucket_length
 from bertjax.inference.runtime import Runtime, build_runtime
 from bertjax.interop import model_dir
+from bertjax.interop.finetuned_dir import (
+    MODEL_DIR,
+    TASK_FILE,
+    finetuned_workdir,
+    load_finetuned_params,
+    read_task_file,
+)
 from bertjax.tasks.common import report_data_stats
-from bertjax.training import finetune, sharding
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "tsv")
-# Featurizer fields of workdirs whose finetune.json predates the saved task config: the
-# defaults of configs/finetune/base.py then.
-LEGACY_TASK_FIELDS = dict(
-    max_len=128,
-    doc_stride=128,
-    max_query_length=64,
-    max_answer_length=30,
-    n_best=20,
-    format="",
-    text_a="sentence",
-    text_b="",
-    label="label",
-    header=True,
-    token_column=0,
-    tag_column=-1,
-    scheme="IOB2",
-    split_by_article=False,
-    eval_fraction=0.2,
-    split_seed=0,
-)
-
-
-def read_task_file(root: pathlib.Path) -> dict[str, Any]:
-    """The `finetune.json` of a fine-tuned workdir, its task config completed."""
-    path = root / finetune.TASK_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    for key in ("kind", "label_names"):
-        if key not in saved:
-            raise ValueError(f"{path} has no {key!r} field")
-    if "task" not in saved:
-        logger.warning(
-            "%s was written before task configs were saved; featurizing with the defaults "
-            "max_len=128, doc_stride=128 (re-save it with a newer bertjax to record them)",
-            path,
-        )
-    saved["task"] = {**LEGACY_TASK_FIELDS, **saved.get("task", {}), "kind": saved["kind"]}
-    return saved
 
 
 def not_finetuned_message(path: str | pathlib.Path) -> str:
     """Why `path` cannot predict: an unfinished fine-tuning run (checkpoints, no model yet: the
     same command resumes it) or not a fine-tuned model at all."""
     path = pathlib.Path(path)
-    if (path / "data_stats.json").is_file() and not (path / finetune.TASK_FILE).is_file():
+    if (path / "data_stats.json").is_file() and not (path / TASK_FILE).is_file():
         return (
-            f"{path} is an unfinished fine-tuning run (no {finetune.MODEL_DIR}/ yet): rerun the "
+            f"{path} is an unfinished fine-tuning run (no {MODEL_DIR}/ yet): rerun the "
             "same `bertjax finetune` command to resume it, then predict"
         )
     return (
         f"{path} is not a fine-tuned model: expected a fine-tuning workdir (with "
-        f"{finetune.TASK_FILE} and {finetune.MODEL_DIR}/) or its {finetune.MODEL_DIR}/"
+        f"{TASK_FILE} and {MODEL_DIR}/) or its {MODEL_DIR}/"
     )
 
 
@@ -109,7 +76,7 @@ class Predictor:
     """
 
     def __init__(self, path: str | pathlib.Path, *, batch_size: int = 32):
-        root = finetune.finetuned_workdir(path)
+        root = finetuned_workdir(path)
         if root is None:
             raise FileNotFoundError(not_finetuned_message(path))
         saved = read_task_file(root)
@@ -117,8 +84,8 @@ class Predictor:
         self.task_cfg = ml_collections.ConfigDict(saved["task"])
         self.module = tasks.task_module(self.kind)
         self.task = self.module.make_task(self.task_cfg, saved["label_names"])
-        self.tokenizer = model_dir.load_model_tokenizer(root / finetune.MODEL_DIR)
-        cfg, params = finetune.load_finetuned_params(root)
+        self.tokenizer = model_dir.load_model_tokenizer(root / MODEL_DIR)
+        cfg, params = load_finetuned_params(root)
         self.runtime = build_runtime(
             cfg, self.task.heads, params, batch_size=batch_size, seq_len=self.task_cfg.max_len
         )
@@ -168,7 +135,7 @@ def predict_by_length(runtime: Runtime, features, *, progress=None) -> dict[str,
       progress: a tqdm-like bar to `update(rows)` after each batch, or None.
 
     Returns:
-      {output name: float32 [N, ...]} in feature order, as `finetune.predict_features` gives
+      {output name: float32 [N, ...]} in feature order, as `inference.batches.predict_features` gives
       them; per-token outputs ([N, max_len, ...]) hold -1e9 beyond each batch's bucket.
     """
     arrays = {k: v for k, v in features.arrays.items() if k in runtime.input_fields}
@@ -186,7 +153,7 @@ def predict_by_length(runtime: Runtime, features, *, progress=None) -> dict[str,
             runtime.params, sharding.global_batch(local, runtime.steps.mesh)
         )
         for k, v in jax.device_get(out).items():
-            if k in finetune.UNUSED_OUTPUTS:
+            if k in UNUSED_OUTPUTS:
                 continue
             if k not in outputs:
                 shape = (n, max_len, *v.shape[2:]) if k in per_token else (n, *v.shape[1:])

@@ -1,5 +1,6 @@
-"""The device side shared by prediction and embedding: the trainer's steps compiled for a model
-on the local devices, and parameters placed on their shardings."""
+"""The device side shared by prediction and embedding: the model's predict step (the one the
+trainer evaluates with, `bertjax.models.predict`) compiled on the local devices, and parameters
+placed on their shardings."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 
+from bertjax import sharding
 from bertjax.models import Model
+from bertjax.models.predict import PredictSteps, compile_predict
 from bertjax.models.registry import family_of
-from bertjax.training import sharding
-from bertjax.training.step import CompiledSteps, compile_steps
 
 # Inference is data parallel over the local devices: the batch is split, the weights replicated
 # (every other logical axis maps to no mesh axis).
@@ -28,13 +28,13 @@ class Runtime:
 
     Attributes:
       model: the `Model` (backbone and heads).
-      steps: the trainer's `CompiledSteps` (its `predict_step`, mesh and shardings).
-      params: the parameters on `steps.state_shardings.params`.
+      steps: the compiled `PredictSteps` (its `predict_step`, mesh and parameter shardings).
+      params: the parameters on `steps.param_shardings`.
       batch_size: the global batch, a multiple of the local device count.
     """
 
     model: Model
-    steps: CompiledSteps
+    steps: PredictSteps
     params: Any
     batch_size: int
 
@@ -46,7 +46,7 @@ class Runtime:
 def build_runtime(
     model_config: Any, heads: Sequence, params: Any, *, batch_size: int, seq_len: int
 ) -> Runtime:
-    """Compiles the trainer's steps for `Model(family, model_config, heads)` and places `params`.
+    """Compiles the predict step of `Model(family, model_config, heads)` and places `params`.
 
     Args:
       model_config: the family's frozen config.
@@ -61,8 +61,6 @@ def build_runtime(
     model = Model(family_of(model_config), model_config, tuple(heads))
     fields = model.family.fields_for(model_config)
     example = {name: np.ones((batch_size, seq_len), np.int32) for name in fields}
-    steps = compile_steps(
-        model, None, optax.identity(), optax.constant_schedule(0.0), example, mesh, RULES
-    )
-    placed = sharding.host_to_global(jax.device_get(params), steps.state_shardings.params)
+    steps = compile_predict(model, example, mesh, RULES)
+    placed = sharding.host_to_global(jax.device_get(params), steps.param_shardings)
     return Runtime(model, steps, placed, batch_size)

@@ -1,1 +1,2 @@
-"""Model directories, `load_pretrained`, and the Hugging Face converters per family."""
+"""Model directories behind one format registry (`formats`), `load_pretrained`, the model a run
+starts from (`init_from`), and the Hugging Face converters per family."""

@@ -453,7 +453,7 @@ def write_hf_files(
 ) -> None:
     """Writes `config.json`, `model.safetensors`, `vocab.txt` and `tokenizer_config.json`.
 
-    `out_dir` must exist; `bertjax.checkpoint.export_hf` wraps this in an atomic directory write.
+    `out_dir` must exist; `bertjax.interop.model_dir.export_hf` wraps this in an atomic directory write.
     `tokenizer_options` uses bertjax's keys (lowercase, strip_accents, handle_chinese_chars).
     """
     from safetensors.numpy import save_file

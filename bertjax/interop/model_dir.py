@@ -1,4 +1,7 @@
-"""bertjax model directories, Hugging Face import/export, and `load_pretrained`.
+"""The pretrained bertjax model directory (read and written), and Hugging Face import/export.
+
+Which kind of directory a path is, and loading any of them (`load_params`, `load_pretrained`),
+is `bertjax.interop.formats`.
 
 A bertjax model directory holds:
   config.json            {"format": "bertjax", "family": "bert", "model": {config fields}}
@@ -17,7 +20,8 @@ A bertjax model directory holds:
 `pretraining_heads` say which heads a pretrained directory holds (BERT mlm + nsp, GPT lm).
 
 Directories written before the model registry (no "family", parameters under "bert",
-"mlm_head", "nsp_head", "classifier", "qa_outputs") load unchanged: `upgrade_params` maps them.
+"mlm_head", "nsp_head", "classifier", "qa_outputs") load unchanged: `bertjax.interop.legacy`
+maps them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import logging
 import pathlib
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -51,6 +55,7 @@ from bertjax.data.tokenizer import (
     write_tokenizer_files,
 )
 from bertjax.interop.hf_files import read_hf_config
+from bertjax.interop.legacy import upgrade_params
 from bertjax.models import Model, head_spec, model_config
 from bertjax.models.layers import stack_layer_params, unstack_layer_params
 from bertjax.models.registry import FAMILIES, family_of
@@ -73,13 +78,6 @@ TOKENIZER_OPTIONS = (
     "pretokenizer",
 )
 PRETRAINING_HEADS = (head_spec("mlm"), head_spec("nsp"))  # BERT's; any family: pretraining_heads
-# parameter subtrees of directories written before the registry -> (new head name, wrap in dense)
-_LEGACY_HEADS = {
-    "mlm_head": ("mlm", False),
-    "nsp_head": ("nsp", True),
-    "classifier": ("classifier", True),
-    "qa_outputs": ("span", True),
-}
 
 
 def check_out_dir(out_dir: str | pathlib.Path, *, overwrite: bool) -> None:
@@ -198,23 +196,6 @@ def encoder_params(config: Any, backbone: Params) -> Params:
     return {k: v for k, v in backbone.items() if k in shapes["backbone"]}
 
 
-def upgrade_params(params: Params) -> Params:
-    """Maps a parameter tree of the pre-registry layout (`bert`, `mlm_head`, ...) to
-    `{"backbone": ..., "heads": {...}}`; a tree already in that layout is returned unchanged.
-    The leaves keep their order, so optimizer states of the old layout map the same way."""
-    if "bert" not in params:
-        return params
-    heads = {}
-    for old, tree in params.items():
-        if old == "bert":
-            continue
-        if old not in _LEGACY_HEADS:
-            raise ValueError(f"unknown parameter subtree {old!r} in a pre-registry checkpoint")
-        name, wrap = _LEGACY_HEADS[old]
-        heads[name] = {"dense": tree} if wrap else tree
-    return {"backbone": params["bert"], **({"heads": heads} if heads else {})}
-
-
 def save_model(
     out_dir: str | pathlib.Path,
     params: Params,
@@ -284,7 +265,7 @@ def _write_params(path: pathlib.Path, params: Params) -> None:
 
 def fresh_heads(path: str | pathlib.Path) -> list[str]:
     """The heads a bertjax model directory records as initialised fresh (see `save_model`)."""
-    return list(_read_json(pathlib.Path(path) / MODEL_CONFIG_NAME).get(FRESH_HEADS_KEY, []))
+    return list(read_json(pathlib.Path(path) / MODEL_CONFIG_NAME).get(FRESH_HEADS_KEY, []))
 
 
 def config_document(config: Any) -> dict[str, Any]:
@@ -299,7 +280,7 @@ def config_document(config: Any) -> dict[str, Any]:
 def read_model_config(path: str | pathlib.Path) -> Any:
     """The frozen model config of a bertjax `config.json` (a model directory or a workdir)."""
     path = pathlib.Path(path)
-    document = _read_json(path / MODEL_CONFIG_NAME)
+    document = read_json(path / MODEL_CONFIG_NAME)
     if document.get("format") != MODEL_FORMAT or "model" not in document:
         raise ValueError(
             f"{path / MODEL_CONFIG_NAME} is not a bertjax model config "
@@ -384,12 +365,12 @@ def load_hf_dir(
     config = hf.config_from_hf(hf.read_hf_config(path), **overrides)
     state = hf.read_hf_weights(path)
     params, initialised = hf.params_from_hf(
-        state, config, with_heads=with_heads, init_fn=lambda: _fresh_heads(config, with_heads)
+        state, config, with_heads=with_heads, init_fn=lambda: init_fresh_heads(config, with_heads)
     )
     return config, params, initialised
 
 
-def _fresh_heads(config: Any, with_heads: bool = True) -> Params:
+def init_fresh_heads(config: Any, with_heads: bool = True) -> Params:
     """Fresh parameters to take the pooler and heads from (not the encoder layers).
 
     Those do not depend on the depth, so a one-layer model is initialised: a fraction of the
@@ -405,7 +386,7 @@ def _shallow(config: Any) -> Any:
     return dataclasses.replace(config, **{k: v for k, v in changes.items() if k in fields})
 
 
-def _heads_with_params(config: Any) -> list[str]:
+def heads_with_params(config: Any) -> list[str]:
     """The pretraining heads of the family that have parameters (GPT's tied LM head has none)."""
     family = family_of(config)
     model = Model(family, _shallow(config), pretraining_heads(family))
@@ -447,7 +428,7 @@ def export_hf(
     config, params = load_model_dir(model_dir)
     hf = family_of(config).converter()
     present = params.get("heads", {})
-    missing = [name for name in _heads_with_params(config) if name not in present]
+    missing = [name for name in heads_with_params(config) if name not in present]
     if missing:
         raise ValueError(f"{model_dir} holds no pretraining heads {missing}; nothing to export")
     options = tokenizer_options(model_dir)
@@ -455,79 +436,6 @@ def export_hf(
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
         hf.write_hf_files(tmp, params, config, vocab_file(model_dir), options)
     return pathlib.Path(out_dir)
-
-
-def detect_format(path: str | pathlib.Path) -> str:
-    """The format of a model directory: "bertjax", "workdir" (a training workdir) or "hf"."""
-    path = pathlib.Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model directory {path} does not exist")
-    if not (path / MODEL_CONFIG_NAME).is_file():
-        raise FileNotFoundError(
-            f"{path} has no {MODEL_CONFIG_NAME}: not a bertjax model or transformers directory"
-        )
-    document = _read_json(path / MODEL_CONFIG_NAME)
-    if document.get("format") == MODEL_FORMAT:
-        return (
-            "workdir"
-            if (path / "checkpoints").is_dir() and not (path / PARAMS_DIR).exists()
-            else "bertjax"
-        )
-    if "model_type" in document:
-        return "hf"
-    raise ValueError(
-        f"{path / MODEL_CONFIG_NAME} has neither format 'bertjax' nor a transformers model_type"
-    )
-
-
-def _load_bertjax(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
-    config, params = load_model_dir(path)
-    present = params.get("heads", {})
-    missing = [name for name in _heads_with_params(config) if name not in present]
-    if with_heads and missing:
-        fresh = _fresh_heads(config)["heads"]
-        params = {**params, "heads": {**present, **{name: fresh[name] for name in missing}}}
-        logger.warning("%s has no %s heads; initialised fresh", path, missing)
-    return config, params
-
-
-def _load_hf(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
-    config, params, _ = load_hf_dir(path, with_heads=with_heads)
-    return config, params
-
-
-def _load_workdir(path: pathlib.Path, with_heads: bool) -> tuple[Any, Params]:
-    from bertjax.training.checkpoints import latest_params
-
-    return read_model_config(path), latest_params(path / "checkpoints")
-
-
-# format -> loader(path, with_heads) -> (config, params in the layout of config.scan_layers)
-_LOADERS: dict[str, Callable[[pathlib.Path, bool], tuple[Any, Params]]] = {
-    "bertjax": _load_bertjax,
-    "hf": _load_hf,
-    "workdir": _load_workdir,
-}
-
-
-def load_params(path: str | pathlib.Path, *, with_heads: bool = True) -> tuple[Any, Params]:
-    """(config, params) of a bertjax model directory, training workdir or transformers directory
-    (detected from its config.json); with `with_heads`, missing pretraining heads start fresh."""
-    path = pathlib.Path(path)
-    return _LOADERS[detect_format(path)](path, with_heads)
-
-
-def load_partial(path: str | pathlib.Path) -> tuple[Any, Params, list[str]]:
-    """(config, params, head names) of a bertjax model directory, training workdir or
-    transformers directory, with only the heads it really holds (none initialised fresh)."""
-    path = pathlib.Path(path)
-    if detect_format(path) != "hf":
-        config, params = _LOADERS[detect_format(path)](path, False)
-        return config, params, sorted(params.get("heads", {}))
-    config, params, initialised = load_hf_dir(path, with_heads=True)
-    fresh = {p.split("/")[1] for p in initialised if p.startswith("heads/")}
-    heads = {k: v for k, v in params.get("heads", {}).items() if k not in fresh}
-    return config, {**params, "heads": heads}, sorted(heads)
 
 
 def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Params]:
@@ -538,42 +446,6 @@ def relayout(config: Any, params: Params, scan_layers: bool) -> tuple[Any, Param
     move = stack_layer_params if scan_layers else unstack_layer_params
     params = move(jax.device_get(params), paths, config.num_layers)
     return dataclasses.replace(config, scan_layers=scan_layers), params
-
-
-def load_pretrained(
-    path: str | pathlib.Path,
-    *,
-    dtype: str | None = None,
-    with_heads: bool = True,
-    scan_layers: bool | None = None,
-) -> tuple[nn.Module, Params]:
-    """Loads a bertjax model directory, training workdir or transformers directory.
-
-    Args:
-      path: The directory (format detected from its config.json).
-      dtype: Compute dtype override ("float32", "bfloat16", "float16"); parameters keep their
-        stored dtype (`config.param_dtype`).
-      with_heads: With the family's pretraining heads (BERT: MLM and NSP, GPT: the tied LM
-        head; heads the checkpoint lacks are initialised fresh, with a warning); False gives the
-        bare backbone.
-      scan_layers: Override the layer layout (None keeps the stored one).
-
-    Returns:
-      (model, params): `model.apply({"params": params}, {"input_ids": ..., "token_type_ids":
-      ..., "attention_mask": ...})` returns `sequence_output` [batch, length, hidden],
-      `pooled_output` [batch, hidden] and, with heads, `mlm_logits` and `nsp_logits` (BERT) or
-      `lm_logits` (GPT).
-    """
-    config, params = load_params(path, with_heads=with_heads)
-    family = family_of(config)
-    heads = {n: t for n, t in params.get("heads", {}).items() if n in family.pretraining_heads}
-    params = {"backbone": params["backbone"], **({"heads": heads} if with_heads and heads else {})}
-    if scan_layers is not None:
-        config, params = relayout(config, params, scan_layers)
-    if dtype is not None:
-        config = dataclasses.replace(config, dtype=dtype)
-    model = Model(family, config, pretraining_heads(family) if with_heads else ())
-    return model, jax.tree.map(jnp.asarray, params)
 
 
 def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
@@ -595,16 +467,21 @@ def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
 def tokenizer_options(model_dir: str | pathlib.Path) -> dict[str, Any]:
     """The tokenizer options of a bertjax or transformers model directory ({} if none)."""
     model_dir = pathlib.Path(model_dir)
-    if detect_format(model_dir) == "hf":
+    if is_hf_dir(model_dir):
         return hf_family(model_dir).converter().hf_tokenizer_options(model_dir)
     return read_options(model_dir)
+
+
+def is_hf_dir(path: str | pathlib.Path) -> bool:
+    """Whether the `config.json` of `path` is a transformers one (it has a `model_type`)."""
+    return "model_type" in read_json(pathlib.Path(path) / MODEL_CONFIG_NAME, missing_ok=True)
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
     files.atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def _read_json(path: pathlib.Path, *, missing_ok: bool = False) -> dict[str, Any]:
+def read_json(path: pathlib.Path, *, missing_ok: bool = False) -> dict[str, Any]:
     if missing_ok and not path.is_file():
         return {}
     try:

@@ -23,6 +23,7 @@ import tokenizers
 from bertjax.data import entities
 from bertjax.models import head_spec
 from bertjax.objectives.base import apply
+from bertjax.tasks import formats
 from bertjax.tasks.common import (
     Features,
     LabelTask,
@@ -363,11 +364,11 @@ def read(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
     absent, and a `.txt` file holds one text per line (a tab separates a pair)."""
     if split == "predict" and path.suffix.lower() == ".txt":
         return iter_text_lines(path)  # lazily: a long file streams
-    if task_cfg.format in ("klue-nli", "klue-sts"):
-        from bertjax.tasks import korean
+    return formats.reader(task_cfg.kind, task_cfg.format)(task_cfg, path, split)
 
-        reader = korean.read_klue_nli if task_cfg.format == "klue-nli" else korean.read_klue_sts
-        return reader(path, **korean.split_args(task_cfg, split))
+
+def read_table(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
+    """A TSV, CSV or JSONL file of `config.task` (columns `text_a`, `text_b`, `label`)."""
     return read_text_classification(
         path,
         format=task_cfg.format or None,

@@ -1,7 +1,11 @@
 """Korean datasets and metrics: KLUE NER/NLI/STS, KorNLI/KorSTS, KorQuAD 1.0, table corpora.
 
+The readers and metrics are registered by `config.task.format` ("klue-ner", "klue-nli",
+"klue-sts") and `config.task.metric` ("klue", "korquad") in `bertjax.tasks.formats`, like any
+other format; this module imports the task kinds' example classes, never the other way round.
+
 Host-side and numpy-only (never imports jax). Readers return the example classes of
-`bertjax.finetune_data`, so the existing featurizers take them unchanged:
+the task kinds (`bertjax.tasks.classification`, `bertjax.tasks.tagging`, `bertjax.tasks.qa`), so the existing featurizers take them unchanged:
 
 * KLUE-NER (`read_klue_ner`): the file tags every character, spaces included. A sentence becomes a
   `KlueNerSentence` (a `TaggedSentence`) whose tokens are its non-space characters by default, so
@@ -42,7 +46,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from bertjax.data.text import split_sentences
 from bertjax.tasks.classification import TextExample
 from bertjax.tasks.qa import exact_match_f1, overlap_f1
-from bertjax.tasks.tagging import TaggedSentence
+from bertjax.tasks.tagging import TaggedSentence, conll_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -503,3 +507,27 @@ def _jsonl_cells(path: pathlib.Path, column: str) -> Iterator[str]:
             if not isinstance(row[column], str):
                 raise ValueError(f"{where}: {column!r} is {type(row[column]).__name__}, not text")
             yield row[column]
+
+
+# ----------------------------------------------------------------------------- registered
+
+
+def read_klue_ner_task(task_cfg, path: pathlib.Path, split: str) -> list[KlueNerSentence]:
+    """`config.task.format="klue-ner"`: `read_klue_ner` with the task's unit and split."""
+    return read_klue_ner(path, **split_args(task_cfg, split))
+
+
+def read_klue_nli_task(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
+    """`config.task.format="klue-nli"`: `read_klue_nli` with the task's split."""
+    return read_klue_nli(path, **split_args(task_cfg, split))
+
+
+def read_klue_sts_task(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
+    """`config.task.format="klue-sts"`: `read_klue_sts` with the task's split."""
+    return read_klue_sts(path, **split_args(task_cfg, split))
+
+
+def klue_ner_task_metrics(predictions, references) -> dict[str, float]:
+    """`config.task.metric="klue"`: the CoNLL entity scores and token accuracy plus KLUE's
+    entity and character macro F1 (`klue_ner_metrics`; characters are the tokens)."""
+    return {**conll_metrics(predictions, references), **klue_ner_metrics(references, predictions)}

@@ -22,6 +22,7 @@ import tokenizers
 from bertjax.data import entities
 from bertjax.models import head_spec
 from bertjax.objectives.base import apply, nll_and_hits
+from bertjax.tasks import formats
 from bertjax.tasks.common import (
     Features,
     SpecialIds,
@@ -417,7 +418,12 @@ def squad_em_f1(predictions: Mapping[str, str], examples: Sequence) -> dict[str,
 
 
 def read(task_cfg, path: pathlib.Path, split: str) -> list[QAExample]:
-    """The questions of a `config.task` file (one side of a by-article split if configured;
+    """The questions of a `config.task` file, read by its `config.task.format`."""
+    return formats.reader("qa", task_cfg.get("format", ""))(task_cfg, path, split)
+
+
+def read_squad_task(task_cfg, path: pathlib.Path, split: str) -> list[QAExample]:
+    """The questions of a SQuAD file (one side of a by-article split if configured;
     `split="predict"` reads every question, answers optional)."""
     by_article = task_cfg.split_by_article and split != "predict"
     return read_squad(
@@ -452,7 +458,7 @@ class QuestionAnswering(TaskBase):
     """Mean of the start and end cross-entropies; exact match and F1 of the best spans."""
 
     kind: ClassVar[str] = "qa"
-    metric: str = "squad"  # "squad" (SQuAD v1.1 EM/F1) or "korquad" (KorQuAD 1.0: characters)
+    metric: str = "squad"  # `bertjax.tasks.formats.METRICS["qa"]`
 
     @property
     def num_labels(self) -> int:
@@ -508,11 +514,7 @@ class QuestionAnswering(TaskBase):
         return [{"id": e.id, **span} for e, span in zip(examples, spans, strict=True)]
 
     def metrics(self, predictions, references) -> dict[str, float]:
-        if self.metric == "korquad":
-            from bertjax.tasks import korean
-
-            return korean.korquad_em_f1(predictions, references)
-        return squad_em_f1(predictions, references)
+        return formats.metrics("qa", self.metric)(predictions, references)
 
     def write_predictions(self, out_dir, examples, predictions, references) -> pathlib.Path:
         path = pathlib.Path(out_dir) / "predictions.json"
@@ -520,11 +522,5 @@ class QuestionAnswering(TaskBase):
         return path
 
 
-QA_METRICS = ("squad", "korquad")
-
-
 def make_task(task_cfg: Mapping, label_names: Sequence[str]) -> QuestionAnswering:
-    metric = task_cfg.get("metric") or "squad"
-    if metric not in QA_METRICS:
-        raise ValueError(f"config.task.metric={metric!r} is invalid for qa: allowed {QA_METRICS}")
-    return QuestionAnswering(metric=metric)
+    return QuestionAnswering(metric=formats.metric_name("qa", task_cfg.get("metric")))

@@ -16,6 +16,7 @@ import numpy as np
 import tokenizers
 from tokenizers import pre_tokenizers
 
+from bertjax.tasks import formats
 from bertjax.tasks.common import (
     IGNORE_INDEX,
     Features,
@@ -346,15 +347,11 @@ def read(task_cfg, path: pathlib.Path, split: str) -> list[TaggedSentence]:
     `.txt` file holds one raw sentence per line (split into words by BERT's pre-tokenizer)."""
     if split == "predict" and path.suffix.lower() == ".txt":
         return iter_text_sentences(path)  # lazily: a long file streams
-    if task_cfg.format == "klue-ner":
-        from bertjax.tasks import korean
+    return formats.reader("tagging", task_cfg.format)(task_cfg, path, split)
 
-        return korean.read_klue_ner(path, **korean.split_args(task_cfg, split))
-    if task_cfg.format not in ("", "conll"):
-        raise ValueError(
-            f"config.task.format={task_cfg.format!r} is invalid for tagging: allowed values are "
-            "'conll' (or '') and 'klue-ner'"
-        )
+
+def read_conll_task(task_cfg, path: pathlib.Path, split: str) -> list[TaggedSentence]:
+    """A CoNLL file of `config.task` (`token_column`, `tag_column`, `scheme`)."""
     return read_conll(
         path,
         token_column=task_cfg.token_column,
@@ -382,7 +379,7 @@ class Tagging(LabelTask):
 
     kind: ClassVar[str] = "tagging"
     head: ClassVar[str] = "tagger"
-    metric: str = "conll"  # "conll" (entity P/R/F1, token accuracy); "klue" adds KLUE's macro F1s
+    metric: str = "conll"  # `bertjax.tasks.formats.METRICS["tagging"]`
 
     def featurize(self, task_cfg, examples, tokenizer, *, training: bool) -> Features:
         label_map = {name: i for i, name in enumerate(self.label_names)}
@@ -411,15 +408,7 @@ class Tagging(LabelTask):
         return out
 
     def metrics(self, predictions, references) -> dict[str, float]:
-        metrics = {
-            **entity_scores(references, predictions),
-            "accuracy": token_accuracy(references, predictions),
-        }
-        if self.metric == "klue":  # KLUE-NER: characters are the tokens (see tasks.korean)
-            from bertjax.tasks import korean
-
-            metrics.update(korean.klue_ner_metrics(references, predictions))
-        return metrics
+        return formats.metrics("tagging", self.metric)(predictions, references)
 
     def write_predictions(self, out_dir, examples, predictions, references) -> pathlib.Path:
         rows = [
@@ -432,13 +421,15 @@ class Tagging(LabelTask):
         return path
 
 
-TAGGING_METRICS = ("conll", "klue")
-
-
 def make_task(task_cfg: Mapping, label_names: Sequence[str]) -> Tagging:
-    metric = task_cfg.get("metric") or "conll"
-    if metric not in TAGGING_METRICS:
-        raise ValueError(
-            f"config.task.metric={metric!r} is invalid for tagging: allowed {TAGGING_METRICS}"
-        )
-    return Tagging(tuple(label_names), metric=metric)
+    return Tagging(
+        tuple(label_names), metric=formats.metric_name("tagging", task_cfg.get("metric"))
+    )
+
+
+def conll_metrics(predictions, references) -> dict[str, float]:
+    """Entity precision/recall/F1 (`entity_scores`) and token accuracy."""
+    return {
+        **entity_scores(references, predictions),
+        "accuracy": token_accuracy(references, predictions),
+    }

@@ -42,6 +42,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from bertjax import files
+from bertjax.interop.legacy import upgrade_params
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +263,6 @@ def _restore_legacy(manager, step: int, target: Any, error: Exception):
     """Restores a checkpoint of the pre-registry layout: reads it as saved, renames its
     parameter trees (`upgrade_params`, in the params and in every optimizer moment), and takes
     each leaf of `target` from the same path there."""
-    from bertjax.interop.model_dir import upgrade_params
-
     restored = manager.restore(
         step,
         args=ocp.args.Composite(state=ocp.args.StandardRestore(None), data=ocp.args.JsonRestore()),
@@ -309,8 +308,6 @@ def _at_path(tree: Any, path) -> Any:
 def latest_params(directory: str | pathlib.Path, step: int | None = None) -> Any:
     """Params of the latest checkpoint in `directory`, or of checkpoint `step` (on the host, no
     optimizer state)."""
-    from bertjax.interop.model_dir import upgrade_params
-
     manager = ocp.CheckpointManager(pathlib.Path(directory).absolute())
     args = ocp.args.Composite(state=ocp.args.StandardRestore(None))
     restore = lambda step: manager.restore(step, args=args)  # noqa: E731

@@ -11,196 +11,44 @@ With `config.init_from` (a bertjax model directory, a pretraining workdir or a t
 directory) pretraining continues from that model: its architecture, vocabulary and tokenizer
 options (no vocabulary is trained), its backbone and the heads it has (the others start fresh;
 the log says which). `config.data.extra_vocab` appends new tokens to its vocabulary
-(`bertjax.interop.vocab_extension`).
+(`bertjax.interop.vocab_extension`). Loading that model is `bertjax.interop.init_from`; finding or
+making the data is `bertjax.data.run_data`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import pathlib
-import shutil
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bertjax import files, objectives, spec
-from bertjax.config import resolve_path
+from bertjax import files, objectives, sharding, spec
 from bertjax.data import instances as instance_builders
 from bertjax.data import tokenizer_kinds
-from bertjax.data.corpus import BUILTIN_CORPUS, resolve_corpus
-from bertjax.data.packing import PackedSource
-from bertjax.data.prepare import prepare
+from bertjax.data.corpus import BUILTIN_CORPUS
+from bertjax.data.run_data import open_sources
+from bertjax.data.run_data import prepare_data as find_or_prepare
 from bertjax.data.shard_check import check_shards
-from bertjax.data.shards import file_sha256, load_metadata
-from bertjax.data.source import PretrainingSource
-from bertjax.data.tokenizer import (
-    load_tokenizer,
-    read_options,
-    read_vocab,
-    resolve_options,
-    special_token_ids,
-    write_tokenizer_files,
-)
-from bertjax.interop import model_dir, vocab_extension
+from bertjax.data.tokenizer import load_tokenizer, read_options, read_vocab, special_token_ids
+from bertjax.interop import init_from, model_dir
 from bertjax.models import model_config
-from bertjax.training import sharding, trainer
-from bertjax.training.finetune import runtime_config
+from bertjax.training import trainer
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BUILTIN_CORPUS", "evaluate", "prepare_data", "pretrain", "setup"]
 
 
-@dataclasses.dataclass
-class InitModel:
-    """The model pretraining continues from (`config.init_from`).
-
-    Attributes:
-      path: its directory.
-      config: its architecture with this run's numerics (and an extended vocab_size).
-      params: its backbone and heads (host arrays; scan layout of `config`).
-      vocab: the vocabulary to prepare data with (workdir/tokenizer/vocab.txt).
-      options: its tokenizer options.
-      new_tokens: the tokens `config.data.extra_vocab` appended.
-    """
-
-    path: pathlib.Path
-    config: Any
-    params: dict
-    vocab: pathlib.Path
-    options: dict
-    new_tokens: list
-
-
-def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitModel:
-    """Loads `config.init_from` and writes its (maybe extended) vocabulary and tokenizer files
-    to `workdir/tokenizer/`."""
-    if config.data.vocab:
-        raise ValueError(
-            f"config.init_from={config.init_from!r} brings its own vocabulary; leave "
-            f"config.data.vocab={config.data.vocab!r} empty"
-        )
-    path = resolve_path(config.init_from)
-    stored, params, _ = model_dir.load_partial(path)
-    cfg = runtime_config(config, stored)
-    stored, params = model_dir.relayout(stored, params, cfg.scan_layers)
-    options = model_dir.tokenizer_options(path)
-    vocab_tokens = read_vocab(path / model_dir.VOCAB_NAME)
-    model_dir.check_vocab(path / model_dir.VOCAB_NAME, stored, f"{path}/config.json")
-    out = workdir / "tokenizer"
-    out.mkdir(parents=True, exist_ok=True)
-    vocab = out / model_dir.VOCAB_NAME
-    new_tokens: list[str] = []
-    if config.data.extra_vocab:
-        old = load_tokenizer(path / model_dir.VOCAB_NAME, **resolve_options(options))
-        new_tokens = vocab_extension.read_extra_tokens(
-            resolve_path(config.data.extra_vocab), vocab_tokens, old
-        )
-        params, _ = vocab_extension.extend_params(jax.device_get(params), old, new_tokens)
-        vocab.write_text("".join(t + "\n" for t in [*vocab_tokens, *new_tokens]), "utf-8")
-        cfg = dataclasses.replace(cfg, vocab_size=len(vocab_tokens) + len(new_tokens))
-        log.info("extended the vocabulary of %s by %d tokens", path, len(new_tokens))
-    elif not vocab.is_file() or file_sha256(vocab) != file_sha256(path / model_dir.VOCAB_NAME):
-        shutil.copyfile(path / model_dir.VOCAB_NAME, vocab)
-    write_tokenizer_files(
-        out, vocab, options, model_max_length=getattr(cfg, "max_position_embeddings", 512)
-    )
-    return InitModel(path, cfg, params, vocab, options, new_tokens)
-
-
-def loaded_heads(init: InitModel, objective) -> dict:
-    """The backbone and the heads of `init` that `objective` uses; logs which start fresh."""
-    names = [name for name, _ in objective.heads]
-    present = init.params.get("heads", {})
-    loaded = {n: present[n] for n in names if n in present}
-    fresh = [n for n in names if n not in present]
-    (log.warning if fresh else log.info)(
-        "continuing from %s: backbone loaded; heads %s loaded, %s start fresh",
-        init.path,
-        sorted(loaded) or "none",
-        fresh or "none",
-    )
-    return {"backbone": init.params["backbone"], "heads": loaded}
-
-
 def prepare_data(
-    config: ml_collections.ConfigDict,
-    workdir: pathlib.Path,
-    vocab: pathlib.Path | None = None,
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, vocab: pathlib.Path | None = None
 ) -> tuple[pathlib.Path, pathlib.Path]:
-    """Finds or makes the vocabulary and the prepared instances. Returns (data_dir, vocab).
-
-    `vocab`: a given vocabulary (continued pretraining) with its tokenizer options saved beside
-    it; the data must have been prepared with it.
-    """
-    data_dir = resolve_path(config.data.dir) if config.data.dir else workdir / "data"
-    if (data_dir / "metadata.json").exists():
-        metadata = load_metadata(data_dir)
-        if vocab is not None:
-            if metadata.get("vocab_sha256") != file_sha256(vocab):
-                raise ValueError(
-                    f"{data_dir} was prepared with the vocabulary {metadata['vocab_file']}, not "
-                    f"that of config.init_from={config.init_from!r} ({vocab}); prepare the "
-                    "corpus again (set config.data.corpus and leave config.data.dir empty)"
-                )
-            return data_dir, vocab
-        vocab = resolve_path(config.data.vocab or metadata["vocab_file"])
-        return data_dir, vocab
-    if jax.process_count() > 1:  # one preparation, readable by every process
-        raise ValueError(
-            f"config.data.dir={config.data.dir!r} holds no prepared data: with "
-            f"{jax.process_count()} processes, prepare it once (`bertjax prepare`, or a "
-            "one-process run) and set config.data.dir to a folder every process can read"
-        )
-    if config.data.dir:
-        raise FileNotFoundError(
-            f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
-        )
-    _clear_interrupted(data_dir)
-    files = resolve_corpus(config.data.corpus, workdir)
-    lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
-    if vocab is None and config.data.vocab:
-        vocab = resolve_path(config.data.vocab)
-    elif vocab is None:
-        vocab = train_tokenizer(config, files, workdir / "tokenizer")
-    prepare(
-        files,
-        vocab,
-        data_dir,
-        max_seq_len=config.data.max_seq_len,
-        short_seq_prob=config.data.short_seq_prob,
-        eval_fraction=config.data.eval_fraction,
-        seed=config.train.seed,
-        documents_per_file=config.data.corpus == BUILTIN_CORPUS,
-        lowercase=lowercase,
-        instances=config.data.instances,
-        entities=config.data.get("entities", ""),
-        nsp=config.get("objective", "mlm_nsp") != "mlm",  # MLM only: single sentences kept
-    )
-    return data_dir, vocab
-
-
-def _clear_interrupted(data_dir: pathlib.Path) -> None:
-    """Removes the workdir's `data/` left by an interrupted preparation (SIGKILL, Ctrl-C, a full
-    disk): `metadata.json` is written last, so a folder without it is incomplete; the same
-    command redoes it."""
-    if data_dir.is_dir() and any(data_dir.iterdir()):
-        log.warning(
-            "%s holds an interrupted preparation (no metadata.json, which is written last); "
-            "preparing the data again",
-            data_dir,
-        )
-        shutil.rmtree(data_dir)
-
-
-def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.Path):
-    """Trains the `config.data.tokenizer` kind on the corpus; returns its vocabulary file."""
-    return tokenizer_kinds.get(config.data.tokenizer).train(files, out_dir, config)
+    """The vocabulary and prepared instances of the run (`bertjax.data.run_data.prepare_data`),
+    refused with more than one process unless prepared already. Returns (data_dir, vocab)."""
+    return find_or_prepare(config, workdir, vocab, process_count=jax.process_count())
 
 
 def check_config(config: ml_collections.ConfigDict, cfg) -> None:
@@ -248,48 +96,6 @@ def check_vocab_size(cfg, vocab_size: int) -> None:
         )
 
 
-def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:
-    packed = PackedSource(source, max_pack_size)
-    share = packed.real_tokens / (source.max_seq_len * len(source))
-    log.info(
-        "packing %s: %d instances into %d rows; real tokens %.1f%% of positions -> %.1f%%",
-        source.split,
-        len(source),
-        len(packed),
-        100 * share,
-        100 * packed.real_tokens / (source.max_seq_len * len(packed)),
-    )
-    return packed
-
-
-def _sources(config, data_dir: pathlib.Path, vocab: pathlib.Path):
-    options = dict(
-        vocab_path=vocab,
-        document_attention=config.data.document_attention,
-        entity_masking=bool(config.data.get("entity_masking")),
-    )
-    train_source = PretrainingSource(data_dir, "train", **options)
-    eval_source = PretrainingSource(data_dir, "eval", **options)
-    if train_source.entities != config.data.get("entities", ""):
-        raise ValueError(
-            f"config.data.entities={config.data.get('entities', '')!r} but {data_dir} was "
-            f"prepared with entities={train_source.entities!r}; prepare the corpus again"
-        )
-    if train_source.instances != config.data.instances:
-        raise ValueError(
-            f"config.data.instances={config.data.instances!r} but {data_dir} holds "
-            f"{train_source.instances!r} instances"
-        )
-    if train_source.max_seq_len != config.data.max_seq_len:
-        raise ValueError(
-            f"config.data.max_seq_len={config.data.max_seq_len} but {data_dir} was prepared at "
-            f"length {train_source.max_seq_len}"
-        )
-    if config.data.pack_sequences:
-        return tuple(_packed(s, config.data.max_pack_size) for s in (train_source, eval_source))
-    return train_source, eval_source
-
-
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
     """Builds data, model, objective and the trainer (with the initial or restored state), with
     the workdir claimed for this run (`training.workdir`)."""
@@ -297,7 +103,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:
-    init = load_init(config, workdir) if config.init_from else None
+    init = init_from.load_init(config, workdir) if config.init_from else None
     if init is not None:
         cfg = init.config
         check_config(config, cfg)
@@ -315,7 +121,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.
         _, cfg = model_config({**config.model.to_dict(), **computed})
         options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
     check_vocab_size(cfg, len(read_vocab(vocab)))
-    train_source, eval_source = _sources(config, data_dir, vocab)
+    train_source, eval_source = open_sources(config, data_dir, vocab)
     for source in (train_source, eval_source):
         check_shards(getattr(source, "source", source), cfg.vocab_size)
     if len(train_source) == 0:
@@ -340,7 +146,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.
         train_source=train_source,
         eval_source=eval_source,
         num_steps=trainer.num_train_steps(config, len(train_source)),
-        loaded=None if init is None else loaded_heads(init, objective),
+        loaded=None if init is None else init_from.loaded_heads(init, objective),
     )
 
 

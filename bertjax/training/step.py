@@ -22,7 +22,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bertjax.training import sharding
+from bertjax import sharding
+from bertjax.models.predict import jit_predict
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -133,11 +134,6 @@ def eval_step(params: Any, batch: Batch, rng: Array, *, model: nn.Module, object
     return objective.sums(model, params, objective.prepare(rng, batch), None)
 
 
-def predict_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, Array]:
-    """Deterministic outputs (logits) of a batch of inputs."""
-    return model.apply({"params": params}, batch, deterministic=True)
-
-
 def merge_loaded(state: TrainState, loaded: Any) -> TrainState:
     """`state` with the parameters of `loaded` (a partial tree: backbone, some heads) in place of
     the fresh ones, cast to their dtypes. Adam's moments start at zero whatever the parameters,
@@ -207,11 +203,7 @@ def compile_steps(
         out_shardings=replicated,
     )
     input_shardings = {k: s for k, s in batch_shardings.items() if k in model.family.input_fields}
-    jit_predict = jax.jit(
-        functools.partial(predict_step, model=model),
-        in_shardings=(state_shardings.params, input_shardings),
-        out_shardings=replicated,
-    )
+    jit_pred = jit_predict(model, state_shardings.params, input_shardings, mesh, rules)
 
     def init_state(rng: Array, loaded: Any = None) -> TrainState:
         state = jit_init(rng)
@@ -225,7 +217,7 @@ def compile_steps(
     return CompiledSteps(
         train_step=sharding.jit_train_step(step, state_shardings, batch_shardings, mesh, rules),
         eval_step=sharding.in_mesh(jit_eval, mesh, rules),
-        predict_step=sharding.in_mesh(jit_predict, mesh, rules),
+        predict_step=jit_pred,
         init_state=init_state,
         abstract_state=abstract_state,
         state_shardings=state_shardings,

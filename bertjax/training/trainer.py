@@ -42,7 +42,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bertjax import spec
+from bertjax import sharding, spec
 from bertjax.data import pipeline
 from bertjax.models import Model
 from bertjax.models.registry import family_of
@@ -54,7 +54,6 @@ from bertjax.training import (
     goodput,
     profiling,
     run_log,
-    sharding,
     two_phase,
 )
 from bertjax.training import workdir as workdir_lock

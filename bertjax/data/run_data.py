@@ -1,0 +1,143 @@
+"""A pretraining run's data found or made: the vocabulary (given or trained on the corpus) and the
+prepared instances (`prepare_data`), then opened as sources checked against the config
+(`open_sources`). Numpy-only, like the rest of `bertjax.data`.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import shutil
+
+import ml_collections
+
+from bertjax.config import resolve_path
+from bertjax.data import tokenizer_kinds
+from bertjax.data.corpus import BUILTIN_CORPUS, resolve_corpus
+from bertjax.data.packing import PackedSource
+from bertjax.data.prepare import prepare
+from bertjax.data.shards import file_sha256, load_metadata
+from bertjax.data.source import PretrainingSource
+
+log = logging.getLogger(__name__)
+
+
+def prepare_data(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    vocab: pathlib.Path | None = None,
+    *,
+    process_count: int = 1,
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Finds or makes the vocabulary and the prepared instances. Returns (data_dir, vocab).
+
+    `vocab`: a given vocabulary (continued pretraining) with its tokenizer options saved beside
+    it; the data must have been prepared with it.
+    """
+    data_dir = resolve_path(config.data.dir) if config.data.dir else workdir / "data"
+    if (data_dir / "metadata.json").exists():
+        metadata = load_metadata(data_dir)
+        if vocab is not None:
+            if metadata.get("vocab_sha256") != file_sha256(vocab):
+                raise ValueError(
+                    f"{data_dir} was prepared with the vocabulary {metadata['vocab_file']}, not "
+                    f"that of config.init_from={config.init_from!r} ({vocab}); prepare the "
+                    "corpus again (set config.data.corpus and leave config.data.dir empty)"
+                )
+            return data_dir, vocab
+        vocab = resolve_path(config.data.vocab or metadata["vocab_file"])
+        return data_dir, vocab
+    if process_count > 1:  # one preparation, readable by every process
+        raise ValueError(
+            f"config.data.dir={config.data.dir!r} holds no prepared data: with "
+            f"{process_count} processes, prepare it once (`bertjax prepare`, or a "
+            "one-process run) and set config.data.dir to a folder every process can read"
+        )
+    if config.data.dir:
+        raise FileNotFoundError(
+            f"config.data.dir={config.data.dir!r} has no metadata.json; run `bertjax prepare`"
+        )
+    _clear_interrupted(data_dir)
+    files = resolve_corpus(config.data.corpus, workdir)
+    lowercase = None if vocab is not None else config.data.lowercase  # None: vocab's options
+    if vocab is None and config.data.vocab:
+        vocab = resolve_path(config.data.vocab)
+    elif vocab is None:
+        vocab = train_tokenizer(config, files, workdir / "tokenizer")
+    prepare(
+        files,
+        vocab,
+        data_dir,
+        max_seq_len=config.data.max_seq_len,
+        short_seq_prob=config.data.short_seq_prob,
+        eval_fraction=config.data.eval_fraction,
+        seed=config.train.seed,
+        documents_per_file=config.data.corpus == BUILTIN_CORPUS,
+        lowercase=lowercase,
+        instances=config.data.instances,
+        entities=config.data.get("entities", ""),
+        nsp=config.get("objective", "mlm_nsp") != "mlm",  # MLM only: single sentences kept
+    )
+    return data_dir, vocab
+
+
+def _clear_interrupted(data_dir: pathlib.Path) -> None:
+    """Removes the workdir's `data/` left by an interrupted preparation (SIGKILL, Ctrl-C, a full
+    disk): `metadata.json` is written last, so a folder without it is incomplete; the same
+    command redoes it."""
+    if data_dir.is_dir() and any(data_dir.iterdir()):
+        log.warning(
+            "%s holds an interrupted preparation (no metadata.json, which is written last); "
+            "preparing the data again",
+            data_dir,
+        )
+        shutil.rmtree(data_dir)
+
+
+def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.Path):
+    """Trains the `config.data.tokenizer` kind on the corpus; returns its vocabulary file."""
+    return tokenizer_kinds.get(config.data.tokenizer).train(files, out_dir, config)
+
+
+def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:
+    packed = PackedSource(source, max_pack_size)
+    share = packed.real_tokens / (source.max_seq_len * len(source))
+    log.info(
+        "packing %s: %d instances into %d rows; real tokens %.1f%% of positions -> %.1f%%",
+        source.split,
+        len(source),
+        len(packed),
+        100 * share,
+        100 * packed.real_tokens / (source.max_seq_len * len(packed)),
+    )
+    return packed
+
+
+def open_sources(config: ml_collections.ConfigDict, data_dir: pathlib.Path, vocab: pathlib.Path):
+    """The train and eval sources of prepared data (packed with `config.data.pack_sequences`),
+    checked against `config.data`; raises naming the field that disagrees."""
+    options = dict(
+        vocab_path=vocab,
+        document_attention=config.data.document_attention,
+        entity_masking=bool(config.data.get("entity_masking")),
+    )
+    train_source = PretrainingSource(data_dir, "train", **options)
+    eval_source = PretrainingSource(data_dir, "eval", **options)
+    if train_source.entities != config.data.get("entities", ""):
+        raise ValueError(
+            f"config.data.entities={config.data.get('entities', '')!r} but {data_dir} was "
+            f"prepared with entities={train_source.entities!r}; prepare the corpus again"
+        )
+    if train_source.instances != config.data.instances:
+        raise ValueError(
+            f"config.data.instances={config.data.instances!r} but {data_dir} holds "
+            f"{train_source.instances!r} instances"
+        )
+    if train_source.max_seq_len != config.data.max_seq_len:
+        raise ValueError(
+            f"config.data.max_seq_len={config.data.max_seq_len} but {data_dir} was prepared at "
+            f"length {train_source.max_seq_len}"
+        )
+    if config.data.pack_sequences:
+        return tuple(_packed(s, config.data.max_pack_size) for s in (train_source, eval_source))
+    return train_source, eval_source
