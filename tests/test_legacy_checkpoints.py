@@ -13,16 +13,24 @@ import orbax.checkpoint as ocp
 from bertjax.interop import model_dir
 from bertjax.models import Model
 from bertjax.models.bert import BERT, BertConfig
+from bertjax.objectives.mlm_nsp import MlmNsp, make_mask_fn
 from bertjax.training import checkpoints, sharding
 from bertjax.training.finetune import load_finetuned_params
 from bertjax.training.step import compile_steps
-from tests.test_families import COMMON, _objective
+from tests.test_families import COMMON
 
 CFG = BertConfig(
     vocab_size=64, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
     max_position_embeddings=32,
 )  # fmt: skip
 LEGACY_NAMES = {"mlm": ("mlm_head", False), "nsp": ("nsp_head", True)}
+
+
+def _objective(cfg):
+    """BERT's MLM+NSP objective on the synthetic vocabulary of `cfg`'s size."""
+    ids = {"pad": COMMON.PAD, "cls": COMMON.CLS, "sep": COMMON.SEP, "mask": COMMON.MASK}
+    data = {"max_predictions": 4, "mask_rate": 0.15, "whole_word_masking": False}
+    return MlmNsp(make_mask_fn(data, COMMON.synthetic_vocab(cfg.vocab_size), ids), 4)
 
 
 def _downgrade(tree, names=LEGACY_NAMES):
