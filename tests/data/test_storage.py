@@ -7,6 +7,7 @@ import pytest
 
 from bertjax import storage
 from bertjax.config import load_config, resolve_path
+from bertjax.data.run_data import open_sources
 from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
 from bertjax.training import pretrain as pretrain_lib
@@ -87,10 +88,8 @@ def test_prepared_data_in_a_bucket_reads_as_the_local_data(s3, prepared, tmp_pat
     assert data_dir.is_relative_to(storage.cache_root()) and vocab.read_bytes() == (
         pathlib.Path(local.data.vocab).read_bytes()
     )
-    want = pretrain_lib._sources(
-        local, pathlib.Path(local.data.dir), pathlib.Path(local.data.vocab)
-    )
-    got = pretrain_lib._sources(remote, data_dir, vocab)
+    want = open_sources(local, pathlib.Path(local.data.dir), pathlib.Path(local.data.vocab))
+    got = open_sources(remote, data_dir, vocab)
     for a, b in zip(want, got, strict=True):
         assert len(a) == len(b)
         for index in (0, len(a) - 1):

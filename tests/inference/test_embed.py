@@ -77,7 +77,7 @@ def test_length_buckets_keep_each_text_as_embedded_alone(tmp_path):
     from bertjax.interop import model_dir
     from bertjax.models.bert import BertConfig
     from tests.conftest import data_dir
-    from tests.test_finetune import TINY
+    from tests.training.test_finetune import TINY
 
     vocab = data_dir() / "vocab" / "bert-base-uncased-vocab.txt"
     if not vocab.is_file():
