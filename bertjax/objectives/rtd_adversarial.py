@@ -36,9 +36,12 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from bertjax.objectives import rtd
 from bertjax.objectives.base import Array, Batch, mean, nll_and_hits
 from bertjax.objectives.rtd import ReplacedTokenDetection, detection_sums, masked_rewards
 from bertjax.objectives.rtd import make_objective as make_rtd
+
+EXAMPLE_FIELDS = rtd.EXAMPLE_FIELDS  # the batch fields it reads: those of `rtd`
 
 
 def policy_gradient_surrogate(
