@@ -20,7 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import jax
 
     from bertjax.commands import setup_logging
     from bertjax.config import load_config
@@ -39,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
         lambda metrics: summary(
             workdir, model, config.task.kind, metrics, eval_only=config.eval_only
         ),
-        primary=jax.process_index() == 0,  # one summary per job, not one per process
     )
 
 

@@ -16,7 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import jax
 
     from bertjax.commands import setup_logging
     from bertjax.config import load_config
@@ -32,7 +31,6 @@ def run(args: argparse.Namespace) -> int:
         config,
         workdir,
         lambda metrics: summary(workdir, metrics),
-        primary=jax.process_index() == 0,  # one summary per job, not one per process
     )
 
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
+
 log = logging.getLogger(__name__)
 
 LOG_NAME = "log.txt"
@@ -63,8 +65,6 @@ def run_job(
     config: Any,
     workdir: str | pathlib.Path,
     summary: Callable[[Mapping[str, float]], str],
-    *,
-    primary: bool = True,
 ) -> int:
     """Runs `job(config, workdir)` with the workdir's log attached; prints `summary(metrics)`
     (on the primary process) with the notes below it. A run stopped on purpose
@@ -77,7 +77,8 @@ def run_job(
     root.addHandler(handler)
     try:
         metrics = job(config, workdir)
-        if primary:
+        if jax.process_index() == 0:  # one summary per job (asked after the job: the
+            # processes join inside it, and nothing may touch a device before)
             text = summary(metrics)
             if handler.notes:
                 text += "\nNotes:\n" + "\n".join(f"  {note}" for note in handler.notes)
