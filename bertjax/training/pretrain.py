@@ -36,7 +36,7 @@ from bertjax.data.shard_check import check_shards
 from bertjax.data.tokenizer import load_tokenizer, read_options, read_vocab, special_token_ids
 from bertjax.interop import init_from, model_dir
 from bertjax.models import model_config
-from bertjax.training import trainer
+from bertjax.training import loop, trainer
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         log.info("already trained to step %d; evaluating only", int(job.state.step))
         last = {f"eval_{k}": v for k, v in evaluate(job).items()}
     else:
-        last = trainer.train(job, desc="pretrain")
+        last = loop.train(job, desc="pretrain")
     params = job.gathered_params()  # all processes take part
     if jax.process_index() == 0:
         vocab = model_dir.vocab_file(job.workdir)
