@@ -324,6 +324,11 @@ def test_a_config_error_leaves_no_workdir_and_no_lock(tmp_path):
     with pytest.raises(ValueError, match="global_batch_size=0"):
         setup(config, tmp_path / "old")
     assert (tmp_path / "old").is_dir() and not any((tmp_path / "old").iterdir())
+    # The one cleanup of both paths: a created workdir holding only the command's log goes too.
+    created = lock.open_workdir(tmp_path / "logged")
+    (tmp_path / "logged" / lock.LOG_NAME).write_text("error: ...\n")
+    lock.abandon(tmp_path / "logged", created)
+    assert not (tmp_path / "logged").exists()
 
 
 def test_files_are_replaced_whole_and_a_torn_last_line_is_dropped(tmp_path, caplog):

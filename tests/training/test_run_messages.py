@@ -106,7 +106,7 @@ def test_overfitting_is_a_held_out_loss_rising_while_the_training_loss_falls():
     assert not any(watch.add(s, {"loss": float(s)}, {"loss": float(s)}) for s in (1, 2, 3))
 
 
-def test_run_log_repeats_notes_under_the_summary_and_removes_a_workdir_it_created(tmp_path, capsys):
+def test_run_log_repeats_notes_under_the_summary_and_appends_on_a_rerun(tmp_path, capsys):
     def job(config, workdir):
         workdir.mkdir()
         logging.getLogger("bertjax.test").warning("overfitting: x", extra={"summary": True})
@@ -118,7 +118,7 @@ def test_run_log_repeats_notes_under_the_summary_and_removes_a_workdir_it_create
     assert out.splitlines() == ["done {'accuracy': 0.5}", "Notes:", "  overfitting: x"]
     log = (workdir / "log.txt").read_text()
     assert "WARNING bertjax.test: overfitting: x" in log and log.rstrip().endswith("overfitting: x")
-    # A rerun appends; a run that fails before its work removes only a workdir it created.
+    # A rerun appends, also the error of a rerun that fails (the workdir and its log stay).
     with pytest.raises(FileExistsError):
         run_log.run_job("finetune", job, None, workdir, str)
     assert (workdir / "log.txt").read_text().startswith(log)
