@@ -194,7 +194,7 @@ def test_pretrain_job_writes_metrics_checkpoints_and_a_loadable_model(prepared, 
     for field in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "seq_per_sec"):
         assert all(np.isfinite(r[field]) for r in train_records), field
     assert [r["step"] for r in records if "eval_mlm_accuracy" in r] == [6, 12]
-    assert 0.0 <= final["eval_mlm_accuracy"] <= 1.0
+    assert train_records[-1]["loss"] < train_records[0]["loss"]  # 12 steps lower the loss
     # Rerunning a finished job trains nothing and reports the same evaluation.
     again = pretrain(config, tmp_path)
     assert again["eval_mlm_accuracy"] == final["eval_mlm_accuracy"]
