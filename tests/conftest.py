@@ -56,3 +56,31 @@ def prepared(tmp_path_factory) -> list[str]:
         f"--config.data.vocab={vocab}",
         f"--config.model.vocab_size={size}",
     ]
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """An S3 server (moto's) on 127.0.0.1 with the bucket `bertjax-test`, fsspec and the
+    environment (inherited by subprocesses) pointed at it; one per test session."""
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}",
+        "BERTJAX_CACHE": str(tmp_path_factory.mktemp("cache")),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        import fsspec  # already imported (orbax): its FSSPEC_* settings were read then
+
+        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("bertjax-test")
+        yield fs
+    server.stop()

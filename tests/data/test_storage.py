@@ -14,32 +14,6 @@ from bertjax.training import pretrain as pretrain_lib
 from tests.conftest import REPO
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """An S3 server on 127.0.0.1 with a bucket, and fsspec pointed at it."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}",
-        "BERTJAX_CACHE": str(tmp_path_factory.mktemp("cache")),
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        import fsspec  # already imported (orbax): its FSSPEC_* settings were read then
-
-        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("bertjax-test")
-        yield fs
-    server.stop()
 
 
 def test_a_model_in_a_bucket_is_copied_whole_through_the_cache(s3, tmp_path):

@@ -251,7 +251,7 @@ def test_missing_data_names_the_config_fields(tmp_path):
         setup(config, tmp_path)
 
 
-def _run_cli(workdir, prepared, *extra, wait=True):
+def _run_cli(workdir, prepared, *extra, wait=True, env=None):
     cmd = [
         sys.executable,
         "-m",
@@ -272,6 +272,7 @@ def _run_cli(workdir, prepared, *extra, wait=True):
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
+        **(env or {}),
     }
     if wait:
         subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
@@ -281,13 +282,18 @@ def _run_cli(workdir, prepared, *extra, wait=True):
     )
 
 
-def _losses(workdir):
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+def _losses(workdir, fs=None):
+    if fs is None:
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    else:  # a workdir in a bucket
+        fs.invalidate_cache()
+        found = fs.exists(f"{workdir}/metrics.jsonl")
+        lines = fs.cat(f"{workdir}/metrics.jsonl").decode().splitlines() if found else []
     return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path):
+def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path, s3):
     _run_cli(tmp_path / "straight", prepared)
     expected = _losses(tmp_path / "straight")
     assert sorted(expected) == list(range(1, 25))
@@ -305,3 +311,32 @@ def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path):
     assert max(_losses(killed)) < 24, "the run finished before it was killed"
     _run_cli(killed, prepared)
     assert _losses(killed) == expected
+
+    # The same with the prepared data and the workdir in a bucket (moto's S3 server): the run
+    # works in a staging folder that is uploaded every 0.5 s, is killed once the checkpoint of
+    # step 8 is in the bucket, and its rerun (which pulls the bucket) continues exactly.
+    fields = dict(arg.removeprefix("--config.").split("=", 1) for arg in prepared)
+    s3.put(fields["data.dir"], "bertjax-test/kill/data", recursive=True)
+    s3.put(fields["data.vocab"], "bertjax-test/kill/vocab.txt")
+    in_bucket = [
+        *prepared,
+        "--config.data.dir=s3://bertjax-test/kill/data",
+        "--config.data.vocab=s3://bertjax-test/kill/vocab.txt",
+    ]
+    url, sync = "s3://bertjax-test/kill/run", {"BERTJAX_SYNC_SECONDS": "0.5"}
+    process = _run_cli(url, in_bucket, wait=False, env=sync)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (
+            s3.exists(f"{url}/checkpoints/8/_CHECKPOINT_METADATA")
+            and max(_losses(url, s3), default=0) >= 9
+        ):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 8 < max(_losses(url, s3)) < 24, "the run finished before it was killed"
+    assert s3.exists(f"{url}/.bertjax.lock")  # left by the killed run: taken over (pid gone)
+    _run_cli(url, in_bucket, env=sync)
+    assert _losses(url, s3) == expected
+    assert not s3.exists(f"{url}/.bertjax.lock")
