@@ -23,13 +23,16 @@ match it (see `Mirror`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import pathlib
+import shutil
 import threading
 import time
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,9 @@ def _fetch(fs, remote: str, local: pathlib.Path, info: dict, url: str) -> None:
     tmp.replace(local)
 
 
-def local_copy(url: str) -> pathlib.Path:
-    """A local, up-to-date copy of the file or folder at `url` (this host's cache).
+def local_copy(url: str, skip: tuple[str, ...] = ()) -> pathlib.Path:
+    """A local, up-to-date copy of the file or folder at `url` (this host's cache), without the
+    subfolders named in `skip`.
 
     Raises:
       FileNotFoundError: no object or folder at `url` (one line naming it).
@@ -126,6 +130,7 @@ def local_copy(url: str) -> pathlib.Path:
     if info["type"] == "directory":
         found = retrying(url, "listing", lambda: fs.find(root, detail=True))
         files = {name[len(root) :].lstrip("/"): meta for name, meta in found.items()}
+        files = {k: v for k, v in files.items() if k.split("/", 1)[0] not in skip}
     else:
         files = {"": info}
     digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
@@ -150,6 +155,37 @@ def local_copy(url: str) -> pathlib.Path:
         tmp.replace(manifest_path)
         log.info("%s: fetched %d of %d files into %s", url, fetched, len(files), base)
     return base
+
+
+MODEL_SKIP = ("checkpoints", "data", "corpus", "tensorboard")  # workdir folders no model reads
+
+
+def input_path(path: str | os.PathLike) -> pathlib.Path:
+    """A command's input (a model directory or workdir, a text file): `path`, or for a URL this
+    host's cached copy without a workdir's checkpoints, data and TensorBoard events."""
+    return local_copy(str(path), MODEL_SKIP) if is_remote(path) else pathlib.Path(path)
+
+
+@contextlib.contextmanager
+def output(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """Where a command writes its output `path` (a file or a folder): `path`, or for a URL a
+    fresh staging path, uploaded (with `ATTEMPTS` tries per file) when the block ends without
+    an error; an output in the bucket is replaced object by object, never deleted first."""
+    if not is_remote(path):
+        yield pathlib.Path(path)
+        return
+    mirror = Mirror(str(path))
+    if mirror.local.is_dir():
+        shutil.rmtree(mirror.local)
+    mirror.local.unlink(missing_ok=True)
+    mirror.manifest_path.unlink(missing_ok=True)
+    mirror.local.parent.mkdir(parents=True, exist_ok=True)
+    yield mirror.local
+    if mirror.local.is_dir():
+        mirror.push()
+    else:
+        put = lambda: mirror.fs.put_file(str(mirror.local), mirror.root)  # noqa: E731
+        retrying(mirror.url, "upload", put)
 
 
 _staged: dict[pathlib.Path, Mirror] = {}  # staging folder -> its mirror, while a job runs
