@@ -70,6 +70,17 @@ def _filesystem(url: str):
         raise ValueError(f"{url}: {err}; pip install 'bertjax[cloud]'") from err
 
 
+EXIT_UNREACHABLE = 7  # a command's exit status when a bucket could not be read or written
+
+
+class BucketError(OSError):
+    """A bucket that could not be reached after `ATTEMPTS` tries; its message is one line naming
+    the URL (the CLI prints it and exits with `EXIT_UNREACHABLE`)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def retrying(url: str, what: str, call):
     """`call()` with `ATTEMPTS` tries; a missing object fails at once, naming `url`."""
     for attempt in range(1, ATTEMPTS + 1):
@@ -83,7 +94,9 @@ def retrying(url: str, what: str, call):
             raise PermissionError(f"{url}: {what} refused: {_first_line(err)}") from err
         except Exception as err:  # noqa: BLE001 - OSError, botocore's and google's errors alike
             if attempt == ATTEMPTS:
-                raise OSError(f"{url}: {what} failed {ATTEMPTS} times: {_first_line(err)}") from err
+                raise BucketError(
+                    f"{url}: {what} failed {ATTEMPTS} times: {_first_line(err)}"
+                ) from err
             log.warning("%s: %s failed (%s); retrying", url, what, type(err).__name__)
             time.sleep(attempt)
 
@@ -155,6 +168,23 @@ def local_copy(url: str, skip: tuple[str, ...] = ()) -> pathlib.Path:
         tmp.replace(manifest_path)
         log.info("%s: fetched %d of %d files into %s", url, fetched, len(files), base)
     return base
+
+
+def local_files(url: str) -> list[pathlib.Path]:
+    """This host's copies of the files a URL names: a file, a folder, or a glob pattern
+    (`gs://b/corpus/*.txt`), each through `local_copy`.
+
+    Raises:
+      FileNotFoundError: the pattern matches no object (one line naming it).
+    """
+    if not any(char in url for char in "*?["):
+        return [local_copy(url)]
+    fs, pattern = _filesystem(url)
+    scheme = url.split("://", 1)[0] + "://"
+    matches = retrying(url, "listing", lambda: sorted(fs.glob(pattern)))
+    if not matches:
+        raise FileNotFoundError(f"{url}: no object in the bucket matches")
+    return [local_copy(scheme + match) for match in matches]
 
 
 MODEL_SKIP = ("checkpoints", "data", "corpus", "tensorboard")  # workdir folders no model reads
@@ -253,7 +283,9 @@ class Mirror:
     """A bucket folder (`url`) worked on in this host's staging folder (`local`).
 
     `pull()` makes the staging folder equal to the bucket (fetching what differs, removing what
-    the bucket lacks, skipping checkpoints whose upload was cut off); `push()` uploads what changed
+    the bucket lacks, skipping checkpoints whose upload was cut off), unless the bucket is
+    exactly as this host's last push left it: then this host's newer files (a killed run's, or
+    those of a failed push) are pushed instead, so nothing saved is lost; `push()` uploads what changed
     since the last push and deletes from the bucket what was deleted here (orbax's keep-last).
     Appends stay local-file appends (object stores have none): each push rewrites the grown
     objects whole (`metrics.jsonl`, `log.txt`, TensorBoard events), which costs one PUT per
@@ -290,6 +322,13 @@ class Mirror:
         found = retrying(self.url, "listing", lambda: self.fs.find(self.root, detail=True))
         remote = {name[len(self.root) :].lstrip("/"): info for name, info in found.items()}
         remote = {rel: info for rel, info in remote.items() if rel and not _skipped(rel)}
+        left = {rel: entry["remote"] for rel, entry in self.entries.items()}
+        if left and left == {rel: _fingerprint(info) for rel, info in remote.items()}:
+            # the bucket is as this host's last push left it: what this host saved since (a run
+            # killed, or a push that failed) is newer, and is uploaded instead of dropped
+            log.info("%s: uploading what %s saved since its last upload", self.url, self.local)
+            self.push()
+            return 0
         complete = {_checkpoint_step(rel) for rel in remote if rel.endswith("/" + COMPLETE)}
         cut_off = {_checkpoint_step(rel) for rel in remote} - complete - {None}
         for step in sorted(cut_off):

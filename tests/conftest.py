@@ -58,6 +58,9 @@ def prepared(tmp_path_factory) -> list[str]:
     ]
 
 
+S3_KEY_ID, S3_SECRET = "BERTJAXTESTKEY51", "bertjax-test-secret-6c1f2e9a"  # never in any output
+
+
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """An S3 server (moto's) on 127.0.0.1 with the bucket `bertjax-test`, fsspec and the
@@ -68,8 +71,8 @@ def s3(tmp_path_factory):
     server.start()
     host, port = server.get_host_and_port()
     env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
         "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}",
         "BERTJAX_CACHE": str(tmp_path_factory.mktemp("cache")),

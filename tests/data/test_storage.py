@@ -11,7 +11,7 @@ from bertjax.data.run_data import open_sources
 from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
 from bertjax.training import pretrain as pretrain_lib
-from tests.conftest import REPO
+from tests.conftest import REPO, S3_SECRET
 
 pytest.importorskip("s3fs")
 
@@ -69,3 +69,55 @@ def test_prepared_data_in_a_bucket_reads_as_the_local_data(s3, prepared, tmp_pat
         for index in (0, len(a) - 1):
             for key, value in a[index].items():
                 np.testing.assert_array_equal(value, b[index][key])
+
+
+def test_an_unreachable_bucket_is_one_line_after_bounded_retries_and_loses_nothing(
+    s3, tmp_path, monkeypatch, capsys
+):
+    """A workdir's bucket that stops answering: the push fails after `ATTEMPTS` tries with one
+    line naming the object, the bucket keeps what it had, the staging folder keeps the rest, and
+    the next run (bucket reachable again) uploads it instead of dropping it."""
+    import fsspec
+    import s3fs
+
+    from bertjax import cli
+    from bertjax.training import workdir as workdir_lib
+
+    url = "s3://bertjax-test/unreachable/run"
+    with workdir_lib.staged(url) as local:
+        (local / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert s3.cat(f"{url}/metrics.jsonl") == b'{"step": 1}\n'
+
+    live = dict(fsspec.config.conf["s3"])
+    dead = {"endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"retries": {"max_attempts": 1}}}
+    monkeypatch.setitem(fsspec.config.conf, "s3", dead)
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # the client's own retries, for speed
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
+    mirror = storage.Mirror(url)
+    (mirror.local / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    with pytest.raises(storage.BucketError) as caught:
+        mirror.push()
+    assert str(caught.value).startswith(f"{url}/metrics.jsonl: upload failed 3 times: ")
+    assert "\n" not in str(caught.value) and S3_SECRET not in str(caught.value)
+    # the command line: one line naming the URL, exit status EXIT_UNREACHABLE, no traceback
+    argv = ["predict", "s3://bertjax-test/unreachable/model", "--text", "a"]
+    assert cli.main(argv) == storage.EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert err.startswith("bertjax predict: stopped: s3://bertjax-test/unreachable/model: ")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", live)  # reachable again
+    assert s3.cat(f"{url}/metrics.jsonl") == b'{"step": 1}\n'  # nothing lost in the bucket
+    assert storage.Mirror(url).pull() == 0  # the bucket is as left: the newer copy goes up
+    s3.invalidate_cache()
+    assert s3.cat(f"{url}/metrics.jsonl") == b'{"step": 1}\n{"step": 2}\n'
+
+
+def test_a_missing_model_in_a_bucket_is_one_line(s3, capsys):
+    from bertjax import cli
+
+    assert cli.main(["predict", "s3://bertjax-test/no-model", "--text", "a"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "bertjax predict: error: s3://bertjax-test/no-model: no such object in the bucket\n"
+    )

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from bertjax import sharding
+from bertjax import sharding, storage
 from bertjax.config import load_config
 from bertjax.data.source import PretrainingSource
 from bertjax.interop import formats
@@ -21,7 +21,7 @@ from bertjax.objectives import base as train
 from bertjax.training import checkpoints, optimizer
 from bertjax.training import trainer as trainer_lib
 from bertjax.training.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
-from tests.conftest import REPO
+from tests.conftest import REPO, S3_KEY_ID, S3_SECRET
 
 TEST_CONFIG = REPO / "configs" / "test.py"
 
@@ -275,8 +275,7 @@ def _run_cli(workdir, prepared, *extra, wait=True, env=None):
         **(env or {}),
     }
     if wait:
-        subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
-        return None
+        return subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
     return subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -337,6 +336,12 @@ def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path, s3)
     process.wait()
     assert 8 < max(_losses(url, s3)) < 24, "the run finished before it was killed"
     assert s3.exists(f"{url}/.bertjax.lock")  # left by the killed run: taken over (pid gone)
-    _run_cli(url, in_bucket, env=sync)
+    rerun = _run_cli(url, in_bucket, env=sync)
     assert _losses(url, s3) == expected
     assert not s3.exists(f"{url}/.bertjax.lock")
+    # the credentials (moto's, from the environment) are in no output and no file of the run
+    written = [rerun.stdout, rerun.stderr, *s3.cat(s3.find(url)).values()]
+    written += [p.read_bytes() for p in storage.staging_dir(url).rglob("*") if p.is_file()]
+    assert len(written) > 20 and not any(
+        S3_SECRET.encode() in b or S3_KEY_ID.encode() in b for b in written
+    )
