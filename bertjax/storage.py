@@ -242,7 +242,7 @@ def staging_dir(url: str) -> pathlib.Path:
     """This host's staging folder of the bucket folder `url` (a workdir or an output)."""
     url = url.rstrip("/")
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return cache_root().parent / "staged" / digest / pathlib.PurePosixPath(url).name
+    return (cache_root().parent / "staged" / digest / pathlib.PurePosixPath(url).name).absolute()
 
 
 def local_path(path: str | os.PathLike) -> pathlib.Path:

@@ -1,6 +1,7 @@
 """Inputs in buckets (`bertjax.storage`), against a local S3 server (moto's) on 127.0.0.1."""
 
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -121,3 +122,53 @@ def test_a_missing_model_in_a_bucket_is_one_line(s3, capsys):
     assert (
         err == "bertjax predict: error: s3://bertjax-test/no-model: no such object in the bucket\n"
     )
+
+
+def test_a_workdir_and_a_model_in_gcs_through_the_real_client_and_an_emulator(gcs):
+    """gs:// through gcsfs against a GCS emulator: a staged workdir's files, its lock object and
+    its checkpoints go up (the metadata file last), a checkpoint cut off mid-upload is ignored by
+    the next pull, and a model folder reads back whole."""
+    from bertjax.training import workdir as workdir_lib
+
+    url = "gs://bertjax-gcs/run"
+    with workdir_lib.staged(url) as local:
+        assert gcs.exists(f"{url}/.bertjax.lock")
+        (local / "metrics.jsonl").write_text('{"step": 2}\n')
+        (local / "checkpoints" / "2" / "state").mkdir(parents=True)
+        (local / "checkpoints" / "2" / "state" / "shard").write_bytes(b"\1" * 1000)
+        (local / "checkpoints" / "2" / storage.COMPLETE).write_text("{}")
+        (local / "model").mkdir()
+        (local / "model" / "config.json").write_text('{"family": "bert"}')
+    gcs.invalidate_cache()
+    assert not gcs.exists(f"{url}/.bertjax.lock")
+    assert gcs.cat(f"{url}/checkpoints/2/state/shard") == b"\1" * 1000
+    gcs.pipe(f"{url}/checkpoints/4/state/shard", b"half")  # an upload cut off: no metadata file
+    shutil.rmtree(storage.staging_dir(url).parent)  # another host: an empty staging folder
+    mirror = storage.Mirror(url)
+    assert mirror.pull() == 4
+    got = [p.relative_to(mirror.local).as_posix() for p in mirror.local.rglob("*") if p.is_file()]
+    assert sorted(got) == [
+        "checkpoints/2/_CHECKPOINT_METADATA",
+        "checkpoints/2/state/shard",
+        "metrics.jsonl",
+        "model/config.json",
+    ]
+    assert not (mirror.local / "checkpoints" / "4").exists()
+    model = storage.input_path(f"{url}/model")
+    assert (model / "config.json").read_text() == '{"family": "bert"}'
+
+
+def test_a_bucket_workdir_in_use_is_refused_naming_its_owner(s3):
+    """The lock object's conditional create (S3 If-None-Match) refuses a second run."""
+    import os
+    import re
+
+    from bertjax.training import workdir as workdir_lib
+
+    url = "s3://bertjax-test/locked/run"
+    with workdir_lib.staged(url):
+        mirror = storage.Mirror(url)
+        owner = rf"^{re.escape(url)} is in use by another bertjax run \(pid {os.getpid()} on "
+        with pytest.raises(ValueError, match=owner):
+            workdir_lib.claim_bucket(mirror.fs, mirror.url, mirror.root)
+    assert not s3.exists(f"{url}/.bertjax.lock")
