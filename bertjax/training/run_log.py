@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 
+from bertjax import storage
 from bertjax.training import workdir as workdir_lock
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def run_job(
 
 
 def _run_job(command, job, config, workdir: pathlib.Path, summary) -> int:
-    existed = workdir.exists()
+    url = storage.staged_url(workdir)  # a bucket workdir's URL, named in place of its staging
+    existed = workdir.exists() and (url is None or any(workdir.iterdir()))
     handler = WorkdirLog(workdir)
     root = logging.getLogger()
     root.addHandler(handler)
@@ -94,7 +96,8 @@ def _run_job(command, job, config, workdir: pathlib.Path, summary) -> int:
     except RuntimeError as err:
         if not hasattr(err, "exit_code"):  # not a TrainingStopped
             raise
-        handler.echo(f"bertjax {command}: stopped: {err}", file=sys.stderr)
+        message = str(err) if url is None else str(err).replace(str(workdir), url)
+        handler.echo(f"bertjax {command}: stopped: {message}", file=sys.stderr)
         return int(err.exit_code)
     except Exception as err:
         handler.write(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} error: {err}")

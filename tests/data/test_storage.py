@@ -172,3 +172,14 @@ def test_a_bucket_workdir_in_use_is_refused_naming_its_owner(s3):
         with pytest.raises(ValueError, match=owner):
             workdir_lib.claim_bucket(mirror.fs, mirror.url, mirror.root)
     assert not s3.exists(f"{url}/.bertjax.lock")
+
+
+def test_a_config_error_leaves_nothing_in_the_bucket(s3, capsys):
+    from bertjax import cli
+
+    url = "s3://bertjax-test/config-error/run"
+    argv = ["pretrain", "--config", str(REPO / "configs" / "test.py"), "--workdir", url]
+    assert cli.main([*argv, "--config.train.global_batch_size=0"]) == 2
+    assert "global_batch_size=0" in capsys.readouterr().err
+    s3.invalidate_cache()
+    assert not s3.exists(url) and not s3.find(url)  # no lock, no log, no folder
