@@ -297,23 +297,11 @@ def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path, s3)
     expected = _losses(tmp_path / "straight")
     assert sorted(expected) == list(range(1, 25))
 
-    killed = tmp_path / "killed"
-    process = _run_cli(killed, prepared, wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = (killed / "metrics.jsonl").exists() and max(_losses(killed), default=0) >= 13
-        if done and (killed / "checkpoints" / "8").exists():
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert max(_losses(killed)) < 24, "the run finished before it was killed"
-    _run_cli(killed, prepared)
-    assert _losses(killed) == expected
-
-    # The same with the prepared data and the workdir in a bucket (moto's S3 server): the run
-    # works in a staging folder that is uploaded every 0.5 s, is killed once the checkpoint of
-    # step 8 is in the bucket, and its rerun (which pulls the bucket) continues exactly.
+    # The same run with its prepared data and its workdir in a bucket (moto's S3 server), killed
+    # with SIGKILL once the checkpoint of step 8 is in the bucket, and rerun: the same losses.
+    # The run works in a local staging folder uploaded every 0.5 s; the rerun resumes in that
+    # folder (a local workdir after a SIGKILL: a torn metrics line, orbax's unfinished folder)
+    # when the bucket is as its last upload left it, else from what the bucket holds.
     fields = dict(arg.removeprefix("--config.").split("=", 1) for arg in prepared)
     s3.put(fields["data.dir"], "bertjax-test/kill/data", recursive=True)
     s3.put(fields["data.vocab"], "bertjax-test/kill/vocab.txt")
