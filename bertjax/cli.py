@@ -12,7 +12,7 @@ import os
 import pathlib
 import sys
 
-from bertjax import __version__, files
+from bertjax import __version__, files, storage
 
 # name -> (module, one-line help). Modules are imported lazily so `bertjax --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (config field, file, line): one clear line, no traceback.
         print(f"bertjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except storage.BucketError as err:  # one line naming the URL, after bounded retries
+        print(f"bertjax {args.command}: stopped: {err}", file=sys.stderr)
+        return storage.EXIT_UNREACHABLE
     except OSError as err:
         full = files.as_disk_full(err)  # one line saying what filled and where, no cascade
         if full is None:

@@ -8,6 +8,11 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# gcsfs >= 2026.3 asks the Storage Control gRPC API whether each bucket is hierarchical or zonal
+# (GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT, on by default); a GCS emulator speaks no gRPC, so every
+# probe waits out a 60 s gRPC timeout (fsspec/gcsfs#843; datachain-ai/datachain#1829 opts out
+# the same way). gcsfs reads the switch when imported: set here, before anything imports it.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import pathlib  # noqa: E402
 
@@ -56,3 +61,62 @@ def prepared(tmp_path_factory) -> list[str]:
         f"--config.data.vocab={vocab}",
         f"--config.model.vocab_size={size}",
     ]
+
+
+S3_KEY_ID, S3_SECRET = "BERTJAXTESTKEY51", "bertjax-test-secret-6c1f2e9a"  # never in any output
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """An S3 server (moto's) on 127.0.0.1 with the bucket `bertjax-test`, fsspec and the
+    environment (inherited by subprocesses) pointed at it; one per test session."""
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}",
+        "BERTJAX_CACHE": str(tmp_path_factory.mktemp("cache")),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        import fsspec  # already imported (orbax): its FSSPEC_* settings were read then
+
+        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("bertjax-test")
+        yield fs
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A GCS emulator (gcp-storage-emulator, in memory) on 127.0.0.1 with the bucket
+    `bertjax-gcs`, and gcsfs pointed at it without credentials; one per test session."""
+    emulator = pytest.importorskip("gcp_storage_emulator.server")
+    pytest.importorskip("gcsfs")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="bertjax-gcs")
+    server.start()
+    env = {
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",  # gcsfs's emulator setting
+        "NO_GCE_CHECK": "true",  # google-auth: no metadata-server probe
+        "BERTJAX_CACHE": str(tmp_path_factory.mktemp("gcs-cache")),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        import fsspec
+
+        patch.setitem(fsspec.config.conf, "gs", {"token": "anon"})
+        yield fsspec.filesystem("gs", skip_instance_cache=True)
+    server.stop()

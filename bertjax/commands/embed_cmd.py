@@ -30,17 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertjax import storage
     from bertjax.commands import setup_logging
     from bertjax.inference import Embedder, embed_file
 
     setup_logging()
     model = Embedder(
-        args.model,
+        storage.input_path(args.model),
         pooling=args.pooling,
         normalize=args.normalize,
         batch_size=args.batch_size,
         max_len=args.max_len,
     )
-    shape = embed_file(model, args.input, args.out, progress=not args.no_progress)
+    with storage.output(args.out) as out:
+        shape = embed_file(
+            model, storage.input_path(args.input), out, progress=not args.no_progress
+        )
     print(f"wrote {shape[0]} x {shape[1]} float32 embeddings to {args.out}", file=sys.stderr)
     return 0

@@ -28,14 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertjax import storage
     from bertjax.interop import finetuned_dir, model_dir
 
     try:
-        workdir = finetuned_dir.finetuned_workdir(args.ckpt)
-        if workdir is None:
-            model_dir.export_hf(args.ckpt, args.out, overwrite=args.overwrite)
-        else:
-            finetuned_dir.export_hf(workdir, args.out, overwrite=args.overwrite)
+        ckpt = storage.input_path(args.ckpt)
+        workdir = finetuned_dir.finetuned_workdir(ckpt)
+        with storage.output(args.out) as out:
+            if workdir is None:
+                model_dir.export_hf(ckpt, out, overwrite=args.overwrite)
+            else:
+                finetuned_dir.export_hf(workdir, out, overwrite=args.overwrite)
     except (ValueError, OSError) as e:
         print(f"bertjax export-hf: error: {e}", file=sys.stderr)
         return 2

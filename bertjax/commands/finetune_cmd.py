@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     config = load_config(args.config, args.overrides)
-    workdir = pathlib.Path(args.workdir)
-    model = pathlib.Path(args.workdir if not config.eval_only else config.init_from)
+    workdir = args.workdir  # a folder or a gs:// or s3:// URL
+    model = args.workdir if not config.eval_only else config.init_from
     return run_job(
         "finetune",
         finetune,
@@ -42,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary(
-    workdir: pathlib.Path, model: pathlib.Path, kind: str, metrics: dict, *, eval_only=False
+    workdir: str | pathlib.Path,
+    model: str | pathlib.Path,
+    kind: str,
+    metrics: dict,
+    *,
+    eval_only=False,
 ) -> str:
     """What a finished fine-tuning run (in `workdir`, its model in the workdir `model`) made
     and what to do with it, in words; `eval_only`: what the evaluation of `model` found."""
@@ -54,15 +59,18 @@ def summary(
         example = '--text "Angela Merkel visited Paris in May."'
     else:
         example = '--text "A charming and often affecting journey."'
-    task_file = model / "finetune.json"
+    from bertjax import storage
+
+    workdir, model = str(workdir).rstrip("/"), str(model).rstrip("/")
+    task_file = storage.local_path(model) / "finetune.json"
     saved = json.loads(task_file.read_text()) if task_file.is_file() else {}
     labels = saved.get("label_names") if kind in ("classification", "tagging") else None
     return "\n".join(
         [
             f"{'Evaluation' if eval_only else 'Fine-tuning'} finished. Eval metrics: {shown}.",
-            f"The model is in {model / 'model'} ({kind}"
+            f"The model is in {model}/model ({kind}"
             + (f", labels {', '.join(labels)}" if labels else "")
-            + f"); the eval file's predictions are in {workdir / predictions}.",
+            + f"); the eval file's predictions are in {workdir}/{predictions}.",
             "Predict with it:",
             f"  bertjax predict {model} {example}",
             f"  bertjax predict {model} --input FILE --out predictions.jsonl",

@@ -29,15 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertjax import storage
     from bertjax.interop.model_dir import import_hf
 
     converters = logging.getLogger("bertjax.interop")  # their warning would list them again
     level = converters.level
     converters.setLevel(logging.ERROR)
     try:
-        initialised = import_hf(
-            args.hf_dir, args.out, overwrite=args.overwrite, scan_layers=args.scan_layers
-        )
+        with storage.output(args.out) as out:
+            initialised = import_hf(
+                storage.input_path(args.hf_dir),
+                out,
+                overwrite=args.overwrite,
+                scan_layers=args.scan_layers,
+            )
     except (ValueError, OSError, ImportError) as e:
         print(f"bertjax import-hf: error: {e}", file=sys.stderr)
         return 2

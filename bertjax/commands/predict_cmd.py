@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -46,6 +47,7 @@ def inline_inputs(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertjax import storage
     from bertjax.commands import setup_logging
     from bertjax.inference import Predictor, predict_file
 
@@ -57,12 +59,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    model = Predictor(args.model, batch_size=args.batch_size)
+    model = Predictor(storage.input_path(args.model), batch_size=args.batch_size)
     if args.input:
-        examples = model.read(args.input)
+        examples = model.read(storage.input_path(args.input))
     else:
         examples = [model.module.from_input(x, i) for i, x in enumerate(inline)]
-    count = predict_file(model, examples, args.out, fmt=args.format, progress=not args.no_progress)
+    with storage.output(args.out) if args.out else contextlib.nullcontext() as out:
+        count = predict_file(model, examples, out, fmt=args.format, progress=not args.no_progress)
     if args.out:
         print(f"wrote {count} predictions to {args.out}", file=sys.stderr)
     return 0

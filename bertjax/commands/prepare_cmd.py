@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import pathlib
 
 # flag -> its default: set without --config only
 LEGACY = {
@@ -93,12 +92,14 @@ def run_config(args: argparse.Namespace) -> int:
     refuse_legacy_flags(args, LEGACY, "config.data.corpus, config.data.vocab, config.data.*")
     if not args.workdir:
         raise ValueError("--config needs --workdir (the data goes to WORKDIR/data)")
+    from bertjax import storage
     from bertjax.config import load_config
     from bertjax.data.run_data import check_config
     from bertjax.data.shards import load_metadata
     from bertjax.models import model_config
     from bertjax.training.pretrain import prepare_data
     from bertjax.training.trainer import check_config as check_run_config
+    from bertjax.training.workdir import staged
 
     config = load_config(args.config, args.overrides)
     if config.init_from:
@@ -109,10 +110,14 @@ def run_config(args: argparse.Namespace) -> int:
     _, cfg = model_config(config.model)
     check_run_config(config)  # the checks pretrain makes before any data work
     check_config(config, cfg)  # the data fields against the model
-    workdir = pathlib.Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    data_dir, vocab = prepare_data(config, workdir)
-    metadata = load_metadata(data_dir)
+    with staged(args.workdir) as workdir:  # a folder, or a bucket URL through a staging folder
+        workdir.mkdir(parents=True, exist_ok=True)
+        data_dir, vocab = prepare_data(config, workdir)
+        metadata = load_metadata(data_dir)
+        data_dir, vocab = (
+            storage.staged_url(data_dir) or data_dir,
+            storage.staged_url(vocab) or vocab,
+        )
     summary = {"data": str(data_dir), "vocab": str(vocab), "instances": metadata["instances"]}
     print(json.dumps({**summary, "splits": metadata["splits"]}))
     return 0

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging()
     config = load_config(args.config, args.overrides)
-    workdir = pathlib.Path(args.workdir)
+    workdir = args.workdir  # a folder or a gs:// or s3:// URL
     return run_job(
         "pretrain",
         pretrain,
@@ -34,13 +34,15 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
-def summary(workdir: pathlib.Path, metrics: dict) -> str:
+def summary(workdir: str | pathlib.Path, metrics: dict) -> str:
     """What a finished pretraining run made and what to do with it (its family's
     `next_steps`), in words."""
+    from bertjax import storage
     from bertjax.interop.model_dir import read_model_config
     from bertjax.models.registry import family_of
 
-    model = workdir / "model"
+    workdir = str(workdir).rstrip("/")
+    model = f"{workdir}/model"
     shown = ", ".join(
         f"{k.removeprefix('eval_').replace('_', ' ')} {v:.4g}"
         for k, v in metrics.items()
@@ -48,9 +50,11 @@ def summary(workdir: pathlib.Path, metrics: dict) -> str:
     )
     lines = [
         f"Pretraining finished. Held-out metrics: {shown or 'none'}.",
-        f"The model is in {model} (metrics of every step: {workdir / 'metrics.jsonl'}, "
-        f"the run's log: {workdir / 'log.txt'}).",
+        f"The model is in {model} (metrics of every step: {workdir}/metrics.jsonl, "
+        f"the run's log: {workdir}/log.txt).",
     ]
-    for what, command in family_of(read_model_config(model)).next_steps:
+    for what, command in family_of(
+        read_model_config(storage.local_path(workdir) / "model")
+    ).next_steps:
         lines += [what, "  " + command.format(model=model, workdir=workdir)]
     return "\n".join(lines)

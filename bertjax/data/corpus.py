@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+from bertjax import storage
 from bertjax.config import resolve_path
 from bertjax.data.text import resolve_files
 
@@ -37,5 +38,9 @@ def corpus_files(spec: str, workdir: pathlib.Path) -> list[str]:
 
 
 def resolve_corpus(spec: str, workdir: pathlib.Path) -> list[pathlib.Path]:
-    """The text files of `config.data.corpus` (see `corpus_files`), each checked to exist."""
-    return resolve_files([resolve_path(f) for f in corpus_files(spec, workdir)])
+    """The text files of `config.data.corpus` (see `corpus_files`), each checked to exist; a
+    `gs://` or `s3://` file, folder or glob is read through this host's cache."""
+    paths = []
+    for part in corpus_files(spec, workdir):
+        paths += storage.local_files(part) if storage.is_remote(part) else [resolve_path(part)]
+    return resolve_files(paths)

@@ -1,7 +1,7 @@
 """What a training command tells its user: the workdir's text log, the end summary, the notes
 repeated there, and the held-out evaluation lines with the overfitting check.
 
-`run_job(command, job, config, workdir, summary)` wraps `bertjax pretrain` and `bertjax finetune`:
+`run_job(command, job, config, workdir, summary)` (the workdir a folder or a bucket URL) wraps `bertjax pretrain` and `bertjax finetune`:
 every log record of the run (and the end summary, or the reason it stopped) is appended, with
 its time, to `WORKDIR/log.txt` (kept across reruns, beside `metrics.jsonl`); records logged with
 `extra={"summary": True}` (overfitting) are repeated under the end summary. A workdir the run
@@ -21,6 +21,8 @@ from typing import Any
 
 import jax
 
+from bertjax import storage
+from bertjax.training import workdir as workdir_lock
 from bertjax.training.workdir import LOG_NAME
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,15 @@ def run_job(
     """Runs `job(config, workdir)` with the workdir's log attached; prints `summary(metrics)`
     (on the primary process) with the notes below it. A run stopped on purpose
     (`TrainingStopped`) prints its reason as the last line, records it in the log and returns
-    its exit status; other errors propagate (the CLI reports them)."""
-    handler = WorkdirLog(pathlib.Path(workdir))
+    its exit status; other errors propagate (the CLI reports them). A `gs://` or `s3://` workdir
+    runs in its local staging folder, mirrored to the bucket (`training.workdir.staged`)."""
+    with workdir_lock.staged(workdir) as local:
+        return _run_job(command, job, config, local, summary)
+
+
+def _run_job(command, job, config, workdir: pathlib.Path, summary) -> int:
+    url = storage.staged_url(workdir)  # a bucket workdir's URL, named in place of its staging
+    handler = WorkdirLog(workdir)
     root = logging.getLogger()
     root.addHandler(handler)
     try:
@@ -84,7 +93,8 @@ def run_job(
     except RuntimeError as err:
         if not hasattr(err, "exit_code"):  # not a TrainingStopped
             raise
-        handler.echo(f"bertjax {command}: stopped: {err}", file=sys.stderr)
+        message = str(err) if url is None else str(err).replace(str(workdir), url)
+        handler.echo(f"bertjax {command}: stopped: {message}", file=sys.stderr)
         return int(err.exit_code)
     except Exception as err:
         handler.write(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} error: {err}")

@@ -8,11 +8,22 @@ owner, unless the lock is stale: on the same host when the owner's pid is gone, 
 over with a warning. The lock is released by `release(workdir)` (the trainer's close) and at exit.
 
 Several processes of one job (`bertjax launch`) share the workdir: only process 0 claims it.
+
+A workdir in a bucket (`gs://`, `s3://`; staged by `bertjax.storage.Mirror`) has no flock or
+O_EXCL: `claim_bucket` creates the lock object `WORKDIR/.bertjax.lock` with a conditional write
+(S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`: the bucket refuses a second create), holding
+the owner's host, pid, start and heartbeat times, rewritten every `HEARTBEAT_SECONDS`. A lock
+whose heartbeat is older than `STALE_SECONDS` (by this host's clock: hosts' clocks must agree
+within minutes), or whose owner on this host is gone, is taken over with a warning. Limits: the
+take-over (delete, then create) of a stale lock is not atomic, so two runs started within the same
+second on a stale lock can both proceed; S3-compatible stores without conditional writes accept
+a second create (fsspec's `mode="create"`); both are named in docs/distributed.md.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -21,15 +32,19 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+
+from bertjax import storage
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".bertjax.lock"
+LOCK_NAME = storage.LOCK_NAME  # ".bertjax.lock"
 LOG_NAME = "log.txt"  # the run's text log (`training.run_log`), appended from the first record
 HEARTBEAT_SECONDS = 30.0  # how often the owner touches the lock file
 STALE_SECONDS = 300.0  # another host's lock whose heartbeat is older than this is stale
 
 _held: dict[pathlib.Path, threading.Event] = {}  # lock file -> its heartbeat's stop event
+_held_buckets: dict[str, threading.Event] = {}  # bucket workdir URL -> its heartbeat's stop event
 
 
 def _owner(path: pathlib.Path) -> dict | None:
@@ -108,6 +123,61 @@ def _heartbeat(path: pathlib.Path, stop: threading.Event) -> None:
             return
 
 
+def claim_bucket(fs, url: str, root: str) -> None:
+    """Takes the lock object of the bucket workdir `url` (`root`: its path for `fs`)."""
+    lock = f"{root.rstrip('/')}/{LOCK_NAME}"
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+    for _ in range(3):
+        try:
+            storage.retrying(
+                f"{url}/{LOCK_NAME}",
+                "locking",
+                lambda: fs.pipe_file(lock, _bucket_record(record), mode="create"),
+            )
+        except FileExistsError:
+            try:
+                owner = json.loads(fs.cat_file(lock))
+            except FileNotFoundError:
+                continue  # released meanwhile
+            owner["age"] = time.time() - float(owner.get("heartbeat", 0))
+            if not _stale(owner):
+                raise ValueError(
+                    f"{url} is in use by another bertjax run ({_describe(owner)}; lock object "
+                    f"{url}/{LOCK_NAME}): wait for it to finish, stop it, or use another --workdir"
+                ) from None
+            log.warning("taking over the stale lock %s/%s of %s", url, LOCK_NAME, _describe(owner))
+            fs.rm_file(lock)
+            continue
+        _held_buckets[url] = stop = threading.Event()
+        beat = threading.Thread(target=_beat_bucket, args=(fs, lock, record, stop), daemon=True)
+        beat.start()
+        return
+    raise ValueError(f"could not take the lock {url}/{LOCK_NAME}: other runs keep taking it")
+
+
+def _bucket_record(record: dict) -> bytes:
+    return json.dumps({**record, "heartbeat": time.time()}).encode()
+
+
+def _beat_bucket(fs, lock: str, record: dict, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            fs.pipe_file(lock, _bucket_record(record))
+        except Exception as err:  # noqa: BLE001 - the run goes on; the next beat may work
+            log.warning("could not renew the lock %s (%s)", lock, type(err).__name__)
+
+
+def release_bucket(fs, url: str, root: str) -> None:
+    """Deletes the lock object of `url` when this process holds it."""
+    stop = _held_buckets.pop(url, None)
+    if stop is not None:
+        stop.set()
+        try:
+            fs.rm_file(f"{root.rstrip('/')}/{LOCK_NAME}")
+        except FileNotFoundError:
+            pass
+
+
 def open_workdir(workdir: str | os.PathLike, process_index: int = 0) -> bool:
     """Creates `workdir` if needed and claims it (process 0); returns whether it was created.
 
@@ -115,6 +185,15 @@ def open_workdir(workdir: str | os.PathLike, process_index: int = 0) -> bool:
       ValueError: another live run holds it.
     """
     path = pathlib.Path(workdir)
+    if storage.staged_url(path) is not None:
+        import jax
+
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"--workdir {storage.staged_url(path)}: a workdir in a bucket is staged on one "
+                f"host, but this job has {jax.process_count()} processes; give a workdir on a "
+                "filesystem every host mounts (data and models may stay in the bucket)"
+            )
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     if process_index == 0:
@@ -125,6 +204,36 @@ def open_workdir(workdir: str | os.PathLike, process_index: int = 0) -> bool:
                 path.rmdir()
             raise
     return created
+
+
+@contextlib.contextmanager
+def staged(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """The folder a job works in: `workdir`, or for a `gs://`/`s3://` URL its staging folder
+    (`storage.Mirror`), with the bucket's lock held, pulled before the job, pushed every
+    `storage.SYNC_SECONDS` during it and after it, also when it fails (nothing saved is lost)."""
+    if not storage.is_remote(workdir):
+        yield pathlib.Path(workdir)
+        return
+    mirror = storage.Mirror(str(workdir))
+    claim_bucket(mirror.fs, mirror.url, mirror.root)
+    try:
+        mirror.pull()
+        storage.register(mirror)
+        mirror.start()
+        failed = True
+        try:
+            yield mirror.local
+            failed = False
+        finally:
+            try:
+                mirror.close()
+            except Exception as err:  # noqa: BLE001 - the job's own error is the one to show
+                if not failed:
+                    raise
+                log.error("%s", err)
+    finally:
+        storage.unregister(mirror)
+        release_bucket(mirror.fs, mirror.url, mirror.root)
 
 
 def abandon(workdir: str | os.PathLike, created: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import pathlib
 
 import ml_collections
@@ -183,9 +184,10 @@ def test_tokenizer_kind_contract(kind, corpus, vocabs, tmp_path):
         )
 
 
-def test_prepare_and_tokenizer_take_the_pretraining_config(corpus, tmp_path, capsys):
+def test_prepare_and_tokenizer_take_the_pretraining_config(corpus, tmp_path, capsys, s3):
     """`bertjax tokenizer` and `bertjax prepare` with a GPT config make what `bertjax pretrain`
-    would: a byte-level BPE vocabulary and lm_blocks shards."""
+    would: a byte-level BPE vocabulary and lm_blocks shards; the same from a corpus glob in a
+    bucket into a workdir in the bucket (moto's S3 server on 127.0.0.1)."""
     from bertjax.cli import main
     from tests.conftest import REPO
 
@@ -197,7 +199,18 @@ def test_prepare_and_tokenizer_take_the_pretraining_config(corpus, tmp_path, cap
     assert vocab.read_bytes() == (tmp_path / "w" / "tokenizer" / "vocab.json").read_bytes()
     source = PretrainingSource(tmp_path / "w" / "data", "train", vocab_path=vocab)
     assert source.instances == "lm_blocks" and source.max_seq_len == 16 and len(source) > 10
-    capsys.readouterr()
+    s3.put(str(corpus), "bertjax-test/registries/corpus/text.txt")
+    url, glob = (
+        "s3://bertjax-test/registries",
+        "--config.data.corpus=s3://bertjax-test/*/corpus/*.txt",
+    )
+    assert main(["prepare", *config, "--workdir", f"{url}/w", glob]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["data"] == f"{url}/w/data"
+    local = [p for p in (tmp_path / "w").rglob("*") if p.is_file() and "corpus" not in p.parts]
+    for path in local:
+        name = path.relative_to(tmp_path / "w").as_posix()
+        if name != "data/metadata.json":  # it names the corpus files
+            assert s3.cat(f"{url}/w/{name}") == path.read_bytes(), name
     # a flag of the file mode together with --config: one line naming both
     assert main(["prepare", *config, "--workdir", str(tmp_path / "x"), "--vocab", "v.txt"]) == 2
     assert main(["tokenizer", *config, "--out", str(tmp_path / "y"), "--vocab-size", "9"]) == 2

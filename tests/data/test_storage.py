@@ -1,6 +1,7 @@
 """Inputs in buckets (`bertjax.storage`), against a local S3 server (moto's) on 127.0.0.1."""
 
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -11,35 +12,9 @@ from bertjax.data.run_data import open_sources
 from bertjax.interop import model_dir
 from bertjax.models.bert import BertConfig
 from bertjax.training import pretrain as pretrain_lib
-from tests.conftest import REPO
+from tests.conftest import REPO, S3_SECRET
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """An S3 server on 127.0.0.1 with a bucket, and fsspec pointed at it."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "FSSPEC_S3_ENDPOINT_URL": f"http://{host}:{port}",
-        "BERTJAX_CACHE": str(tmp_path_factory.mktemp("cache")),
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        import fsspec  # already imported (orbax): its FSSPEC_* settings were read then
-
-        patch.setitem(fsspec.config.conf, "s3", {"endpoint_url": env["FSSPEC_S3_ENDPOINT_URL"]})
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("bertjax-test")
-        yield fs
-    server.stop()
 
 
 def test_a_model_in_a_bucket_is_copied_whole_through_the_cache(s3, tmp_path):
@@ -95,3 +70,116 @@ def test_prepared_data_in_a_bucket_reads_as_the_local_data(s3, prepared, tmp_pat
         for index in (0, len(a) - 1):
             for key, value in a[index].items():
                 np.testing.assert_array_equal(value, b[index][key])
+
+
+def test_an_unreachable_bucket_is_one_line_after_bounded_retries_and_loses_nothing(
+    s3, tmp_path, monkeypatch, capsys
+):
+    """A workdir's bucket that stops answering: the push fails after `ATTEMPTS` tries with one
+    line naming the object, the bucket keeps what it had, the staging folder keeps the rest, and
+    the next run (bucket reachable again) uploads it instead of dropping it."""
+    import fsspec
+    import s3fs
+
+    from bertjax import cli
+    from bertjax.training import workdir as workdir_lib
+
+    url = "s3://bertjax-test/unreachable/run"
+    with workdir_lib.staged(url) as local:
+        (local / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert s3.cat(f"{url}/metrics.jsonl") == b'{"step": 1}\n'
+
+    live = dict(fsspec.config.conf["s3"])
+    dead = {"endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"retries": {"max_attempts": 1}}}
+    monkeypatch.setitem(fsspec.config.conf, "s3", dead)
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # the client's own retries, for speed
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
+    mirror = storage.Mirror(url)
+    (mirror.local / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    with pytest.raises(storage.BucketError) as caught:
+        mirror.push()
+    assert str(caught.value).startswith(f"{url}/metrics.jsonl: upload failed 3 times: ")
+    assert "\n" not in str(caught.value) and S3_SECRET not in str(caught.value)
+    # the command line: one line naming the URL, exit status EXIT_UNREACHABLE, no traceback
+    argv = ["predict", "s3://bertjax-test/unreachable/model", "--text", "a"]
+    assert cli.main(argv) == storage.EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert err.startswith("bertjax predict: stopped: s3://bertjax-test/unreachable/model: ")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", live)  # reachable again
+    assert s3.cat(f"{url}/metrics.jsonl") == b'{"step": 1}\n'  # nothing lost in the bucket
+    assert storage.Mirror(url).pull() == 0  # the bucket is as left: the newer copy goes up
+    s3.invalidate_cache()
+    assert s3.cat(f"{url}/metrics.jsonl") == b'{"step": 1}\n{"step": 2}\n'
+
+
+def test_a_missing_model_in_a_bucket_is_one_line(s3, capsys):
+    from bertjax import cli
+
+    assert cli.main(["predict", "s3://bertjax-test/no-model", "--text", "a"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "bertjax predict: error: s3://bertjax-test/no-model: no such object in the bucket\n"
+    )
+
+
+def test_a_workdir_and_a_model_in_gcs_through_the_real_client_and_an_emulator(gcs):
+    """gs:// through gcsfs against a GCS emulator: a staged workdir's files, its lock object and
+    its checkpoints go up (the metadata file last), a checkpoint cut off mid-upload is ignored by
+    the next pull, and a model folder reads back whole."""
+    from bertjax.training import workdir as workdir_lib
+
+    url = "gs://bertjax-gcs/run"
+    with workdir_lib.staged(url) as local:
+        assert gcs.exists(f"{url}/.bertjax.lock")
+        (local / "metrics.jsonl").write_text('{"step": 2}\n')
+        (local / "checkpoints" / "2" / "state").mkdir(parents=True)
+        (local / "checkpoints" / "2" / "state" / "shard").write_bytes(b"\1" * 1000)
+        (local / "checkpoints" / "2" / storage.COMPLETE).write_text("{}")
+        (local / "model").mkdir()
+        (local / "model" / "config.json").write_text('{"family": "bert"}')
+    gcs.invalidate_cache()
+    assert not gcs.exists(f"{url}/.bertjax.lock")
+    assert gcs.cat(f"{url}/checkpoints/2/state/shard") == b"\1" * 1000
+    gcs.pipe(f"{url}/checkpoints/4/state/shard", b"half")  # an upload cut off: no metadata file
+    shutil.rmtree(storage.staging_dir(url).parent)  # another host: an empty staging folder
+    mirror = storage.Mirror(url)
+    assert mirror.pull() == 4
+    got = [p.relative_to(mirror.local).as_posix() for p in mirror.local.rglob("*") if p.is_file()]
+    assert sorted(got) == [
+        "checkpoints/2/_CHECKPOINT_METADATA",
+        "checkpoints/2/state/shard",
+        "metrics.jsonl",
+        "model/config.json",
+    ]
+    assert not (mirror.local / "checkpoints" / "4").exists()
+    model = storage.input_path(f"{url}/model")
+    assert (model / "config.json").read_text() == '{"family": "bert"}'
+
+
+def test_a_bucket_workdir_in_use_is_refused_naming_its_owner(s3):
+    """The lock object's conditional create (S3 If-None-Match) refuses a second run."""
+    import os
+    import re
+
+    from bertjax.training import workdir as workdir_lib
+
+    url = "s3://bertjax-test/locked/run"
+    with workdir_lib.staged(url):
+        mirror = storage.Mirror(url)
+        owner = rf"^{re.escape(url)} is in use by another bertjax run \(pid {os.getpid()} on "
+        with pytest.raises(ValueError, match=owner):
+            workdir_lib.claim_bucket(mirror.fs, mirror.url, mirror.root)
+    assert not s3.exists(f"{url}/.bertjax.lock")
+
+
+def test_a_config_error_leaves_nothing_in_the_bucket(s3, capsys):
+    from bertjax import cli
+
+    url = "s3://bertjax-test/config-error/run"
+    argv = ["pretrain", "--config", str(REPO / "configs" / "test.py"), "--workdir", url]
+    assert cli.main([*argv, "--config.train.global_batch_size=0"]) == 2
+    assert "global_batch_size=0" in capsys.readouterr().err
+    s3.invalidate_cache()
+    assert not s3.exists(url) and not s3.find(url)  # no lock, no log, no folder

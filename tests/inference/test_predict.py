@@ -47,7 +47,7 @@ def _jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_classification_file_and_texts_match_evaluation(tiny, tmp_path_factory, tmp_path):
+def test_classification_file_and_texts_match_evaluation(tiny, tmp_path_factory, tmp_path, s3):
     workdir, config = _finetuned("sst2", tiny, tmp_path_factory)
     saved = json.loads((workdir / "finetune.json").read_text())
     assert saved["task"]["max_len"] == 32  # the featurizer's settings travel with the model
@@ -69,6 +69,14 @@ def test_classification_file_and_texts_match_evaluation(tiny, tmp_path_factory, 
     model = Predictor(workdir, batch_size=16)
     predict_file(model, model.read(unlabelled), tmp_path / "out.tsv", chunk_size=7, progress=False)
     assert _tsv_column(tmp_path / "out.tsv", "label") == expected
+    # the workdir, the input and the output in a bucket (moto's S3 server on 127.0.0.1)
+    s3.put(str(workdir), "bertjax-test/predict/sst2", recursive=True)
+    s3.put(str(unlabelled), "bertjax-test/predict/input.tsv")
+    url = "s3://bertjax-test/predict"
+    argv = ["predict", f"{url}/sst2", "--input", f"{url}/input.tsv", "--out", f"{url}/out.tsv"]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    rows = s3.cat("bertjax-test/predict/out.tsv").decode().splitlines()
+    assert [row.split("\t")[0] for row in rows[1:]] == expected
 
 
 def test_regression_scores_match_evaluation(tiny, tmp_path_factory, tmp_path):

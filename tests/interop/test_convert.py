@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from bertjax import cli
+from bertjax import cli, storage
 from bertjax.interop import formats, hf_files, model_dir
 from bertjax.interop import hf_bert as convert
 from bertjax.models.bert import BertConfig
@@ -231,13 +231,17 @@ def test_small_parity_pytorch_bin(hf_small, tmp_path):
 
 
 @pytest.mark.interop
-def test_small_import_export_round_trip(hf_small, tmp_path):
+def test_small_import_export_round_trip(hf_small, tmp_path, s3):
+    """import-hf and export-hf from and to a bucket (moto's S3 server on 127.0.0.1)."""
     transformers = pytest.importorskip("transformers")
     path, reference, inputs = hf_small
-    assert cli.main(["import-hf", str(path), str(tmp_path / "bj"), "--scan-layers"]) == 0
-    mlm, nsp = max_diffs(tmp_path / "bj", reference, inputs)
+    s3.put(str(path), "bertjax-test/convert/hf-in", recursive=True)
+    url = "s3://bertjax-test/convert"
+    assert cli.main(["import-hf", f"{url}/hf-in", f"{url}/bj", "--scan-layers"]) == 0
+    mlm, nsp = max_diffs(storage.input_path(f"{url}/bj"), reference, inputs)
     assert mlm <= TOL and nsp <= TOL
-    assert cli.main(["export-hf", str(tmp_path / "bj"), str(tmp_path / "hf")]) == 0
+    assert cli.main(["export-hf", f"{url}/bj", f"{url}/hf"]) == 0
+    s3.get("bertjax-test/convert/hf", str(tmp_path / "hf"), recursive=True)
     model, info = transformers.BertForPreTraining.from_pretrained(
         tmp_path / "hf", output_loading_info=True
     )

@@ -13,14 +13,14 @@ import numpy as np
 import optax
 import pytest
 
-from bertjax import sharding
+from bertjax import sharding, storage
 from bertjax.config import load_config
 from bertjax.data.source import PretrainingSource
 from bertjax.interop import formats
 from bertjax.objectives import base as train
 from bertjax.training import checkpoints, loop, optimizer
 from bertjax.training.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
-from tests.conftest import REPO
+from tests.conftest import REPO, S3_KEY_ID, S3_SECRET
 
 TEST_CONFIG = REPO / "configs" / "test.py"
 
@@ -248,7 +248,7 @@ def test_missing_data_names_the_config_fields(tmp_path):
         setup(config, tmp_path)
 
 
-def _run_cli(workdir, prepared, *extra, wait=True):
+def _run_cli(workdir, prepared, *extra, wait=True, env=None):
     cmd = [
         sys.executable,
         "-m",
@@ -269,36 +269,64 @@ def _run_cli(workdir, prepared, *extra, wait=True):
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
+        **(env or {}),
     }
     if wait:
-        subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
-        return None
+        return subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
     return subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 
-def _losses(workdir):
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+def _losses(workdir, fs=None):
+    if fs is None:
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    else:  # a workdir in a bucket
+        fs.invalidate_cache()
+        found = fs.exists(f"{workdir}/metrics.jsonl")
+        lines = fs.cat(f"{workdir}/metrics.jsonl").decode().splitlines() if found else []
     return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path):
+def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path, s3):
     _run_cli(tmp_path / "straight", prepared)
     expected = _losses(tmp_path / "straight")
     assert sorted(expected) == list(range(1, 25))
 
-    killed = tmp_path / "killed"
-    process = _run_cli(killed, prepared, wait=False)
+    # The same run with its prepared data and its workdir in a bucket (moto's S3 server), killed
+    # with SIGKILL once the checkpoint of step 8 is in the bucket, and rerun: the same losses.
+    # The run works in a local staging folder uploaded every 0.5 s; the rerun resumes in that
+    # folder (a local workdir after a SIGKILL: a torn metrics line, orbax's unfinished folder)
+    # when the bucket is as its last upload left it, else from what the bucket holds.
+    fields = dict(arg.removeprefix("--config.").split("=", 1) for arg in prepared)
+    s3.put(fields["data.dir"], "bertjax-test/kill/data", recursive=True)
+    s3.put(fields["data.vocab"], "bertjax-test/kill/vocab.txt")
+    in_bucket = [
+        *prepared,
+        "--config.data.dir=s3://bertjax-test/kill/data",
+        "--config.data.vocab=s3://bertjax-test/kill/vocab.txt",
+    ]
+    url, sync = "s3://bertjax-test/kill/run", {"BERTJAX_SYNC_SECONDS": "0.5"}
+    process = _run_cli(url, in_bucket, wait=False, env=sync)
     deadline = time.time() + 300
     while time.time() < deadline:
-        done = (killed / "metrics.jsonl").exists() and max(_losses(killed), default=0) >= 13
-        if done and (killed / "checkpoints" / "8").exists():
+        if (
+            s3.exists(f"{url}/checkpoints/8/_CHECKPOINT_METADATA")
+            and max(_losses(url, s3), default=0) >= 9
+        ):
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert max(_losses(killed)) < 24, "the run finished before it was killed"
-    _run_cli(killed, prepared)
-    assert _losses(killed) == expected
+    assert 8 < max(_losses(url, s3)) < 24, "the run finished before it was killed"
+    assert s3.exists(f"{url}/.bertjax.lock")  # left by the killed run: taken over (pid gone)
+    rerun = _run_cli(url, in_bucket, env=sync)
+    assert _losses(url, s3) == expected
+    assert not s3.exists(f"{url}/.bertjax.lock")
+    # the credentials (moto's, from the environment) are in no output and no file of the run
+    written = [rerun.stdout, rerun.stderr, *s3.cat(s3.find(url)).values()]
+    written += [p.read_bytes() for p in storage.staging_dir(url).rglob("*") if p.is_file()]
+    assert len(written) > 20 and not any(
+        S3_SECRET.encode() in b or S3_KEY_ID.encode() in b for b in written
+    )
