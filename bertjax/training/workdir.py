@@ -194,7 +194,10 @@ def open_workdir(workdir: str | os.PathLike, process_index: int = 0) -> bool:
                 f"host, but this job has {jax.process_count()} processes; give a workdir on a "
                 "filesystem every host mounts (data and models may stay in the bucket)"
             )
-    created = not path.exists()
+    # a bucket workdir's staging folder exists (pulled) but is empty when the bucket held nothing
+    created = not path.exists() or (
+        storage.staged_url(path) is not None and not any(path.iterdir())
+    )
     path.mkdir(parents=True, exist_ok=True)
     if process_index == 0:
         try:
