@@ -39,7 +39,7 @@ OBJECTIVES = {
         "bertjax.objectives.mlm_nsp", {"nsp": False}, ("bert", "rnn"), ("nsp_pairs",)
     ),
     "seq2seq": ObjectiveEntry(
-        "bertjax.objectives.seq2seq", {}, ("rnn_seq2seq",), ("parallel_pairs",)
+        "bertjax.objectives.seq2seq", {}, ("rnn_seq2seq", "marian"), ("parallel_pairs",)
     ),
     "causal_lm": ObjectiveEntry("bertjax.objectives.causal_lm", {}, ("gpt",), ("lm_blocks",)),
     # ELECTRA: generator MLM + replaced-token detection
