@@ -6,7 +6,7 @@ from configs.seq2seq import ko_en_rnn
 def get_config():
     config = ko_en_rnn.get_config()
     config.model.update(
-        vocab_size=300, hidden_size=32, rnn_size=16, embedding_size=32, hidden_dropout=0.0
+        vocab_size=1500, hidden_size=32, rnn_size=16, embedding_size=32, hidden_dropout=0.0
     )
     config.data.max_seq_len = 16
     config.data.max_target_len = 12

@@ -50,11 +50,11 @@ def _target_tokenizer(worker: Worker):
     return worker.cache["target"]
 
 
-def encode_side(tokenizer, texts: list[str], eos_id: int, max_len: int) -> tuple[list, int]:
+def encode_side(tokenizer, texts: list[str], eos_id: int, max_len: int) -> tuple[list, list]:
     """Token ids of each text followed by `eos_id`, at most `max_len` of them (`eos_id` last),
-    and how many texts were cut."""
+    and whether each text was cut."""
     ids = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    cut = sum(len(i) >= max_len for i in ids)
+    cut = [len(i) >= max_len for i in ids]
     return [[*i[: max_len - 1], eos_id] for i in ids], cut
 
 
@@ -75,7 +75,8 @@ def build(chunk_index: int, documents: list[list[str]], worker: Worker) -> tuple
         "target_ids": _padded(tgt, target_len, pad, worker.ids_dtype),
         "target_lengths": np.array([len(t) for t in tgt], np.uint16),
     }
-    return arrays, {"documents": len(documents), "pairs_truncated": src_cut + tgt_cut}
+    cut = sum(a or b for a, b in zip(src_cut, tgt_cut, strict=True))
+    return arrays, {"documents": len(documents), "pairs_truncated": cut}
 
 
 def _padded(rows: list[list[int]], length: int, pad: int, dtype) -> np.ndarray:

@@ -72,6 +72,25 @@ def train_sentencepiece(
     if vocab_size < 8:
         raise ValueError(f"config.model.vocab_size={vocab_size} is too small (at least 8)")
     model = io.BytesIO()
+    try:
+        _train(spm, texts, model, vocab_size, character_coverage, seed_sentencepiece_size)
+    except RuntimeError as e:  # the trainer's checks, e.g. fewer pieces than characters
+        raise ValueError(
+            f"SentencePiece training failed with config.model.vocab_size={vocab_size}: "
+            f"{str(e).splitlines()[0]}"
+        ) from None
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (VOCAB_NAME, TARGET_NAME):
+        (out / name).write_bytes(model.getvalue())
+    pieces = [p.piece for p in _proto(out / VOCAB_NAME).pieces]
+    ids = {piece: i for i, piece in enumerate(pieces)} | {SPECIAL_TOKENS["pad"]: len(pieces)}
+    _write_json(out / IDS_NAME, ids)
+    _write_json(out / CONFIG_NAME, marian_tokenizer_config())
+    return out / VOCAB_NAME
+
+
+def _train(spm, texts, model, vocab_size, character_coverage, seed_sentencepiece_size) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(t for t in texts if t.strip()),
         model_writer=model,
@@ -89,15 +108,6 @@ def train_sentencepiece(
         num_threads=1,
         minloglevel=2,
     )
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (VOCAB_NAME, TARGET_NAME):
-        (out / name).write_bytes(model.getvalue())
-    pieces = [p.piece for p in _proto(out / VOCAB_NAME).pieces]
-    ids = {piece: i for i, piece in enumerate(pieces)} | {SPECIAL_TOKENS["pad"]: len(pieces)}
-    _write_json(out / IDS_NAME, ids)
-    _write_json(out / CONFIG_NAME, marian_tokenizer_config())
-    return out / VOCAB_NAME
 
 
 def marian_tokenizer_config(model_max_length: int = 512) -> dict:
