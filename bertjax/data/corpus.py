@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 from bertjax.config import resolve_path
+from bertjax.data import parallel
 from bertjax.data.text import resolve_files
 
 BUILTIN_CORPUS = "builtin:python-docs"  # Python's reference documentation (pydoc_data)
@@ -33,6 +34,8 @@ def corpus_files(spec: str, workdir: pathlib.Path) -> list[str]:
         )
     if spec == BUILTIN_CORPUS:
         return [str(p) for p in write_builtin_corpus(workdir / "corpus")]
+    if (pairs := parallel.builtin_files(spec, workdir)) is not None:  # the ko-en pairs
+        return pairs
     return [part.strip() for part in spec.split(",") if part.strip()]
 
 
