@@ -112,11 +112,12 @@ def config_to_hf(config: MarianConfig) -> dict[str, Any]:
     check_exportable(config)
     hf = {theirs: getattr(config, ours) for theirs, ours in _CONFIG_FIELDS.items()}
     hf.update(
+        pad_token_id=config.pad_id,
         model_type="marian",
         architectures=["MarianMTModel"],
         decoder_attention_heads=config.num_heads,
         activation_function=_ACTS_TO_HF[config.hidden_act],
-        decoder_start_token_id=config.pad_token_id,
+        decoder_start_token_id=config.pad_id,
         forced_eos_token_id=config.eos_token_id,
         decoder_vocab_size=config.vocab_size,
         share_encoder_decoder_embeddings=True,

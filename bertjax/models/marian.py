@@ -72,7 +72,7 @@ class MarianConfig:
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     scale_embedding: bool = True  # word embeddings times sqrt(hidden_size)
-    pad_token_id: int = 58100  # padding, and the decoder's start token (as in Marian)
+    pad_token_id: int = -1  # padding and the decoder's start token; -1: the last id (Marian's)
     eos_token_id: int = 0  # </s>: ends every source and target
     encoder: str = "marian"  # "marian", or "bert": a BERT encoder (warm start from init_from)
     type_vocab_size: int = 2  # the BERT encoder's segment embedding (encoder="bert" only)
@@ -118,9 +118,15 @@ class MarianConfig:
         ):
             if getattr(self, name) not in allowed:
                 fail(name, getattr(self, name), f"allowed values are {allowed}")
-        for name in ("pad_token_id", "eos_token_id"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                fail(name, getattr(self, name), f"must be in [0, vocab_size={self.vocab_size})")
+        if not -1 <= self.pad_token_id < self.vocab_size:
+            fail("pad_token_id", self.pad_token_id, f"must be -1 (the last id) or in [0, {self.vocab_size})")  # fmt: skip
+        if not 0 <= self.eos_token_id < self.vocab_size:
+            fail("eos_token_id", self.eos_token_id, f"must be in [0, vocab_size={self.vocab_size})")
+
+    @property
+    def pad_id(self) -> int:
+        """The pad (and decoder start) id: `pad_token_id`, or the last id when it is -1."""
+        return self.vocab_size - 1 if self.pad_token_id == -1 else self.pad_token_id
 
     def stack(self, part: str):
         """The config a `LayerStack` of `part` ("encoder" or "decoder") reads: its depth and width."""
@@ -134,7 +140,8 @@ class MarianConfig:
         """The `BertConfig` of the encoder when `encoder="bert"`."""
         names = {f.name for f in dataclasses.fields(BertConfig)} - {"entity_vocab_size"}
         values = {n: getattr(self, n) for n in names if hasattr(self, n)}
-        return BertConfig(**{**values, "hidden_act": _bert_act(self.hidden_act)})
+        values.update(hidden_act=_bert_act(self.hidden_act), pad_token_id=self.pad_id)
+        return BertConfig(**values)
 
 
 def _bert_act(act: str) -> str:

@@ -29,6 +29,7 @@ CASES = {
     "gpt": "configs/gpt/test.py",
     "rnn": "configs/rnn/test.py",
     "rnn_seq2seq": "configs/seq2seq/rnn_test.py",
+    "marian": "configs/seq2seq/marian_test.py",
 }
 BATCH, LENGTH = 8, 16
 DROPOUTS = ("hidden_dropout", "attention_dropout")
