@@ -167,3 +167,52 @@ def test_beam_search_with_scanned_layers_reorders_the_cache_the_same(pair):
         Model(model.family, config, model.heads), scanned, sources[:8], **options
     )
     assert got == want
+
+
+TEXTS = [
+    "A man is playing a guitar.",
+    "A woman is slicing an onion.",
+    "The cat sits on the mat.",
+    "Two dogs run in the park.",
+    "A plane is taking off.",
+    "Children are playing in the snow.",
+    "A man is riding a horse.",
+    "The sun is shining today.",
+]
+
+
+@pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+def test_import_hf_and_export_hf_keep_weights_tokenizer_and_translations(pair, tmp_path):
+    """A MarianMTModel directory with Marian's tokenizer files -> `bertjax import-hf` ->
+    `bertjax export-hf`: the same weights and files, and the imported model tokenizes like
+    MarianTokenizer and translates like `generate` with num_beams=4."""
+    import transformers
+    from safetensors.numpy import load_file
+
+    from bertjax import cli
+    from bertjax.data.tokenizer_kinds import sentencepiece
+    from bertjax.interop import formats, model_dir
+
+    hf, model, params, _ = pair
+    vocab = sentencepiece.train_sentencepiece(TEXTS * 4, tmp_path / "tok", vocab_size=VOCAB)
+    assert len(sentencepiece.read_vocab(vocab)) == VOCAB
+    hf_dir, ours, again = tmp_path / "hf", tmp_path / "bertjax", tmp_path / "again"
+    hf_dir.mkdir()
+    hf_marian.write_hf_files(hf_dir, jax.device_get(params), model.config, vocab)
+    assert cli.main(["import-hf", str(hf_dir), str(ours)]) == 0
+    assert cli.main(["export-hf", str(ours), str(again)]) == 0
+    first, second = load_file(hf_dir / "model.safetensors"), load_file(again / "model.safetensors")
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    for name in hf_marian.TOKENIZER_FILES:
+        assert (again / name).read_bytes() == (tmp_path / "tok" / name).read_bytes(), name
+
+    marian_tok = transformers.MarianTokenizer.from_pretrained(again)
+    ids = [marian_tok(t).input_ids for t in TEXTS]
+    assert [model_dir.load_model_tokenizer(ours).encode(t).ids for t in TEXTS] == ids
+    loaded, loaded_params = formats.load_pretrained(ours)
+    options = dict(start_id=PAD, eos_id=EOS, pad_id=PAD, max_len=MAX_LEN, beams=4)
+    translations, _ = translate_ids(loaded, loaded_params, ids, **options)
+    reloaded = transformers.MarianMTModel.from_pretrained(again).eval()
+    assert translations == _generate(reloaded, ids, 4)
