@@ -29,7 +29,7 @@ from bertjax.data.tokenizer import (
     resolve_options,
     write_tokenizer_files,
 )
-from bertjax.interop import finetuned_dir, formats, model_dir, vocab_extension
+from bertjax.interop import finetuned_dir, formats, model_dir, vocab_extension, warm_start
 from bertjax.models import model_config
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,8 @@ class InitModel:
 def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitModel:
     """Loads `config.init_from` and writes its (maybe extended) vocabulary and tokenizer files
     to `workdir/tokenizer/`."""
+    if warm_start.applies(config):  # a BERT as the encoder of a fresh encoder-decoder
+        return warm_start.load_init(config, workdir)
     if config.data.vocab:
         raise ValueError(
             f"config.init_from={config.init_from!r} brings its own vocabulary; leave "
