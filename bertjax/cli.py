@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bertjax {args.command}: stopped: {full}", file=sys.stderr)
         return files.EXIT_DISK_FULL
     except RuntimeError as err:
-        # Training stopped on purpose (bertjax.training.trainer.TrainingStopped): divergence 3,
+        # Training stopped on purpose (bertjax.training.stops.TrainingStopped): divergence 3,
         # preemption 143 (SIGTERM, checkpoint saved: rerun to resume); the watchdog exits with 4.
         if not hasattr(err, "exit_code"):
             raise
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(err.exit_code)
     except KeyboardInterrupt:
         # Ctrl-C outside a training loop (data preparation, compilation, inference); inside
-        # one, the loop saves and stops with a resume hint (bertjax.training.trainer.Preemption).
+        # one, the loop saves and stops with a resume hint (bertjax.training.stops.Preemption).
         print(f"\nbertjax {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
         return 130
 

@@ -94,9 +94,11 @@ def run_config(args: argparse.Namespace) -> int:
     if not args.workdir:
         raise ValueError("--config needs --workdir (the data goes to WORKDIR/data)")
     from bertjax.config import load_config
+    from bertjax.data.run_data import check_config
     from bertjax.data.shards import load_metadata
     from bertjax.models import model_config
-    from bertjax.training.pretrain import check_config, prepare_data
+    from bertjax.training.pretrain import prepare_data
+    from bertjax.training.trainer import check_config as check_run_config
 
     config = load_config(args.config, args.overrides)
     if config.init_from:
@@ -105,7 +107,8 @@ def run_config(args: argparse.Namespace) -> int:
             "`bertjax pretrain` prepares its data"
         )
     _, cfg = model_config(config.model)
-    check_config(config, cfg)  # the checks pretrain makes before any data work
+    check_run_config(config)  # the checks pretrain makes before any data work
+    check_config(config, cfg)  # the data fields against the model
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir, vocab = prepare_data(config, workdir)

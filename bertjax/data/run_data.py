@@ -1,6 +1,8 @@
 """A pretraining run's data found or made: the vocabulary (given or trained on the corpus) and the
 prepared instances (`prepare_data`), then opened as sources checked against the config
-(`open_sources`). Numpy-only, like the rest of `bertjax.data`.
+(`open_sources`). `check_config` checks the data fields against the model config before any
+data work, `check_vocab_size` the vocabulary made against it. Numpy-only, like the rest of
+`bertjax.data`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import ml_collections
 
 from bertjax.config import resolve_path
+from bertjax.data import instances as instance_builders
 from bertjax.data import tokenizer_kinds
 from bertjax.data.corpus import BUILTIN_CORPUS, resolve_corpus
 from bertjax.data.packing import PackedSource
@@ -153,3 +156,48 @@ def open_sources(config: ml_collections.ConfigDict, data_dir: pathlib.Path, voca
     if config.data.pack_sequences:
         return tuple(_packed(s, config.data.max_pack_size) for s in (train_source, eval_source))
     return train_source, eval_source
+
+
+def check_config(config: ml_collections.ConfigDict, cfg) -> None:
+    """The pretraining data checks that need no data (run with `trainer.check_config`, before
+    any data work): the tokenizer kind and instance builder exist, and the data fields fit the
+    model config `cfg`; raise naming the fields."""
+    tokenizer_kinds.get(config.data.tokenizer)  # raises naming the field
+    instance_builders.get(config.data.instances)
+    limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
+    if limit is not None and config.data.max_seq_len > limit:
+        raise ValueError(
+            f"config.data.max_seq_len={config.data.max_seq_len} exceeds "
+            f"config.model.max_position_embeddings={cfg.max_position_embeddings}"
+        )
+    if config.data.pack_sequences and getattr(cfg, "attention_impl", "xla") == "cudnn":
+        raise ValueError(
+            "config.data.pack_sequences=True needs block-diagonal attention, which "
+            "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"
+        )
+    if config.data.pack_sequences and not instance_builders.get(config.data.instances).PACKABLE:
+        raise ValueError(
+            "config.data.pack_sequences=True packs sentence pairs; "
+            f"config.data.instances={config.data.instances!r} blocks are full already"
+        )
+    entities, entity_masking = config.data.get("entities", ""), config.data.get("entity_masking")
+    if entities and getattr(cfg, "entity_vocab_size", 0) < 2:
+        raise ValueError(
+            f"config.data.entities={entities!r} feeds entity_ids to the model: set "
+            "config.model.entity_vocab_size=2 (the BERT family's entity embedding)"
+        )
+    if entity_masking and not (entities and config.data.whole_word_masking):
+        raise ValueError(
+            "config.data.entity_masking=True masks each entity as one word: it needs "
+            "config.data.entities and config.data.whole_word_masking=True"
+        )
+    if config.data.pack_sequences and config.data.max_pack_size < 1:
+        raise ValueError(f"config.data.max_pack_size={config.data.max_pack_size} must be >= 1")
+
+
+def check_vocab_size(cfg, vocab_size: int) -> None:
+    """Raises unless the vocabulary fills `config.model.vocab_size` exactly."""
+    if vocab_size != cfg.vocab_size:
+        raise ValueError(
+            f"the vocabulary has {vocab_size} tokens but config.model.vocab_size={cfg.vocab_size}"
+        )

@@ -26,7 +26,7 @@ from bertjax.inference.batches import predict_features
 from bertjax.interop import finetuned_dir, init_from, model_dir
 from bertjax.models.registry import family_of
 from bertjax.tasks.assembly import TaskData, build_task, write_data_stats
-from bertjax.training import checkpoints, trainer
+from bertjax.training import checkpoints, loop, trainer
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
@@ -132,7 +132,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         metrics = evaluate(job)
         job.writer.write(int(job.state.step), {f"eval_{k}": v for k, v in metrics.items()})
     else:  # the loop evaluates (and records it) at its last step
-        last = trainer.train(job, desc="finetune")
+        last = loop.train(job, desc="finetune")
         save_finetuned(job)
         metrics = {k[len("eval_") :]: v for k, v in last.items() if k.startswith("eval_")}
     if not config.eval_only and config.checkpoint.best_metric:

@@ -27,8 +27,7 @@ import ml_collections
 import numpy as np
 
 from bertjax import files, objectives, sharding, spec
-from bertjax.data import instances as instance_builders
-from bertjax.data import tokenizer_kinds
+from bertjax.data import run_data
 from bertjax.data.corpus import BUILTIN_CORPUS
 from bertjax.data.run_data import open_sources
 from bertjax.data.run_data import prepare_data as find_or_prepare
@@ -36,7 +35,7 @@ from bertjax.data.shard_check import check_shards
 from bertjax.data.tokenizer import load_tokenizer, read_options, read_vocab, special_token_ids
 from bertjax.interop import init_from, model_dir
 from bertjax.models import model_config
-from bertjax.training import trainer
+from bertjax.training import loop, trainer
 
 log = logging.getLogger(__name__)
 
@@ -51,51 +50,6 @@ def prepare_data(
     return find_or_prepare(config, workdir, vocab, process_count=jax.process_count())
 
 
-def check_config(config: ml_collections.ConfigDict, cfg) -> None:
-    """The pretraining checks that need no data (with `trainer.check_config`, before any data
-    work): raise naming the fields."""
-    trainer.check_config(config)
-    tokenizer_kinds.get(config.data.tokenizer)  # raises naming the field
-    instance_builders.get(config.data.instances)
-    limit = getattr(cfg, "max_position_embeddings", None)  # None: any length (recurrent)
-    if limit is not None and config.data.max_seq_len > limit:
-        raise ValueError(
-            f"config.data.max_seq_len={config.data.max_seq_len} exceeds "
-            f"config.model.max_position_embeddings={cfg.max_position_embeddings}"
-        )
-    if config.data.pack_sequences and getattr(cfg, "attention_impl", "xla") == "cudnn":
-        raise ValueError(
-            "config.data.pack_sequences=True needs block-diagonal attention, which "
-            "config.model.attention_impl='cudnn' (key lengths only) does not do; use 'xla'"
-        )
-    if config.data.pack_sequences and not instance_builders.get(config.data.instances).PACKABLE:
-        raise ValueError(
-            "config.data.pack_sequences=True packs sentence pairs; "
-            f"config.data.instances={config.data.instances!r} blocks are full already"
-        )
-    entities, entity_masking = config.data.get("entities", ""), config.data.get("entity_masking")
-    if entities and getattr(cfg, "entity_vocab_size", 0) < 2:
-        raise ValueError(
-            f"config.data.entities={entities!r} feeds entity_ids to the model: set "
-            "config.model.entity_vocab_size=2 (the BERT family's entity embedding)"
-        )
-    if entity_masking and not (entities and config.data.whole_word_masking):
-        raise ValueError(
-            "config.data.entity_masking=True masks each entity as one word: it needs "
-            "config.data.entities and config.data.whole_word_masking=True"
-        )
-    if config.data.pack_sequences and config.data.max_pack_size < 1:
-        raise ValueError(f"config.data.max_pack_size={config.data.max_pack_size} must be >= 1")
-
-
-def check_vocab_size(cfg, vocab_size: int) -> None:
-    """Raises unless the vocabulary fills `config.model.vocab_size` exactly."""
-    if vocab_size != cfg.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {vocab_size} tokens but config.model.vocab_size={cfg.vocab_size}"
-        )
-
-
 def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> trainer.Trainer:
     """Builds data, model, objective and the trainer (with the initial or restored state), with
     the workdir claimed for this run (`training.workdir`)."""
@@ -103,15 +57,16 @@ def setup(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> tra
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.Trainer:
+    trainer.check_config(config)  # before any data work
     init = init_from.load_init(config, workdir) if config.init_from else None
     if init is not None:
         cfg = init.config
-        check_config(config, cfg)
+        run_data.check_config(config, cfg)
         data_dir, vocab = prepare_data(config, workdir, init.vocab)
         options = init.options
     else:
         _, cfg = model_config(config.model)
-        check_config(config, cfg)  # before the vocabulary and the instances are made
+        run_data.check_config(config, cfg)  # before the vocabulary and the instances are made
         data_dir, vocab = prepare_data(config, workdir)
         computed = {}  # values computed from the data: into the frozen model config only
         if not config.data.vocab:  # a vocabulary trained here may be smaller than asked for
@@ -120,7 +75,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> trainer.
             computed["eos_token_id"] = special_token_ids(load_tokenizer(vocab), str(vocab))["eos"]
         _, cfg = model_config({**config.model.to_dict(), **computed})
         options = {**read_options(vocab.parent), "lowercase": config.data.lowercase}
-    check_vocab_size(cfg, len(read_vocab(vocab)))
+    run_data.check_vocab_size(cfg, len(read_vocab(vocab)))
     train_source, eval_source = open_sources(config, data_dir, vocab)
     for source in (train_source, eval_source):
         check_shards(getattr(source, "source", source), cfg.vocab_size)
@@ -194,7 +149,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         log.info("already trained to step %d; evaluating only", int(job.state.step))
         last = {f"eval_{k}": v for k, v in evaluate(job).items()}
     else:
-        last = trainer.train(job, desc="pretrain")
+        last = loop.train(job, desc="pretrain")
     params = job.gathered_params()  # all processes take part
     if jax.process_index() == 0:
         vocab = model_dir.vocab_file(job.workdir)

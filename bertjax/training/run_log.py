@@ -4,9 +4,9 @@ repeated there, and the held-out evaluation lines with the overfitting check.
 `run_job(command, job, config, workdir, summary)` wraps `bertjax pretrain` and `bertjax finetune`:
 every log record of the run (and the end summary, or the reason it stopped) is appended, with
 its time, to `WORKDIR/log.txt` (kept across reruns, beside `metrics.jsonl`); records logged with
-`extra={"summary": True}` (overfitting) are repeated under the end summary; and a workdir the
-command created is removed again when the run fails before writing anything but its log (a
-corpus glob that matches nothing, a config error), so no empty folder is left behind.
+`extra={"summary": True}` (overfitting) are repeated under the end summary. A workdir the run
+created and failed in before any work (holding only this log) is removed by the job's start
+(`training.workdir.abandon`), for the command line and the Python API alike.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import pathlib
-import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -22,9 +21,9 @@ from typing import Any
 
 import jax
 
-log = logging.getLogger(__name__)
+from bertjax.training.workdir import LOG_NAME
 
-LOG_NAME = "log.txt"
+log = logging.getLogger(__name__)
 
 
 class WorkdirLog(logging.Handler):
@@ -70,9 +69,7 @@ def run_job(
     (on the primary process) with the notes below it. A run stopped on purpose
     (`TrainingStopped`) prints its reason as the last line, records it in the log and returns
     its exit status; other errors propagate (the CLI reports them)."""
-    workdir = pathlib.Path(workdir)
-    existed = workdir.exists()
-    handler = WorkdirLog(workdir)
+    handler = WorkdirLog(pathlib.Path(workdir))
     root = logging.getLogger()
     root.addHandler(handler)
     try:
@@ -91,17 +88,9 @@ def run_job(
         return int(err.exit_code)
     except Exception as err:
         handler.write(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} error: {err}")
-        if not existed:
-            remove_if_only_log(workdir)
         raise
     finally:
         root.removeHandler(handler)
-
-
-def remove_if_only_log(workdir: pathlib.Path) -> None:
-    """Removes `workdir` when it holds nothing but the log (a run that failed before its work)."""
-    if workdir.is_dir() and {p.name for p in workdir.iterdir()} <= {LOG_NAME}:
-        shutil.rmtree(workdir)
 
 
 def eval_line(step: int, metrics: Mapping[str, float]) -> str:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ import time
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".bertjax.lock"
+LOG_NAME = "log.txt"  # the run's text log (`training.run_log`), appended from the first record
 HEARTBEAT_SECONDS = 30.0  # how often the owner touches the lock file
 STALE_SECONDS = 300.0  # another host's lock whose heartbeat is older than this is stale
 
@@ -127,11 +129,13 @@ def open_workdir(workdir: str | os.PathLike, process_index: int = 0) -> bool:
 
 def abandon(workdir: str | os.PathLike, created: bool) -> None:
     """After a failed setup: releases the lock and removes `workdir` when this run created it
-    and left nothing in it (a config error leaves no empty folder behind)."""
+    and left nothing in it but the run's log (a config error or a corpus glob that matches
+    nothing leaves no folder behind; the CLI reports the error). The one cleanup of both the
+    command line (`run_log.run_job`) and the Python API (`trainer.start`)."""
     release(workdir)
     path = pathlib.Path(workdir)
-    if created and path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
+    if created and path.is_dir() and {p.name for p in path.iterdir()} <= {LOG_NAME}:
+        shutil.rmtree(path)
 
 
 def release(workdir: str | os.PathLike) -> None:

@@ -30,7 +30,7 @@ def test_finetune_peer_runs_both_sides_and_prints_the_table(capsys):
         + ["--steps=2", "--threads=1"]
     )
     for side in ("bertjax", "transformers"):
-        assert 0.0 <= result[side]["metrics"]["accuracy"] <= 1.0
+        assert (result[side]["metrics"]["accuracy"] * 32) % 1 == 0  # a count of the 32 rows
         assert result[side]["steps"] == 2
     assert result["diff_points"] == pytest.approx(
         100

@@ -40,8 +40,9 @@ def test_pretrain_quality_runs(workdir):
     assert result["steps"] == 5
     for key in ("eval_mlm_accuracy", "eval_mlm_loss", "baseline_accuracy", "train_loss"):
         assert math.isfinite(result[key]), key
-    assert 0.0 <= result["eval_mlm_accuracy"] <= 1.0
-    assert 0.0 < result["baseline_accuracy"] < 1.0
+    # Five steps take the held-out MLM loss below a uniform guess over the trained vocabulary.
+    vocab = len((workdir / "shared" / "tokenizer" / "vocab.txt").read_text().splitlines())
+    assert result["eval_mlm_loss"] < math.log(vocab)
     assert result["eval_tokens"] > 0 and result["train_tokens"] > result["eval_tokens"]
 
 

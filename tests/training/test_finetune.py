@@ -72,6 +72,14 @@ EXPECTED_KEYS = {
 }
 
 
+def test_every_registered_task_kind_has_an_end_to_end_case():
+    """The device side of the task contract (`bertjax.tasks.TASKS`; the host side:
+    tests/tasks/test_task_registry.py): each kind trains here."""
+    from bertjax.tasks import TASKS as KINDS
+
+    assert {load_config(CONFIGS / f"{name}.py").task.kind for name in TASKS} == set(KINDS)
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A randomly initialised 2-layer, 32-wide bertjax model with the bert-base-uncased vocab."""

@@ -9,7 +9,7 @@ import pytest
 
 from bertjax.config import load_config
 from bertjax.interop import formats
-from bertjax.training import early_stop, profiling, trainer
+from bertjax.training import early_stop, loop, profiling, trainer
 from bertjax.training.pretrain import BUILTIN_CORPUS, pretrain, setup
 from tests.conftest import REPO
 
@@ -132,7 +132,7 @@ def test_phase_two_takes_the_whole_train_state_at_another_length(prepared, tmp_p
     for a, b in zip(jax.tree.leaves(phase1_params), jax.tree.leaves(job.state.params), strict=True):
         np.testing.assert_array_equal(a, np.asarray(b))
     assert job.train_source.max_seq_len == 48
-    final = trainer.train(job)
+    final = loop.train(job)
     job.close()
     # the schedule restarted: step 2 uses warmup's 1/2 of the peak (phase 1 ended at 4 steps)
     assert np.isfinite(final["loss"]) and final["learning_rate"] == pytest.approx(5e-4)

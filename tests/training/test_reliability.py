@@ -21,7 +21,7 @@ import pytest
 from bertjax import files
 from bertjax.cli import main
 from bertjax.config import load_config
-from bertjax.training import checkpoints, trainer
+from bertjax.training import checkpoints, stops, trainer
 from bertjax.training import pretrain as pretrain_module
 from bertjax.training import workdir as lock
 from bertjax.training.pretrain import BUILTIN_CORPUS, pretrain, setup
@@ -55,7 +55,7 @@ def test_divergence_stops_naming_the_step_and_keeps_the_good_checkpoint(prepared
     args += [*QUIET, "--config.optim.learning_rate=1e4", "--config.optim.warmup_steps=0"]
     args += ["--config.train.log_every=1", "--config.checkpoint.every_steps=1"]
     args += ["--config.train.max_bad_steps=3", "--config.checkpoint.keep=2"]
-    assert main(args) == trainer.EXIT_DIVERGED
+    assert main(args) == stops.EXIT_DIVERGED
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     skipped = [r["step"] for r in records if r["skipped_steps"] > 0]
     assert len(skipped) >= 3 and skipped[-3:] == list(range(skipped[-1] - 2, skipped[-1] + 1))
@@ -137,7 +137,7 @@ def test_sigterm_saves_the_current_step_and_resumes_exactly(prepared, tmp_path):
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    assert process.wait() == trainer.EXIT_PREEMPTED
+    assert process.wait() == stops.EXIT_PREEMPTED
     last = max(_losses(stopped))
     assert 10 <= last < 24 and _steps(stopped)[-1] == last  # saved at the step it stopped
     finished = _cli(stopped, prepared, *PREEMPT)
@@ -165,7 +165,7 @@ def test_watchdog_logs_every_stack_and_exits_when_the_reader_hangs(prepared, tmp
     watch = ["--config.train.watchdog_seconds=3", "--config.data.prefetch=1"]
     started = time.time()
     result = _cli(tmp_path, prepared, *watch, script=SLEEPY_READER)
-    assert result.returncode == trainer.EXIT_STUCK, result.stderr[-3000:]
+    assert result.returncode == stops.EXIT_STUCK, result.stderr[-3000:]
     assert "config.train.watchdog_seconds" in result.stderr
     assert "in sleepy_getitem" in result.stderr  # the reader's frame, in a grain thread
     assert "thread MainThread" in result.stderr
@@ -324,6 +324,11 @@ def test_a_config_error_leaves_no_workdir_and_no_lock(tmp_path):
     with pytest.raises(ValueError, match="global_batch_size=0"):
         setup(config, tmp_path / "old")
     assert (tmp_path / "old").is_dir() and not any((tmp_path / "old").iterdir())
+    # The one cleanup of both paths: a created workdir holding only the command's log goes too.
+    created = lock.open_workdir(tmp_path / "logged")
+    (tmp_path / "logged" / lock.LOG_NAME).write_text("error: ...\n")
+    lock.abandon(tmp_path / "logged", created)
+    assert not (tmp_path / "logged").exists()
 
 
 def test_files_are_replaced_whole_and_a_torn_last_line_is_dropped(tmp_path, caplog):
@@ -413,11 +418,11 @@ def test_a_full_disk_in_a_checkpoint_save_is_one_line_keeping_the_good_ones(tmp_
 
 
 def test_the_divergence_message_says_when_no_checkpoint_exists():
-    guard = trainer.BadStepGuard(2, lambda: None)
+    guard = stops.BadStepGuard(2, lambda: None)
     guard.add(1, np.bool_(True))
     guard.add(2, np.bool_(True))
     with pytest.raises(
-        trainer.Diverged,
+        stops.Diverged,
         match=r"no checkpoint was saved before \(the rerun starts from the beginning\)",
     ):
         guard.check()

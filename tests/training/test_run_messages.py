@@ -19,7 +19,7 @@ from bertjax import cli
 from bertjax.commands import finetune_cmd
 from bertjax.data import prepare as prepare_lib
 from bertjax.models.registry import FAMILIES
-from bertjax.training import run_log, trainer
+from bertjax.training import run_log, stops
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
@@ -106,7 +106,7 @@ def test_overfitting_is_a_held_out_loss_rising_while_the_training_loss_falls():
     assert not any(watch.add(s, {"loss": float(s)}, {"loss": float(s)}) for s in (1, 2, 3))
 
 
-def test_run_log_repeats_notes_under_the_summary_and_removes_a_workdir_it_created(tmp_path, capsys):
+def test_run_log_repeats_notes_under_the_summary_and_appends_on_a_rerun(tmp_path, capsys):
     def job(config, workdir):
         workdir.mkdir()
         logging.getLogger("bertjax.test").warning("overfitting: x", extra={"summary": True})
@@ -118,7 +118,7 @@ def test_run_log_repeats_notes_under_the_summary_and_removes_a_workdir_it_create
     assert out.splitlines() == ["done {'accuracy': 0.5}", "Notes:", "  overfitting: x"]
     log = (workdir / "log.txt").read_text()
     assert "WARNING bertjax.test: overfitting: x" in log and log.rstrip().endswith("overfitting: x")
-    # A rerun appends; a run that fails before its work removes only a workdir it created.
+    # A rerun appends, also the error of a rerun that fails (the workdir and its log stay).
     with pytest.raises(FileExistsError):
         run_log.run_job("finetune", job, None, workdir, str)
     assert (workdir / "log.txt").read_text().startswith(log)
@@ -136,7 +136,7 @@ def test_a_corpus_glob_matching_nothing_leaves_no_workdir(tmp_path, capsys):
 
 SECOND_CTRL_C = """
 import os, signal, sys, time
-from bertjax.training.trainer import Preemption
+from bertjax.training.stops import Preemption
 with Preemption(None) as p:
     os.kill(os.getpid(), signal.SIGINT)
     assert p.reached(1)
@@ -149,7 +149,7 @@ def test_a_second_ctrl_c_quits_at_once():
     done = subprocess.run(
         [sys.executable, "-c", SECOND_CTRL_C], cwd=REPO, capture_output=True, text=True
     )
-    assert done.returncode == trainer.EXIT_INTERRUPTED, done.stderr
+    assert done.returncode == stops.EXIT_INTERRUPTED, done.stderr
     assert "second Ctrl-C: quitting now, without saving" in done.stderr
 
 
@@ -238,7 +238,7 @@ import logging
 logging.basicConfig()  # what absl does on its first message (orbax logs at import)
 from bertjax.commands import setup_logging
 setup_logging()
-logging.getLogger("bertjax.training.trainer").info("eval step 2: loss 1")
+logging.getLogger("bertjax.training.loop").info("eval step 2: loss 1")
 """
 
 
@@ -246,4 +246,4 @@ def test_info_lines_reach_the_terminal_even_after_absl_configured_logging():
     done = subprocess.run(
         [sys.executable, "-c", AFTER_ABSL], cwd=REPO, capture_output=True, text=True
     )
-    assert done.stderr == "INFO bertjax.training.trainer: eval step 2: loss 1\n"
+    assert done.stderr == "INFO bertjax.training.loop: eval step 2: loss 1\n"
