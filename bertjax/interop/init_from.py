@@ -191,7 +191,7 @@ def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitM
     """Loads `config.init_from` and writes its (maybe extended) vocabulary and tokenizer files
     to `workdir/tokenizer/`."""
     if warm_start.applies(config):  # a BERT as the encoder of a fresh encoder-decoder
-        return warm_start.load_init(config, workdir)
+        return InitModel(*warm_start.load(config, workdir), new_tokens=[])
     if config.data.vocab:
         raise ValueError(
             f"config.init_from={config.init_from!r} brings its own vocabulary; leave "

@@ -7,7 +7,7 @@ A run sets `config.model.family="marian"`, `config.model.encoder="bert"`, the de
 model directory, pretraining workdir or transformers BERT directory). `load_init` takes the
 encoder's architecture (vocabulary, width, depth, heads, positions, activation) from the BERT, its
 parameters into `backbone/bert`, and its WordPiece tokenizer for both languages; the shared
-decoder embedding, the decoder and the LM head start fresh. `init_from.load_init` calls it for
+decoder embedding, the decoder and the LM head start fresh. `init_from.load_init` calls `load` for
 such a run, so the job itself is the ordinary `bertjax pretrain`.
 """
 
@@ -70,11 +70,10 @@ def warm_params(cfg, bert_params: dict, *, seed: int = 0) -> dict:
     return {"backbone": {**fresh, "bert": bert_params}}
 
 
-def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path):
-    """The `init_from.InitModel` of a warm start: the marian config and parameters (BERT
-    encoder loaded, decoder fresh) and the BERT's tokenizer copied to `workdir/tokenizer/`."""
-    from bertjax.interop.init_from import InitModel, runtime_config
-
+def load(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+    """A warm start's (BERT directory, marian config, parameters (BERT encoder loaded, decoder
+    fresh), vocabulary, tokenizer options), the BERT's tokenizer copied to `workdir/tokenizer/`
+    (the fields of `init_from.InitModel`)."""
     if config.data.vocab or config.data.extra_vocab:
         raise ValueError(
             "config.model.encoder='bert' uses the BERT's vocabulary (config.init_from); leave "
@@ -83,7 +82,7 @@ def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path):
     path = resolve_path(config.init_from)
     stored, params = formats.load_params(path, with_heads=False)
     cfg = warm_config(config, stored)
-    scan = runtime_config(config, stored).scan_layers
+    scan = bool(config.model.get("scan_layers", False))  # this run's layout
     _, params = model_dir.relayout(stored, jax.device_get(params), scan)
     bert = model_dir.encoder_params(dataclasses.replace(stored, scan_layers=scan), params["backbone"])  # fmt: skip
     params = warm_params(cfg, bert, seed=config.train.get("seed", 0))
@@ -94,4 +93,4 @@ def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path):
     options = model_dir.tokenizer_options(path)
     write_tokenizer_files(out, vocab, options, model_max_length=cfg.max_position_embeddings)
     log.info("warm start from %s: BERT encoder loaded, decoder fresh", path)
-    return InitModel(path, cfg, params, vocab, options, [])
+    return path, cfg, params, vocab, options
