@@ -55,3 +55,13 @@ def test_padding_positions_do_not_count():
     assert float(a["lm_count"]) == 7.0
     with pytest.raises(ValueError, match="config.seq2seq.label_smoothing=1.0"):
         _objective(1.0)
+
+
+def test_bleu_and_chrf_are_sacrebleus_on_detokenised_text():
+    from bertjax.objectives.seq2seq_eval import scores
+
+    refs = ["A plane is taking off.", "A man is playing a flute."]
+    assert scores(refs, refs) == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    got = scores(["A plane is taking off.", "A man plays the guitar."], refs)
+    assert 0.0 < got["bleu"] < 100.0 and got["chrf"] > got["bleu"] * 0.5
+    assert scores(["", ""], refs) == {"bleu": 0.0, "chrf": 0.0}
