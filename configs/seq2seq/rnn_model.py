@@ -8,16 +8,15 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     model = ml_collections.ConfigDict()
     model.family = "rnn_seq2seq"
-    model.vocab_size = 4000  # the shared SentencePiece vocabulary (a small corpus may give fewer)
-    model.hidden_size = 256  # decoder state, memory, attention and attentional vector width
+    model.vocab_size = 2000  # the shared SentencePiece vocabulary (a small corpus may give fewer)
+    model.hidden_size = 128  # decoder state, memory, attention and attentional vector width
     model.cell = "lstm"  # "lstm" or "gru"
     model.num_layers = 1  # bidirectional encoder layers
     model.decoder_layers = 1  # decoder layers
-    model.rnn_size = 256  # encoder state per direction
-    model.embedding_size = 256  # the word embedding shared by encoder and decoder
+    model.rnn_size = 128  # encoder state per direction
+    model.embedding_size = 128  # the word embedding shared by encoder and decoder
     model.attention = "additive"  # "none" (the bottleneck), "additive", "dot" or "general"
     model.hidden_dropout = 0.2  # embeddings, between encoder layers, before the output layer
-    model.initializer_range = 0.02
     model.eos_token_id = 0  # </s>; set from the tokenizer
     model.dtype = "float32"
     model.param_dtype = "float32"
@@ -40,8 +39,8 @@ def use_seq2seq(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     data.reader.source_column = "ko"  # table column of the source text
     data.reader.target_column = "en"  # table column of the target text
     data.reader.aligned = False  # True: corpus files are source, target, source, target, ...
-    data.max_seq_len = 48  # source tokens, </s> included (longer sources are cut)
-    data.max_target_len = 48  # target tokens, </s> included
+    data.max_seq_len = 40  # source tokens, </s> included (longer sources are cut)
+    data.max_target_len = 40  # target tokens, </s> included
     config.seq2seq = ml_collections.ConfigDict()
     config.seq2seq.label_smoothing = 0.1  # eps of the target cross-entropy
     config.seq2seq.eval_translations = 500  # dev pairs translated (greedy) for BLEU/chrF; 0: none

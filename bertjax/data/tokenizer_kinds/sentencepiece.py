@@ -37,12 +37,17 @@ UNSEEN_PENALTY = 10.0  # a vocab.json token the side's model lacks: below its wo
 
 
 def train(files, out_dir: pathlib.Path, config) -> pathlib.Path:
-    """`train_sentencepiece` on both sides of the parallel corpus `files` (read with
-    `config.data.reader`), `config.model.vocab_size` tokens with `<pad>`."""
+    """`train_sentencepiece` with `config.model.vocab_size` tokens (`<pad>` included) on both
+    sides of the parallel corpus `files` read with `config.data.reader` or, for a config
+    without one, on the lines of text files."""
     from bertjax.data import parallel
+    from bertjax.data.tokenizer import line_pieces
 
-    pairs = parallel.read_pairs(files, dict(config.data.get("reader", {})))
-    texts = (text for pair in pairs for text in pair)
+    if "reader" in config.data:
+        pairs = parallel.read_pairs(files, dict(config.data.reader))
+        texts = (text for pair in pairs for text in pair)
+    else:
+        texts = line_pieces([str(f) for f in files])
     return train_sentencepiece(texts, out_dir, vocab_size=config.model.vocab_size)
 
 
