@@ -22,7 +22,7 @@ import jax
 import ml_collections
 
 from bertjax.config import resolve_path
-from bertjax.data.tokenizer import write_tokenizer_files
+from bertjax.data.tokenizer import load_tokenizer, special_token_ids, write_tokenizer_files
 from bertjax.interop import formats, model_dir
 from bertjax.models import model_config
 from bertjax.models.bert import BertConfig
@@ -92,5 +92,7 @@ def load(config: ml_collections.ConfigDict, workdir: pathlib.Path):
     shutil.copyfile(model_dir.vocab_file(path), vocab)
     options = model_dir.tokenizer_options(path)
     write_tokenizer_files(out, vocab, options, model_max_length=cfg.max_position_embeddings)
+    eos = special_token_ids(load_tokenizer(vocab), str(vocab))["eos"]  # [SEP]
+    cfg = dataclasses.replace(cfg, eos_token_id=eos)
     log.info("warm start from %s: BERT encoder loaded, decoder fresh", path)
     return path, cfg, params, vocab, options
