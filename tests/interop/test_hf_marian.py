@@ -190,8 +190,10 @@ def test_import_hf_and_export_hf_keep_weights_tokenizer_and_translations(pair, t
     from safetensors.numpy import load_file
 
     from bertjax import cli
+    from bertjax.config import load_config
     from bertjax.data.tokenizer_kinds import sentencepiece
-    from bertjax.interop import formats, model_dir
+    from bertjax.interop import formats, init_from, model_dir
+    from tests.conftest import REPO
 
     hf, model, params, _ = pair
     vocab = sentencepiece.train_sentencepiece(TEXTS * 4, tmp_path / "tok", vocab_size=VOCAB)
@@ -216,3 +218,13 @@ def test_import_hf_and_export_hf_keep_weights_tokenizer_and_translations(pair, t
     translations, _ = translate_ids(loaded, loaded_params, ids, **options)
     reloaded = transformers.MarianMTModel.from_pretrained(again).eval()
     assert translations == _generate(reloaded, ids, 4)
+
+    # training continues from the transformers directory, with its tokenizer files as they are
+    config = load_config(REPO / "configs/seq2seq/marian_test.py", [f"--config.init_from={hf_dir}"])
+    init = init_from.load_init(config, tmp_path / "work")
+    assert init.vocab == tmp_path / "work/tokenizer/source.spm"
+    for name in hf_marian.TOKENIZER_FILES:
+        assert (init.vocab.parent / name).read_bytes() == (hf_dir / name).read_bytes(), name
+    shared = init.params["backbone"]["shared"]["embedding"]
+    np.testing.assert_array_equal(shared, first["model.shared.weight"])
+    assert init.config.num_layers == model.config.num_layers and "lm" in init.params["heads"]
