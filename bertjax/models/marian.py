@@ -78,7 +78,7 @@ class MarianConfig:
     type_vocab_size: int = 2  # the BERT encoder's segment embedding (encoder="bert" only)
     dtype: str = "float32"
     param_dtype: str = "float32"
-    attention_impl: str = "xla"  # of the self-attention ("cudnn": flash attention, NVIDIA)
+    attention_impl: str = "xla"  # the only one: cross-attention returns its weights
     scan_layers: bool = False
     remat_policy: str = "none"
 
@@ -111,7 +111,7 @@ class MarianConfig:
         for name, allowed in (
             ("hidden_act", tuple(ACTIVATIONS)),
             ("encoder", ENCODERS),
-            ("attention_impl", ATTENTION_IMPLS),
+            ("attention_impl", ATTENTION_IMPLS[:1]),
             ("remat_policy", REMAT_POLICIES),
             ("dtype", DTYPES),
             ("param_dtype", DTYPES),
