@@ -272,8 +272,12 @@ def translate_ids(
     if max_len < 1 or beams < 1:
         raise ValueError(f"max_len={max_len} and beams={beams} must be >= 1")
     limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and max_len > limit:
-        raise ValueError(f"max_len={max_len} exceeds the model's {limit} positions")
+    longest = max((len(ids) for ids in src_ids), default=0)
+    if limit is not None and max(max_len, longest) > limit:
+        raise ValueError(
+            f"max_len={max_len} or the longest source ({longest} tokens) exceeds the model's "
+            f"{limit} positions"
+        )
     decode = _compiled(
         model, beams, max_len, start_id, eos_id, pad_id, float(length_penalty), with_attention
     )

@@ -143,6 +143,8 @@ def test_greedy_and_beam_search_equal_transformers_generate(pair):
     assert MAX_LEN - 1 in lengths and min(lengths) < MAX_LEN - 1  # max length and eos stops
     assert sum(g != b for g, b in zip(greedy, beam, strict=True)) >= 2  # the beams matter
     assert len({tuple(t) for t in greedy}) > 4  # the source matters
+    with pytest.raises(ValueError, match="longest source \\(40 tokens\\) exceeds the model's 32"):
+        translate_ids(model, params, [[5] * 40], **options)
 
     # the attention of each generated token is the teacher-forced cross-attention there
     i = max(range(len(greedy)), key=lambda i: len(greedy[i]))
