@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "embed": ("bertjax.commands.embed_cmd", "Embed lines of text with any encoder (.npy)."),
     "generate": ("bertjax.commands.generate", "Continue a text with a GPT model."),
+    "translate": ("bertjax.commands.translate", "Translate with an encoder-decoder model."),
     "pretrain": (
         "bertjax.commands.pretrain_cmd",
         "Pretrain BERT (MLM + NSP) or GPT (causal LM) from a config; resumable.",

@@ -6,6 +6,7 @@ import pathlib
 
 from bertjax import storage
 from bertjax.config import resolve_path
+from bertjax.data import parallel
 from bertjax.data.text import resolve_files
 
 BUILTIN_CORPUS = "builtin:python-docs"  # Python's reference documentation (pydoc_data)
@@ -34,6 +35,8 @@ def corpus_files(spec: str, workdir: pathlib.Path) -> list[str]:
         )
     if spec == BUILTIN_CORPUS:
         return [str(p) for p in write_builtin_corpus(workdir / "corpus")]
+    if (pairs := parallel.builtin_files(spec, workdir)) is not None:  # the ko-en pairs
+        return pairs
     return [part.strip() for part in spec.split(",") if part.strip()]
 
 

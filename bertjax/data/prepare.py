@@ -18,6 +18,7 @@ not grow with the corpus.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -97,29 +98,39 @@ def is_eval_document(index: int, eval_fraction: float) -> bool:
     return math.ceil(index * eval_fraction) > math.ceil((index - 1) * eval_fraction)
 
 
+def _documents(builder, files, stats: Statistics, documents_per_file: bool, reader_options):
+    """The documents of `files`: the builder's own reader (`read_documents`, e.g. parallel
+    pairs) if it has one, else text files (`text.iter_documents`)."""
+    if hasattr(builder, "read_documents"):
+        yield from builder.read_documents(files, stats, reader_options)
+        return
+    for path in files:
+        yield from iter_documents(path, stats, documents_per_file=documents_per_file)
+
+
 def _iter_chunks(
-    files: Sequence[pathlib.Path],
+    streams: Sequence[tuple[str | None, Iterator[list[str]]]],
     stats: Statistics,
     *,
     eval_fraction: float,
-    documents_per_file: bool,
     chunk_chars: int,
     min_sentences: int = 2,
 ) -> Iterator[tuple[int, str, list[list[str]]]]:
     """Yields `(chunk_index, split, documents)`, each chunk about `chunk_chars` of one split;
-    documents with fewer than `min_sentences` sentences are skipped (NSP needs two)."""
+    documents with fewer than `min_sentences` sentences are skipped (NSP needs two). `streams`:
+    (split, documents); split None: `eval_fraction` of the documents go to eval."""
     buffers: dict[str, list] = {s: [] for s in shards.SPLITS}
     sizes = dict.fromkeys(shards.SPLITS, 0)
     chunk_index, usable = 0, 0
-    for path in files:
-        for document in iter_documents(path, stats, documents_per_file=documents_per_file):
+    for fixed, documents in streams:
+        for document in documents:
             if not document:
                 continue
             stats.documents += 1
             if len(document) < min_sentences:
                 stats.documents_skipped_single_sentence += 1
                 continue
-            split = "eval" if is_eval_document(usable, eval_fraction) else "train"
+            split = fixed or ("eval" if is_eval_document(usable, eval_fraction) else "train")
             usable += 1
             buffers[split].append(document)
             sizes[split] += sum(map(len, document))
@@ -193,6 +204,9 @@ def prepare(
     instances: str = "nsp_pairs",
     entities: str = "",
     nsp: bool = True,
+    eval_files: Sequence[str | os.PathLike] = (),
+    reader_options: dict | None = None,
+    max_target_len: int = 0,
 ) -> dict:
     """Prepares pretraining instances from text files into `out_dir`.
 
@@ -219,6 +233,11 @@ def prepare(
         the markers); `PretrainingSource` then adds `entity_ids`. "": none.
       nsp: "nsp_pairs" for next-sentence prediction: single-sentence documents are skipped
         (no pair A/B); False (an MLM-only objective) keeps them, B drawn from another document.
+      eval_files: held-out files (as `files`): their documents are the eval split, all of
+        `files` train, `eval_fraction` unused. (): `eval_fraction` of `files`.
+      reader_options: options of a builder that reads its own files (`read_documents`, e.g.
+        "parallel_pairs": `config.data.reader`).
+      max_target_len: the longest target of a builder with targets ("parallel_pairs").
 
     Returns:
       The metadata, also written to `out_dir/metadata.json`.
@@ -226,6 +245,7 @@ def prepare(
     _check_arguments(max_seq_len, short_seq_prob, eval_fraction, shard_size, chunk_chars)
     builder = instances_lib.get(instances)
     paths = resolve_files(files)
+    eval_paths = resolve_files(eval_files) if eval_files else []
     vocab_path = pathlib.Path(vocab_path)
     tok = tokenizer_lib.load_tokenizer(vocab_path, lowercase=lowercase)
     special = tokenizer_lib.special_token_ids(tok, str(vocab_path))
@@ -240,14 +260,25 @@ def prepare(
         one_chunk = sum(os.path.getsize(p) for p in paths) <= chunk_chars
         num_workers = 0 if one_chunk else _default_workers()
     settings = Settings(
-        str(vocab_path), lowercase, max_seq_len, short_seq_prob, seed, instances, entities, nsp
+        str(vocab_path),
+        lowercase,
+        max_seq_len,
+        short_seq_prob,
+        seed,
+        instances,
+        entities,
+        nsp,
+        max_target_len,
     )
     stats = Statistics()
+    read = functools.partial(_documents, builder, stats=stats, reader_options=reader_options)
+    streams = [(None, read(paths, documents_per_file=documents_per_file))]
+    if eval_paths:  # held-out files: the eval split, and all of `files` train
+        streams = [("train", streams[0][1]), ("eval", read(eval_paths, documents_per_file=False))]
     tasks = _iter_chunks(
-        paths,
+        streams,
         stats,
         eval_fraction=eval_fraction,
-        documents_per_file=documents_per_file,
         chunk_chars=chunk_chars,
         min_sentences=builder.MIN_SENTENCES if nsp else 1,
     )
@@ -271,6 +302,8 @@ def prepare(
         "word_starts_packed": True,
         "splits": splits,
         "source_files": [str(p) for p in paths],
+        "eval_files": [str(p) for p in eval_paths],
+        "max_target_len": max_target_len,
         "entities": entities,
         "entity_marker_ids": list(markers) if markers else None,
         "statistics": dataclasses.asdict(stats),
@@ -364,6 +397,11 @@ DATA_NOTES = {
     ),
     "documents_skipped_single_sentence": (
         "{n} documents with a single sentence were skipped (next-sentence prediction needs two)"
+    ),
+    "rows_skipped_bad": "{n} parallel rows without both texts were skipped (logged by file and line)",
+    "pairs_truncated": (
+        "{n} parallel pairs were cut to max_seq_len={max_seq_len} source or "
+        "max_target_len={max_target_len} target tokens"
     ),
     "documents_skipped_after_tokenization": (
         "{n} documents had fewer than two non-empty sentences after tokenization and were skipped"

@@ -80,8 +80,20 @@ def prepare_data(
         instances=config.data.instances,
         entities=config.data.get("entities", ""),
         nsp=config.get("objective", "mlm_nsp") != "mlm",  # MLM only: single sentences kept
+        **builder_options(config, workdir),
     )
     return data_dir, vocab
+
+
+def builder_options(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+    """`prepare`'s options of builders that read their own files (parallel pairs): the held-out
+    files `config.data.eval_corpus`, `config.data.reader` and `config.data.max_target_len`."""
+    eval_corpus = config.data.get("eval_corpus", "")
+    return {
+        "eval_files": resolve_corpus(eval_corpus, workdir) if eval_corpus else (),
+        "reader_options": dict(config.data.get("reader", {})),
+        "max_target_len": config.data.get("max_target_len", 0),
+    }
 
 
 def _clear_interrupted(data_dir: pathlib.Path) -> None:

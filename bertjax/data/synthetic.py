@@ -65,3 +65,32 @@ def synthetic_batch(
         "next_sentence_label": rs.integers(0, 2, batch).astype(np.int32),
         "word_starts": real & (rs.random(ids.shape) < WORD_START_RATE),
     }
+
+
+def seq2seq_batch(
+    rs: np.random.Generator, batch: int, source_len: int, target_len: int, vocab_size: int
+) -> dict[str, np.ndarray]:
+    """Random translation pairs in the seq2seq protocol's fields (`instances/parallel_pairs`):
+    source and target of random ordinary ids and lengths, each ending with id 3 as `</s>`,
+    right-padded with `PAD` (0, also the decoder's start id).
+
+    Returns:
+      int32 `input_ids`, `attention_mask` [batch, source_len], `decoder_input_ids`,
+      `decoder_attention_mask` and `labels` (-100 after the target) [batch, target_len].
+    """
+    eos = SEP
+    ids = np.full((batch, source_len), PAD, np.int32)
+    decoder = np.full((batch, target_len), PAD, np.int32)
+    labels = np.full((batch, target_len), -100, np.int32)
+    for row in range(batch):
+        n, m = int(rs.integers(2, source_len + 1)), int(rs.integers(2, target_len + 1))
+        ids[row, :n] = [*rs.integers(FIRST_ORDINARY, vocab_size, n - 1), eos]
+        labels[row, :m] = [*rs.integers(FIRST_ORDINARY, vocab_size, m - 1), eos]
+        decoder[row, 1:m] = labels[row, : m - 1]
+    return {
+        "input_ids": ids,
+        "attention_mask": (ids != PAD).astype(np.int32),
+        "decoder_input_ids": decoder,
+        "decoder_attention_mask": (labels >= 0).astype(np.int32),
+        "labels": labels,
+    }

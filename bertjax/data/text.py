@@ -112,6 +112,8 @@ class Statistics:
     documents_skipped_single_sentence: int = 0
     documents_skipped_after_tokenization: int = 0
     entity_spans: int = 0  # [ENT] ... [/ENT] spans written (config.data.entities)
+    rows_skipped_bad: int = 0  # parallel data: rows without both texts (data.parallel)
+    pairs_truncated: int = 0  # parallel data: pairs cut to data.max_seq_len / max_target_len
 
     def add(self, other: dict[str, int]) -> None:
         for key, value in other.items():

@@ -27,9 +27,11 @@ from bertjax.data.tokenizer import (
     read_options,
     read_vocab,
     resolve_options,
+    tokenizer_files,
+    tokenizer_kind,
     write_tokenizer_files,
 )
-from bertjax.interop import finetuned_dir, formats, model_dir, vocab_extension
+from bertjax.interop import finetuned_dir, formats, model_dir, vocab_extension, warm_start
 from bertjax.models import model_config
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,8 @@ class InitModel:
 def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitModel:
     """Loads `config.init_from` and writes its (maybe extended) vocabulary and tokenizer files
     to `workdir/tokenizer/`."""
+    if warm_start.applies(config):  # a BERT as the encoder of a fresh encoder-decoder
+        return InitModel(*warm_start.load(config, workdir), new_tokens=[])
     if config.data.vocab:
         raise ValueError(
             f"config.init_from={config.init_from!r} brings its own vocabulary; leave "
@@ -200,6 +204,8 @@ def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitM
     cfg = runtime_config(config, stored)
     stored, params = model_dir.relayout(stored, params, cfg.scan_layers)
     options = model_dir.tokenizer_options(path)
+    if tokenizer_kind(model_dir.vocab_file(path)) != "wordpiece":  # BPE, SentencePiece (Marian)
+        return InitModel(path, cfg, params, _copy_tokenizer(config, path, workdir), options, [])
     vocab_tokens = read_vocab(path / model_dir.VOCAB_NAME)
     model_dir.check_vocab(path / model_dir.VOCAB_NAME, stored, f"{path}/config.json")
     out = workdir / "tokenizer"
@@ -221,6 +227,22 @@ def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitM
         out, vocab, options, model_max_length=getattr(cfg, "max_position_embeddings", 512)
     )
     return InitModel(path, cfg, params, vocab, options, new_tokens)
+
+
+def _copy_tokenizer(config, path: pathlib.Path, workdir: pathlib.Path) -> pathlib.Path:
+    """The tokenizer files of a byte-level BPE or SentencePiece model directory, copied as they
+    are to `workdir/tokenizer/`; returns the vocabulary file there."""
+    source = model_dir.vocab_file(path)
+    if config.data.extra_vocab:
+        raise ValueError(
+            f"config.data.extra_vocab extends WordPiece vocabularies; config.init_from={str(path)!r} "
+            f"has {source.name}"
+        )
+    out = workdir / "tokenizer"
+    out.mkdir(parents=True, exist_ok=True)
+    for file in tokenizer_files(source):
+        shutil.copyfile(file, out / file.name)
+    return out / source.name
 
 
 def loaded_heads(init: InitModel, objective) -> dict:

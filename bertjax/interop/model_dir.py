@@ -69,7 +69,7 @@ MODEL_CONFIG_NAME = "config.json"  # the same file names as a transformers direc
 PARAMS_DIR = "params"
 FRESH_HEADS_KEY = "fresh_heads"  # config.json: heads initialised fresh by import-hf, untrained
 VOCAB_NAME = "vocab.txt"
-VOCAB_NAMES = (BPE_VOCAB_NAME, VOCAB_NAME)  # the tokenizer kinds a directory may hold
+VOCAB_NAMES = ("source.spm", BPE_VOCAB_NAME, VOCAB_NAME)  # tokenizer kinds (Marian first)
 TOKENIZER_OPTIONS = (
     "lowercase",
     "strip_accents",
@@ -149,7 +149,7 @@ def _write_tokenizer(out_dir: pathlib.Path, config: Any, vocab_file, options: Ma
     `merges.txt`, or WordPiece's `vocab.txt` with its options, `tokenizer.json` and
     transformers' `tokenizer_config.json`. Nothing is copied onto itself."""
     out_dir, vocab_file = pathlib.Path(out_dir), pathlib.Path(vocab_file)
-    if tokenizer_kind(vocab_file) == "byte_bpe":
+    if tokenizer_kind(vocab_file) != "wordpiece":  # BPE, SentencePiece: their files as they are
         for path in tokenizer_files(vocab_file):
             if path.resolve() != (out_dir / path.name).resolve():
                 shutil.copyfile(path, out_dir / path.name)
@@ -459,7 +459,7 @@ def load_model_tokenizer(path: str | pathlib.Path) -> tokenizers.Tokenizer:
     [CLS] ... [SEP].
     """
     vocab = vocab_file(path)
-    if tokenizer_kind(vocab) == "byte_bpe":
+    if tokenizer_kind(vocab) != "wordpiece":  # no options
         return load_tokenizer(vocab)
     return load_tokenizer(vocab, **resolve_options(tokenizer_options(path)))
 

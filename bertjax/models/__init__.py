@@ -4,7 +4,7 @@
 the family's frozen dataclass; `Model(family, config, heads)` is the module every job runs.
 """
 
-from bertjax.models import bert, electra, gpt, rnn  # noqa: E402,F401  (registers the families)
+from bertjax.models import bert, electra, gpt, marian, rnn, rnn_seq2seq  # noqa: E402,F401  (registers the families)
 from bertjax.models.registry import (
     FAMILIES,
     Family,

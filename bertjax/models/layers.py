@@ -62,9 +62,19 @@ def ones_init(names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
+# `config.hidden_act` -> the function: exact (erf) GELU, its tanh approximation, swish (SiLU,
+# Marian's opus-mt models), ReLU
+ACTIVATIONS = {
+    "gelu": functools.partial(nn.gelu, approximate=False),
+    "gelu_tanh": functools.partial(nn.gelu, approximate=True),
+    "swish": nn.swish,
+    "relu": nn.relu,
+}
+
+
 def activation(config: Any):
-    """GELU, exact (erf) for `hidden_act="gelu"` or the tanh approximation for "gelu_tanh"."""
-    return functools.partial(nn.gelu, approximate=config.hidden_act == "gelu_tanh")
+    """The activation function named by `config.hidden_act` (`ACTIVATIONS`)."""
+    return ACTIVATIONS[config.hidden_act]
 
 
 def layer_norm(config: Any, name: str) -> nn.LayerNorm:
@@ -347,7 +357,8 @@ def stack_layer_params(params: Mapping, paths: Sequence[tuple[str, ...]], num_la
     for path in paths:
         if _present(params, path):
             stack = _at(params, path)
-            layers = [stack[f"layer_{i}"] for i in range(num_layers)]
+            count = sum(1 for k in stack if k.startswith("layer_")) or num_layers  # stacks differ
+            layers = [stack[f"layer_{i}"] for i in range(count)]
             stacked = _tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *layers)
             params = _replace_at(params, path, {"layers": stacked})
     return dict(params)
@@ -360,9 +371,10 @@ def unstack_layer_params(
     for path in paths:
         if _present(params, path):
             stacked = _at(params, path)["layers"]
+            count = len(jax.tree.leaves(stacked)[0])  # each stack's own depth
             layers = {
                 f"layer_{i}": _tree_map(lambda x, i=i: np.asarray(x)[i], stacked)
-                for i in range(num_layers)
+                for i in range(count)
             }
             params = _replace_at(params, path, layers)
     return dict(params)

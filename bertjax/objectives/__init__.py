@@ -38,6 +38,9 @@ OBJECTIVES = {
     "mlm": ObjectiveEntry(
         "bertjax.objectives.mlm_nsp", {"nsp": False}, ("bert", "rnn"), ("nsp_pairs",)
     ),
+    "seq2seq": ObjectiveEntry(
+        "bertjax.objectives.seq2seq", {}, ("rnn_seq2seq", "marian"), ("parallel_pairs",)
+    ),
     "causal_lm": ObjectiveEntry("bertjax.objectives.causal_lm", {}, ("gpt",), ("lm_blocks",)),
     # ELECTRA: generator MLM + replaced-token detection
     "rtd": ObjectiveEntry("bertjax.objectives.rtd", {}, ("electra",), ("nsp_pairs",)),

@@ -137,7 +137,9 @@ def evaluate(job: trainer.Trainer, params=None) -> dict[str, float]:
         batch = sharding.global_batch(local, job.steps.mesh)
         sums = job.steps.eval_step(params, batch, jax.random.fold_in(eval_rng, index))
         totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
-    return job.objective.summarize(jax.device_get(totals))
+    metrics = job.objective.summarize(jax.device_get(totals))
+    host = getattr(job.objective, "host_metrics", None)  # e.g. BLEU of decoded translations
+    return metrics | (host(job.model, params, job.eval_source) if host else {})
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:

@@ -174,7 +174,7 @@ def test_train_small_vocab_on_shakespeare(shared_data, tmp_path):
         "keep_hangul": True,
     }
     tok = tokenizer_lib.load_tokenizer(vocab_path)
-    assert tokenizer_lib.special_token_ids(tok) == dict(pad=0, unk=1, cls=2, sep=3, mask=4)
+    assert tokenizer_lib.special_token_ids(tok) == dict(pad=0, unk=1, cls=2, sep=3, mask=4, eos=3)
     lines = [line for line in corpus.read_text().splitlines() if line.strip()][:300]
     for line, encoding in zip(
         lines, tok.encode_batch(lines, add_special_tokens=False), strict=True

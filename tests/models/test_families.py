@@ -28,6 +28,8 @@ CASES = {
     "electra": "configs/electra/test.py",
     "gpt": "configs/gpt/test.py",
     "rnn": "configs/rnn/test.py",
+    "rnn_seq2seq": "configs/seq2seq/rnn_test.py",
+    "marian": "configs/seq2seq/marian_test.py",
 }
 BATCH, LENGTH = 8, 16
 DROPOUTS = ("hidden_dropout", "attention_dropout")
@@ -44,6 +46,8 @@ def _setup(name, mesh_sizes):
     config.mesh.update(mesh_sizes)
     mesh, rules = sharding.make_mesh(config.mesh), sharding.logical_rules(config.mesh)
     batch = synthetic.synthetic_batch(np.random.default_rng(0), BATCH, LENGTH, cfg.vocab_size)
+    if "decoder_input_ids" in family.input_fields:  # encoder-decoders: translation pairs
+        batch = synthetic.seq2seq_batch(np.random.default_rng(0), BATCH, LENGTH, 12, cfg.vocab_size)
     return family, cfg, config, mesh, rules, batch
 
 

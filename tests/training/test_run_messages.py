@@ -76,10 +76,11 @@ def test_each_familys_next_steps_are_commands_it_supports(family, tmp_path):
         if getattr(args, "config", None):
             assert (REPO / args.config).is_file(), template
     names = [shlex.split(t)[1] for _, t in steps]
-    # Masked LM for the encoders (ELECTRA: its generator), generation for the decoder.
-    assert ("generate" in names) == (family == "gpt") and ("fill-mask" in names) != (
-        family == "gpt"
-    )
+    # Masked LM for the encoders (ELECTRA: its generator), generation for the decoder,
+    # translation for the encoder-decoders.
+    seq2seq = "decoder_input_ids" in FAMILIES[family].input_fields
+    assert ("translate" in names) == seq2seq and ("generate" in names) == (family == "gpt")
+    assert ("fill-mask" in names) != (family == "gpt" or seq2seq)
 
 
 def test_overfitting_is_a_held_out_loss_rising_while_the_training_loss_falls():

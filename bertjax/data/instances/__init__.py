@@ -12,6 +12,7 @@ from types import ModuleType
 BUILDERS = {
     "nsp_pairs": "bertjax.data.instances.nsp_pairs",  # BERT: [CLS] A [SEP] B [SEP], MLM + NSP
     "lm_blocks": "bertjax.data.instances.lm_blocks",  # GPT: documents cut into token blocks
+    "parallel_pairs": "bertjax.data.instances.parallel_pairs",  # seq2seq: (source, target) ids
 }
 
 

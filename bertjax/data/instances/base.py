@@ -36,6 +36,7 @@ class Settings:
     instances: str = "nsp_pairs"
     entities: str = ""  # span source of [ENT]/[/ENT] markers ("": none)
     nsp: bool = True  # False (MLM only): single-sentence documents are kept
+    max_target_len: int = 0  # builders with targets (parallel_pairs): target tokens, </s> included
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ from types import ModuleType
 KINDS = {
     "wordpiece": "bertjax.data.tokenizer_kinds.wordpiece",  # BERT: vocab.txt (+ options)
     "byte_bpe": "bertjax.data.tokenizer_kinds.byte_bpe",  # GPT-2: vocab.json + merges.txt
+    "sentencepiece": "bertjax.data.tokenizer_kinds.sentencepiece",  # Marian: source.spm + ...
 }
 DEFAULT = "wordpiece"  # the kind of a vocabulary file no kind's VOCAB_NAME suffix matches
 

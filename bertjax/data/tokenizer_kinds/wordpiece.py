@@ -14,7 +14,8 @@ from tokenizers import models
 from bertjax.data import tokenizer as tokenizer_lib
 
 VOCAB_NAME = tokenizer_lib.VOCAB_NAME
-SPECIAL_TOKENS = tokenizer_lib.SPECIAL_TOKENS
+# [SEP] also ends a sequence (`eos`): a BERT's vocabulary on both sides of a translation pair
+SPECIAL_TOKENS = {**tokenizer_lib.SPECIAL_TOKENS, "eos": tokenizer_lib.SPECIAL_TOKENS["sep"]}
 MODEL = models.WordPiece
 load = tokenizer_lib.load_wordpiece
 read_vocab = tokenizer_lib.read_wordpiece_vocab
