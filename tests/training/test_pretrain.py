@@ -1,10 +1,7 @@
-"""Pretraining: optimizer, jitted sharded step, gradient accumulation, the job, kill and resume."""
+"""Pretraining: optimizer, jitted sharded step, gradient accumulation, the job (SIGKILL and SIGTERM
+resume: tests/training/test_reliability.py)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -246,59 +243,3 @@ def test_missing_data_names_the_config_fields(tmp_path):
     config = load_config(TEST_CONFIG)
     with pytest.raises(ValueError, match="config.data.corpus .* or config.data.dir"):
         setup(config, tmp_path)
-
-
-def _run_cli(workdir, prepared, *extra, wait=True):
-    cmd = [
-        sys.executable,
-        "-m",
-        "bertjax.cli",
-        "pretrain",
-        "--config",
-        str(TEST_CONFIG),
-        "--workdir",
-        str(workdir),
-        *prepared,
-        "--config.train.num_steps=24",
-        "--config.train.log_every=1",
-        "--config.train.eval_every=0",
-        "--config.checkpoint.every_steps=8",
-        *extra,
-    ]
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    if wait:
-        subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
-        return None
-    return subprocess.Popen(
-        cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-def _losses(workdir):
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path):
-    _run_cli(tmp_path / "straight", prepared)
-    expected = _losses(tmp_path / "straight")
-    assert sorted(expected) == list(range(1, 25))
-
-    killed = tmp_path / "killed"
-    process = _run_cli(killed, prepared, wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        done = (killed / "metrics.jsonl").exists() and max(_losses(killed), default=0) >= 13
-        if done and (killed / "checkpoints" / "8").exists():
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert max(_losses(killed)) < 24, "the run finished before it was killed"
-    _run_cli(killed, prepared)
-    assert _losses(killed) == expected
