@@ -221,9 +221,10 @@ SMOKE_FLAGS = {
 
 
 SMOKE_DROPS = ("--config.model.attention_impl", "--config.data.max_predictions")
+SMOKE_ADDS = {"compare.py": ("--in_process",)}  # both sides in the case's own process
 
 
-def smoke_argv(argv: Sequence[str]) -> list[str]:
+def smoke_argv(argv: Sequence[str], script: str = "") -> list[str]:
     """The case's flags with a tiny config and sizes (no cuDNN on a CPU; default predictions)."""
     out = []
     for item in argv:
@@ -234,7 +235,7 @@ def smoke_argv(argv: Sequence[str]) -> list[str]:
             out.append(f"{flag}={SMOKE_FLAGS[flag]}")
         elif flag not in SMOKE_DROPS:
             out.append(item)
-    return out
+    return out + list(SMOKE_ADDS.get(script, ()))
 
 
 def summary(script: str, result: dict[str, Any]) -> str:
@@ -267,12 +268,17 @@ def summary(script: str, result: dict[str, Any]) -> str:
     )
 
 
-def run_case(case: Case, smoke: bool) -> dict[str, Any]:
-    argv = smoke_argv(case.argv) if smoke else list(case.argv)
+def run_case(case: Case, smoke: bool, done: dict | None = None) -> dict[str, Any]:
+    """Runs one case; `done` ({(script, argv): result}) shares a run between cases whose
+    flags are the same (the smoke sizes make some of them so)."""
+    argv = smoke_argv(case.argv, case.script) if smoke else list(case.argv)
     started = time.perf_counter()
     record: dict[str, Any] = {"case": case.name, "script": case.script, "argv": argv}
+    key, done = (case.script, tuple(argv)), {} if done is None else done
     try:
-        result = common.run_script(case.script, argv, timeout=case.timeout_s)
+        if key not in done:
+            done[key] = common.run_script(case.script, argv, timeout=case.timeout_s)
+        result = done[key]
     except Exception as err:  # a failed case is a result too: recorded, and the suite goes on
         record.update(status="failed", error=str(err)[-2000:])
         print(f"FAILED {case.name}: {str(err)[-600:]}")
@@ -326,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     unknown = sorted(set(names) - set(GROUPS))
     if unknown:
         parser.error(f"--groups: unknown {unknown}; known: {list(GROUPS)}")
-    records = [run_case(case, args.smoke) for name in names for case in GROUPS[name]]
+    done: dict = {}
+    records = [run_case(case, args.smoke, done) for name in names for case in GROUPS[name]]
     env = next((r["result"] for r in records if r["status"] == "ok"), {})
     env = {
         "device": env.get("device") or env.get("rows", [{}])[0].get("device"),

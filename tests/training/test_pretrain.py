@@ -1,4 +1,5 @@
-"""Pretraining: optimizer, jitted sharded step, gradient accumulation, the job, kill and resume."""
+"""Pretraining: optimizer, jitted sharded step, gradient accumulation, the job, SIGKILL and resume
+of a run in a bucket (local SIGKILL and SIGTERM resume: tests/training/test_reliability.py)."""
 
 import json
 import os

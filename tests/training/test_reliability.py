@@ -123,23 +123,33 @@ PREEMPT = ["--config.train.num_steps=24", "--config.train.log_every=1"]
 PREEMPT += ["--config.train.eval_every=0", "--config.checkpoint.every_steps=8"]
 
 
+def _wait_for(process, done, seconds=300):
+    deadline = time.time() + seconds
+    while time.time() < deadline and process.poll() is None and not done():
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
-def test_sigterm_saves_the_current_step_and_resumes_exactly(prepared, tmp_path):
+def test_sigterm_and_sigkill_runs_resume_exactly(prepared, tmp_path):
+    """One run stopped twice: SIGTERM saves the current step and exits 143, its rerun is killed
+    (SIGKILL) some steps later, and the second rerun ends with the losses of a straight run."""
     pretrain(load_config(TEST_CONFIG, [*prepared, *PREEMPT]), tmp_path / "straight")
     expected = _losses(tmp_path / "straight")
     assert sorted(expected) == list(range(1, 25))
 
     stopped = tmp_path / "stopped"
+    logged = lambda: (stopped / "metrics.jsonl").exists() and max(_losses(stopped), default=0)
     process = _cli(stopped, prepared, *PREEMPT, wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if (stopped / "metrics.jsonl").exists() and max(_losses(stopped), default=0) >= 10:
-            break
-        time.sleep(0.05)
+    _wait_for(process, lambda: logged() >= 10)
     process.send_signal(signal.SIGTERM)
     assert process.wait() == stops.EXIT_PREEMPTED
     last = max(_losses(stopped))
     assert 10 <= last < 24 and _steps(stopped)[-1] == last  # saved at the step it stopped
+    process = _cli(stopped, prepared, *PREEMPT, wait=False)  # killed without a save
+    _wait_for(process, lambda: logged() >= last + 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert max(_losses(stopped)) < 24, "the run finished before it was killed"
     finished = _cli(stopped, prepared, *PREEMPT)
     assert finished.returncode == 0, finished.stderr
     assert _losses(stopped) == expected
