@@ -20,11 +20,9 @@ game's dynamics (both players' losses and the generator's reward, per arm, over 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import sys
-import time
 from collections.abc import Sequence
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,10 +44,25 @@ PRETRAIN_COLUMNS = (
     ("replaced_share", "replaced share"),
 )
 
+# The fields `--model` takes from its config: the shape of both networks.
+SHAPE_FIELDS = (
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "generator_fraction",
+)
+
 
 def arm_config(args, arm: str, shared: dict):
     """The family comparison's ELECTRA config on the shared data, with the arm's objective."""
     config = fc.base_config(args, "electra")
+    if args.model:  # another ELECTRA shape: its model fields, the shared data's vocabulary
+        from bertjax.config import load_config
+
+        model = load_config(REPO / args.model, []).model
+        config.model.update({k: model[k] for k in SHAPE_FIELDS})
     config.objective = OBJECTIVES[arm]
     config.rtd.mle_weight = args.mle_weight
     config.data.dir, config.data.vocab = str(shared["data_dir"]), str(shared["vocab"])
@@ -59,19 +72,11 @@ def arm_config(args, arm: str, shared: dict):
 
 def pretrain_arm(args, arm: str, shared: dict, root: pathlib.Path, steps: int) -> fc.Pretrained:
     """Pretrains `arm` for `steps` (unless its workdir has a model already)."""
-    from bertjax.training.pretrain import pretrain
-
     config = arm_config(args, arm, shared)
     config.train.num_steps = steps
-    config.checkpoint.update(every_steps=steps, keep=1)
+    config.checkpoint.update(every_steps=max(1, steps // 4), keep=1)  # a stopped run resumes
     workdir = root / "pretrain" / arm
-    timing = workdir / "pretrain_seconds.json"
-    if not (workdir / "final_metrics.json").is_file():
-        print(f"== pretrain {arm}: {steps} steps", flush=True)
-        started = time.perf_counter()
-        pretrain(config, workdir)
-        timing.write_text(json.dumps(time.perf_counter() - started))
-    seconds = json.loads(timing.read_text())
+    seconds = fc.pretrain_once(config, workdir)
     return fc.Pretrained(arm, workdir, steps, fc.flops_per_step(config), seconds)
 
 
@@ -79,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     fc.add_shared_args(parser, OBJECTIVES, TASKS)
     parser.add_argument("--corpus", default="", help="files, comma-separated (default: see doc)")
+    parser.add_argument(
+        "--model", default="", help="an ELECTRA config whose shape both arms take (default: above)"
+    )
     parser.add_argument("--mle_weight", type=float, default=0.0, help="adversarial arm's MLM")
     parser.add_argument("--ft_len", type=int, default=64, help="single-text max_len")
     parser.add_argument("--ft_pair_len", type=int, default=96, help="sentence-pair max_len")
@@ -101,30 +109,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.report_only:  # the arms whose pretraining finished
         arms = [a for a in arms if (root / "pretrain" / a / "final_metrics.json").is_file()]
     pretrained = {a: pretrain_arm(args, a, shared, root, steps) for a in arms}
-    summary = {
-        a: {**dataclasses.asdict(p), "workdir": str(p.workdir)} for a, p in pretrained.items()
-    }
-    (root / "pretrained.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-    results_path = root / "results.jsonl"
-    done = fc.read_results(results_path)
     runs = [
-        (arm, task, int(seed))
+        (arm, task, int(seed), steps)
         for seed in args.seeds.split(",")
         for task in (t for t in TASKS if t in args.tasks.split(","))
         for arm in arms
     ]
-    for arm, task, seed in [] if args.report_only else runs:
-        if (arm, task, seed, steps) in done:
-            continue
-        print(f"== finetune {arm} on {task}, seed {seed}", flush=True)
-        workdir = root / "finetune" / f"{arm}-{task}-{seed}"
-        init = pretrained[arm].workdir / "model"
-        result = fc.run_finetune(args, arm, task, seed, init, shared, workdir)
-        row = {"arm": arm, "task": task, "seed": seed, "step": steps, **result}
-        with results_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        done[(arm, task, seed, steps)] = row
+    done = fc.finetune_all(args, root, [] if args.report_only else runs, shared, pretrained)
     report(args, root, pretrained, done)
 
 
@@ -182,9 +173,7 @@ def plot_game(root: pathlib.Path, pretrained: dict) -> None:
         ax.set_title(title)
         ax.set_xlabel("pretraining step")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(root / "game_dynamics.png", dpi=110)
-    plt.close(fig)
+    fc.save_figure(fig, root / "game_dynamics.png")
 
 
 if __name__ == "__main__":
