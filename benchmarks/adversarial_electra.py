@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import sys
 from collections.abc import Sequence
 
@@ -133,7 +134,8 @@ def report(args, root: pathlib.Path, pretrained: dict, done: dict) -> None:
             f"{p.seconds / 60:.1f} | " + " | ".join(cells) + " |"
         )
     tasks = [t for t in TASKS if t in args.tasks.split(",")]
-    lines += ["", "| arm | " + " | ".join(f"{t} ({fc.TASKS[t][1]})" for t in tasks) + " |"]
+    header = " | ".join(f"{t} ({fc.TASKS[t][1]}, per seed)" for t in tasks)
+    lines += ["", f"| arm | {header} |"]
     lines.append("|---|" + "---:|" * len(tasks))
     for arm in pretrained:
         cells = []
@@ -143,28 +145,39 @@ def report(args, root: pathlib.Path, pretrained: dict, done: dict) -> None:
                 for (a, t, _, _), r in sorted(done.items())
                 if a == arm and t == task
             ]
-            cells.append(fc.mean_sd(scores))
+            cells.append(per_seed(scores))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot_game(root, pretrained)
 
 
+def per_seed(scores: list[float]) -> str:
+    """'s0 / s1 (mean m)': every seed's score, in seed order, and their mean."""
+    if len(scores) < 2:
+        return fc.mean_sd(scores)
+    return " / ".join(f"{s:.1f}" for s in scores) + f" (mean {statistics.mean(scores):.1f})"
+
+
 def plot_game(root: pathlib.Path, pretrained: dict) -> None:
-    """Per arm, against steps: the generator's loss (its side of the game), the
-    discriminator's loss, and the generator's reward (the discriminator's loss on its samples)."""
+    """Per arm, against steps (training metrics of each logging window): the generator's loss
+    (its side of the game), its reward (the discriminator's loss on its samples) and masked-LM
+    accuracy; the discriminator's loss and its accuracy on real and on replaced tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = (
+    keys = (  # the generator's side on top, the discriminator's below
         ("generator_loss", "generator loss (own objective)"),
-        ("rtd_loss", "discriminator loss (all tokens)"),
         ("generator_reward", "generator reward = D's loss on its samples"),
+        ("mlm_accuracy", "generator masked-LM accuracy"),
+        ("rtd_loss", "discriminator loss (all tokens)"),
+        ("rtd_original_accuracy", "D accuracy on real tokens"),
+        ("rtd_recall", "D accuracy on replaced tokens"),
     )
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
-    for ax, (key, title) in zip(axes[0], keys, strict=True):
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (key, title) in zip(axes.flat, keys, strict=True):
         for arm, p in pretrained.items():
             rows = [json.loads(x) for x in (p.workdir / "metrics.jsonl").read_text().splitlines()]
             points = [(r["step"], r[key]) for r in rows if key in r and "eval_loss" not in r]
