@@ -8,13 +8,16 @@ steps that give BERT-mini's pretraining FLOPs, the same Adam), differing in one 
   electra_adversarial  objective "rtd_adversarial": the generator rewarded for fooling the
                        discriminator (policy gradient; `--mle_weight` mixes the MLM loss back in)
 
+`--model configs/electra/tiny.py` gives both arms another shape, which then takes the steps that
+spend the same FLOPs (at the family comparison's defaults, 1,292 for the tiny shape, where the
+discriminator starts detecting replaced tokens after ~100 steps; the default shape had not at 228).
 Both do the same passes per step, so equal steps are equal FLOPs. Each is then fine-tuned on the
 family comparison's ELECTRA tasks with its fine-tuning settings and seeds. Results go to
 `OUT/results.jsonl` (a rerun skips runs already there), the table to `OUT/table.md` and the
 game's dynamics (both players' losses and the generator's reward, per arm, over training) to
 `OUT/game_dynamics.png`:
 
-  python benchmarks/adversarial_electra.py --out /tmp/adv
+  python benchmarks/adversarial_electra.py --out /tmp/adv --model configs/electra/tiny.py
 """
 
 from __future__ import annotations
