@@ -8,23 +8,25 @@ steps that give BERT-mini's pretraining FLOPs, the same Adam), differing in one 
   electra_adversarial  objective "rtd_adversarial": the generator rewarded for fooling the
                        discriminator (policy gradient; `--mle_weight` mixes the MLM loss back in)
 
+`--model configs/electra/tiny.py` gives both arms another shape, which then takes the steps that
+spend the same FLOPs (at the family comparison's defaults, 1,292 for the tiny shape, where the
+discriminator starts detecting replaced tokens after ~100 steps; the default shape had not at 228).
 Both do the same passes per step, so equal steps are equal FLOPs. Each is then fine-tuned on the
 family comparison's ELECTRA tasks with its fine-tuning settings and seeds. Results go to
 `OUT/results.jsonl` (a rerun skips runs already there), the table to `OUT/table.md` and the
 game's dynamics (both players' losses and the generator's reward, per arm, over training) to
 `OUT/game_dynamics.png`:
 
-  python benchmarks/adversarial_electra.py --out /tmp/adv
+  python benchmarks/adversarial_electra.py --out /tmp/adv --model configs/electra/tiny.py
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
+import statistics
 import sys
-import time
 from collections.abc import Sequence
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,10 +48,25 @@ PRETRAIN_COLUMNS = (
     ("replaced_share", "replaced share"),
 )
 
+# The fields `--model` takes from its config: the shape of both networks.
+SHAPE_FIELDS = (
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "intermediate_size",
+    "generator_fraction",
+)
+
 
 def arm_config(args, arm: str, shared: dict):
     """The family comparison's ELECTRA config on the shared data, with the arm's objective."""
     config = fc.base_config(args, "electra")
+    if args.model:  # another ELECTRA shape: its model fields, the shared data's vocabulary
+        from bertjax.config import load_config
+
+        model = load_config(REPO / args.model, []).model
+        config.model.update({k: model[k] for k in SHAPE_FIELDS})
     config.objective = OBJECTIVES[arm]
     config.rtd.mle_weight = args.mle_weight
     config.data.dir, config.data.vocab = str(shared["data_dir"]), str(shared["vocab"])
@@ -59,19 +76,11 @@ def arm_config(args, arm: str, shared: dict):
 
 def pretrain_arm(args, arm: str, shared: dict, root: pathlib.Path, steps: int) -> fc.Pretrained:
     """Pretrains `arm` for `steps` (unless its workdir has a model already)."""
-    from bertjax.training.pretrain import pretrain
-
     config = arm_config(args, arm, shared)
     config.train.num_steps = steps
-    config.checkpoint.update(every_steps=steps, keep=1)
+    config.checkpoint.update(every_steps=max(1, steps // 4), keep=1)  # a stopped run resumes
     workdir = root / "pretrain" / arm
-    timing = workdir / "pretrain_seconds.json"
-    if not (workdir / "final_metrics.json").is_file():
-        print(f"== pretrain {arm}: {steps} steps", flush=True)
-        started = time.perf_counter()
-        pretrain(config, workdir)
-        timing.write_text(json.dumps(time.perf_counter() - started))
-    seconds = json.loads(timing.read_text())
+    seconds = fc.pretrain_once(config, workdir)
     return fc.Pretrained(arm, workdir, steps, fc.flops_per_step(config), seconds)
 
 
@@ -79,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     fc.add_shared_args(parser, OBJECTIVES, TASKS)
     parser.add_argument("--corpus", default="", help="files, comma-separated (default: see doc)")
+    parser.add_argument(
+        "--model", default="", help="an ELECTRA config whose shape both arms take (default: above)"
+    )
     parser.add_argument("--mle_weight", type=float, default=0.0, help="adversarial arm's MLM")
     parser.add_argument("--ft_len", type=int, default=64, help="single-text max_len")
     parser.add_argument("--ft_pair_len", type=int, default=96, help="sentence-pair max_len")
@@ -101,30 +113,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.report_only:  # the arms whose pretraining finished
         arms = [a for a in arms if (root / "pretrain" / a / "final_metrics.json").is_file()]
     pretrained = {a: pretrain_arm(args, a, shared, root, steps) for a in arms}
-    summary = {
-        a: {**dataclasses.asdict(p), "workdir": str(p.workdir)} for a, p in pretrained.items()
-    }
-    (root / "pretrained.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-    results_path = root / "results.jsonl"
-    done = fc.read_results(results_path)
     runs = [
-        (arm, task, int(seed))
+        (arm, task, int(seed), steps)
         for seed in args.seeds.split(",")
         for task in (t for t in TASKS if t in args.tasks.split(","))
         for arm in arms
     ]
-    for arm, task, seed in [] if args.report_only else runs:
-        if (arm, task, seed, steps) in done:
-            continue
-        print(f"== finetune {arm} on {task}, seed {seed}", flush=True)
-        workdir = root / "finetune" / f"{arm}-{task}-{seed}"
-        init = pretrained[arm].workdir / "model"
-        result = fc.run_finetune(args, arm, task, seed, init, shared, workdir)
-        row = {"arm": arm, "task": task, "seed": seed, "step": steps, **result}
-        with results_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        done[(arm, task, seed, steps)] = row
+    done = fc.finetune_all(args, root, [] if args.report_only else runs, shared, pretrained)
     report(args, root, pretrained, done)
 
 
@@ -142,7 +137,8 @@ def report(args, root: pathlib.Path, pretrained: dict, done: dict) -> None:
             f"{p.seconds / 60:.1f} | " + " | ".join(cells) + " |"
         )
     tasks = [t for t in TASKS if t in args.tasks.split(",")]
-    lines += ["", "| arm | " + " | ".join(f"{t} ({fc.TASKS[t][1]})" for t in tasks) + " |"]
+    header = " | ".join(f"{t} ({fc.TASKS[t][1]}, per seed)" for t in tasks)
+    lines += ["", f"| arm | {header} |"]
     lines.append("|---|" + "---:|" * len(tasks))
     for arm in pretrained:
         cells = []
@@ -152,28 +148,39 @@ def report(args, root: pathlib.Path, pretrained: dict, done: dict) -> None:
                 for (a, t, _, _), r in sorted(done.items())
                 if a == arm and t == task
             ]
-            cells.append(fc.mean_sd(scores))
+            cells.append(per_seed(scores))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot_game(root, pretrained)
 
 
+def per_seed(scores: list[float]) -> str:
+    """'s0 / s1 (mean m)': every seed's score, in seed order, and their mean."""
+    if len(scores) < 2:
+        return fc.mean_sd(scores)
+    return " / ".join(f"{s:.1f}" for s in scores) + f" (mean {statistics.mean(scores):.1f})"
+
+
 def plot_game(root: pathlib.Path, pretrained: dict) -> None:
-    """Per arm, against steps: the generator's loss (its side of the game), the
-    discriminator's loss, and the generator's reward (the discriminator's loss on its samples)."""
+    """Per arm, against steps (training metrics of each logging window): the generator's loss
+    (its side of the game), its reward (the discriminator's loss on its samples) and masked-LM
+    accuracy; the discriminator's loss and its accuracy on real and on replaced tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = (
+    keys = (  # the generator's side on top, the discriminator's below
         ("generator_loss", "generator loss (own objective)"),
-        ("rtd_loss", "discriminator loss (all tokens)"),
         ("generator_reward", "generator reward = D's loss on its samples"),
+        ("mlm_accuracy", "generator masked-LM accuracy"),
+        ("rtd_loss", "discriminator loss (all tokens)"),
+        ("rtd_original_accuracy", "D accuracy on real tokens"),
+        ("rtd_recall", "D accuracy on replaced tokens"),
     )
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
-    for ax, (key, title) in zip(axes[0], keys, strict=True):
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (key, title) in zip(axes.flat, keys, strict=True):
         for arm, p in pretrained.items():
             rows = [json.loads(x) for x in (p.workdir / "metrics.jsonl").read_text().splitlines()]
             points = [(r["step"], r[key]) for r in rows if key in r and "eval_loss" not in r]
@@ -182,9 +189,7 @@ def plot_game(root: pathlib.Path, pretrained: dict) -> None:
         ax.set_title(title)
         ax.set_xlabel("pretraining step")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(root / "game_dynamics.png", dpi=110)
-    plt.close(fig)
+    fc.save_figure(fig, root / "game_dynamics.png")
 
 
 if __name__ == "__main__":

@@ -173,7 +173,6 @@ def flops_per_step(config) -> float:
 def pretrain_arm(args, arm: str, shared: dict, root: pathlib.Path, bert_flops: float) -> Pretrained:
     """Pretrains `arm` (unless its workdir has a model already) for BERT's tokens or FLOPs."""
     from bertjax.interop import model_dir
-    from bertjax.training.pretrain import pretrain
 
     config = base_config(args, arm)
     if arm == "gpt":  # its own byte-level BPE, trained on the same corpus
@@ -188,19 +187,27 @@ def pretrain_arm(args, arm: str, shared: dict, root: pathlib.Path, bert_flops: f
     config.train.num_steps = steps
     config.checkpoint.update(every_steps=steps // args.points, keep=args.points)
     workdir = root / "pretrain" / arm
-    timing = workdir / "pretrain_seconds.json"
-    if not (workdir / "final_metrics.json").is_file():
-        print(f"== pretrain {arm}: {steps} steps", flush=True)
-        started = time.perf_counter()
-        pretrain(config, workdir)
-        timing.write_text(json.dumps(time.perf_counter() - started))
-    seconds = json.loads(timing.read_text())
+    seconds = pretrain_once(config, workdir)
     cfg = model_dir.read_model_config(workdir / "model")  # the trained vocabulary's real size
     config.model.vocab_size = cfg.vocab_size
     if "eos_token_id" in config.model:
         config.model.eos_token_id = cfg.eos_token_id
     config.data.vocab = str(model_dir.vocab_file(workdir / "model"))
     return Pretrained(arm, workdir, steps, flops_per_step(config), seconds)
+
+
+def pretrain_once(config, workdir: pathlib.Path) -> float:
+    """Pretrains `config` in `workdir` unless it finished there already; returns the seconds the
+    pretraining took (kept in `pretrain_seconds.json`)."""
+    from bertjax.training.pretrain import pretrain
+
+    timing = workdir / "pretrain_seconds.json"
+    if not (workdir / "final_metrics.json").is_file():
+        print(f"== pretrain {workdir.name}: {config.train.num_steps} steps", flush=True)
+        started = time.perf_counter()
+        pretrain(config, workdir)
+        timing.write_text(json.dumps(time.perf_counter() - started))
+    return json.loads(timing.read_text())
 
 
 def finetune_config(args, arm: str, task: str, seed: int, init: pathlib.Path | None, shared):
@@ -323,14 +330,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.report_only and not (root / "pretrain" / arm / "final_metrics.json").is_file():
             continue
         pretrained[arm] = pretrain_arm(args, arm, shared, root, bert_flops)
+    done = finetune_all(
+        args, root, [] if args.report_only else plan(args, pretrained), shared, pretrained
+    )
+    report(args, root, pretrained, done)
+
+
+def finetune_all(args, root: pathlib.Path, runs, shared: dict, pretrained: dict) -> dict:
+    """Writes OUT/pretrained.json, then fine-tunes each (arm, task, seed, pretraining step) of
+    `runs` not in OUT/results.jsonl yet, from that arm's model at that step (from random weights
+    for an arm not in `pretrained`), appending its row as it finishes (a stopped experiment
+    resumes). Returns every finished run's row by (arm, task, seed, step)."""
     summary = {
         a: {**dataclasses.asdict(p), "workdir": str(p.workdir)} for a, p in pretrained.items()
     }
     (root / "pretrained.json").write_text(json.dumps(summary, indent=2) + "\n")
-
     results_path = root / "results.jsonl"
     done = read_results(results_path)
-    for arm, task, seed, step in [] if args.report_only else plan(args, pretrained):
+    for arm, task, seed, step in runs:
         if (arm, task, seed, step) in done:
             continue
         print(f"== finetune {arm} step {step} on {task}, seed {seed}", flush=True)
@@ -342,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with results_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done[(arm, task, seed, step)] = row
-    report(args, root, pretrained, done)
+    return done
 
 
 def report(args, root: pathlib.Path, pretrained: dict[str, Pretrained], done: dict) -> None:
@@ -388,6 +405,15 @@ def mean_sd(scores: list[float]) -> str:
     return f"{statistics.mean(scores):.1f} ± {statistics.stdev(scores):.1f} ({len(scores)} seeds)"
 
 
+def save_figure(fig, path: pathlib.Path) -> None:
+    """Lays `fig` out, writes it to `path` (120 dpi) and closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _plot_losses(args, root: pathlib.Path, pretrained: dict[str, Pretrained]) -> None:
     import matplotlib
 
@@ -405,9 +431,7 @@ def _plot_losses(args, root: pathlib.Path, pretrained: dict[str, Pretrained]) ->
     ax.set_ylabel("training loss (nats per predicted token)")
     ax.set_title("Pretraining on the same corpus (each family's own LM loss)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(root / "loss_vs_tokens.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, root / "loss_vs_tokens.png")
 
 
 def _plot_budgets(root, pretrained, done, tasks) -> None:
@@ -436,9 +460,7 @@ def _plot_budgets(root, pretrained, done, tasks) -> None:
         ax.set_title(f"{task} ({TASKS[task][1]})")
         ax.set_xlabel("pretraining TFLOP")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(root / "score_vs_flops.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, root / "score_vs_flops.png")
 
 
 if __name__ == "__main__":

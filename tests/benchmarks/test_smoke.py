@@ -182,6 +182,49 @@ def test_family_comparison_plans_seed_by_seed_task_by_task_with_budgets():
     assert fc.mean_sd([70.0, 72.0]) == "71.0 ± 1.4 (2 seeds)" and fc.mean_sd([]) == "-"
 
 
+def test_finetune_all_runs_only_what_results_jsonl_lacks(tmp_path, monkeypatch):
+    """Both comparisons' resume: a rerun fine-tunes the missing runs only, each from its arm's
+    model at that step (random weights for an arm not pretrained), and appends their rows."""
+    fc = load_benchmark("family_comparison")
+    pretrained = {"electra": fc.Pretrained("electra", tmp_path / "e", 300, 2e9, 0.0)}
+    (tmp_path / "results.jsonl").write_text(
+        '{"arm": "electra", "task": "sst2", "seed": 0, "step": 300, "metrics": {}}\n'
+    )
+    calls = []
+
+    def fake_finetune(args, arm, task, seed, init, shared, workdir):
+        calls.append((arm, task, seed, init, workdir.name))
+        return {"metrics": {"accuracy": 0.5}, "seconds": 1.0}
+
+    monkeypatch.setattr(fc, "run_finetune", fake_finetune)
+    runs = [("electra", "sst2", 0, 300), ("electra", "rte", 0, 300), ("lstm_scratch", "rte", 1, 0)]
+    done = fc.finetune_all(None, tmp_path, runs, {}, pretrained)
+    assert calls == [
+        ("electra", "rte", 0, tmp_path / "e" / "model", "electra-300-rte-0"),
+        ("lstm_scratch", "rte", 1, None, "lstm_scratch-0-rte-1"),
+    ]
+    assert set(done) == set(runs) and done[runs[1]]["flops"] == 300 * 2e9
+    assert len(fc.read_results(tmp_path / "results.jsonl")) == 3
+    assert fc.finetune_all(None, tmp_path, runs, {}, pretrained) == done and len(calls) == 2
+
+
+def test_adversarial_electra_arms_differ_only_in_the_objective(tmp_path):
+    """Issue 25's arms: one config field apart; `--model` swaps both networks' shape."""
+    import argparse
+
+    ae = load_benchmark("adversarial_electra")
+    parser = argparse.ArgumentParser()
+    ae.fc.add_shared_args(parser, ae.OBJECTIVES, ae.TASKS)
+    args = parser.parse_args(["--out", str(tmp_path)])
+    args.corpus, args.mle_weight, args.model = "a.txt", 0.0, "configs/electra/tiny.py"
+    shared = {"data_dir": tmp_path, "vocab": tmp_path / "vocab.txt", "vocab_size": 1000}
+    ml, adv = (ae.arm_config(args, arm, shared).to_dict() for arm in ae.OBJECTIVES)
+    assert {k for k in ml if ml[k] != adv[k]} == {"objective"}
+    assert (ml["objective"], adv["objective"]) == ("rtd", "rtd_adversarial")
+    assert ml["model"]["hidden_size"] == 128 and ml["model"]["generator_fraction"] == 0.5
+    assert ml["model"]["vocab_size"] == 1000 and ml["optim"]["learning_rate"] == 5e-4
+
+
 def test_korean_comparison_arms_differ_only_in_what_they_compare(tmp_path):
     """Issue 16's arms: pretrained the same way except the pre-tokenizer, or entity-awareness."""
     import argparse
