@@ -10,7 +10,11 @@ loss, perplexity and token accuracy.
     bertjax pretrain --config configs/seq2seq/ko_en_rnn.py --workdir /tmp/ko-en-rnn
     bertjax translate /tmp/ko-en-rnn/model --text "비행기가 이륙하고 있다."
 
-Measured: see the end of this docstring (filled in by the run that measured it).
+Measured (2026-12-03, 2 CPU cores shared with six other jobs, load average ~12; this config as
+it is): 1,200 steps in 28.8 min wall (273 s of CPU time; 87% of the wall in training steps),
+dev (500 pairs, greedy) BLEU 6.6 / chrF 20.8 at step 600 and BLEU 14.4 / chrF 27.4 at step
+1,200 (loss 3.33, perplexity 13.4, token accuracy 0.47); `bertjax translate --beam 4` on the
+same 500 pairs: BLEU 15.4 / chrF 29.6. On an idle machine expect a few minutes.
 """
 
 from configs import base

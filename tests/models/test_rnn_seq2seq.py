@@ -17,12 +17,13 @@ B, S, T = 3, 9, 6
 
 
 @pytest.mark.parametrize(
-    "attention,cell", [("none", "lstm"), ("additive", "gru"), ("dot", "lstm"), ("general", "gru")]
+    "attention,cell,layers",
+    [("none", "lstm", 1), ("additive", "gru", 2), ("dot", "lstm", 1), ("general", "gru", 1)],
 )
-def test_teacher_forcing_equals_step_by_step_decoding(attention, cell):
+def test_teacher_forcing_equals_step_by_step_decoding(attention, cell, layers):
     config = load_config(REPO / "configs/seq2seq/rnn_test.py")
     family, cfg = model_config(config.model)
-    cfg = dataclasses.replace(cfg, attention=attention, cell=cell, decoder_layers=2)
+    cfg = dataclasses.replace(cfg, attention=attention, cell=cell, decoder_layers=layers)
     batch = synthetic.seq2seq_batch(np.random.default_rng(1), B, S, T, cfg.vocab_size)
     model = Model(family, cfg, (head_spec("lm"),))
     inputs = {k: batch[k] for k in family.input_fields}

@@ -15,6 +15,10 @@ An instance builder is a module (registered in `instances.BUILDERS`) with:
   example(arrays, row, attention_mask, source) -> {name: array}
                   one training example from a shard row, for `PretrainingSource`;
                   `attention_mask` int32 [L] is 1 on the row's `lengths` real tokens.
+and optionally
+  read_documents(paths, stats, options) -> documents
+                  its own reader of the corpus files in place of text documents (parallel
+                  pairs: tables or aligned files; `options` is `config.data.reader`).
 """
 
 from __future__ import annotations
