@@ -163,7 +163,7 @@ class TextFile:
 
     def __enter__(self) -> TextFile:
         self._file = open(self.path, "rb")  # noqa: SIM115 - closed by __exit__
-        self._lines = (text for text, _ in self.pieces())
+        self._lines = self._whole_lines()
         return self
 
     def __exit__(self, exc_type, *_) -> None:
@@ -210,25 +210,39 @@ class TextFile:
         if tail := self._decode(decoder, b"", offset, final=True):
             yield tail, continues
 
+    def _whole_lines(self) -> Iterator[str]:
+        """The lines, decoded a line at a time (a line never ends inside a UTF-8 sequence)."""
+        for number, raw in enumerate(self._file, 1):
+            self.line = number
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                self._invalid(err.start + 1)
+                text = raw.decode("utf-8", errors="replace")
+            if self.line == 1:
+                text = text.removeprefix("\ufeff")
+            yield text[:-2] + "\n" if text.endswith("\r\n") else text
+
     def _decode(self, decoder, raw: bytes, offset: int, *, final: bool) -> str:
-        pending = len(decoder.getstate()[0])
         try:
             return decoder.decode(raw, final)
-        except UnicodeDecodeError as err:
-            column = offset + err.start - pending + 1
-            if self.strict:
-                raise ValueError(
-                    f"{self.path}:{self.line}:{column}: invalid UTF-8 in {self.what}; re-encode "
-                    f"the file as UTF-8, or leave strict UTF-8 off ({STRICT_HINT}) to repair "
-                    "it as U+FFFD"
-                ) from None
-            self.repaired_lines += 1
-            self.first_repair = self.first_repair or (self.line, column)
+        except UnicodeDecodeError as err:  # the decoder still holds the bytes pending before
+            self._invalid(offset + err.start - len(decoder.getstate()[0]) + 1)
             decoder.errors = "replace"
             try:
                 return decoder.decode(raw, final)
             finally:
                 decoder.errors = "strict"
+
+    def _invalid(self, column: int) -> None:
+        """Invalid UTF-8 at `column` of the current line: refused (strict) or counted."""
+        if self.strict:
+            raise ValueError(
+                f"{self.path}:{self.line}:{column}: invalid UTF-8 in {self.what}; re-encode the "
+                f"file as UTF-8, or leave strict UTF-8 off ({STRICT_HINT}) to repair it as U+FFFD"
+            )
+        self.repaired_lines += 1
+        self.first_repair = self.first_repair or (self.line, column)
 
 
 def resolve_files(patterns: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
