@@ -22,7 +22,7 @@ import pytest
 from bertjax import files
 from bertjax.cli import main
 from bertjax.config import load_config
-from bertjax.training import checkpoints, trainer
+from bertjax.training import checkpoints, run_log, trainer
 from bertjax.training import pretrain as pretrain_module
 from bertjax.training import workdir as lock
 from bertjax.training.pretrain import BUILTIN_CORPUS, pretrain, setup
@@ -440,6 +440,14 @@ def test_a_full_disk_in_a_checkpoint_save_is_one_line_keeping_the_good_ones(tmp_
     assert f"the checkpoints of steps [2] are kept in {tmp_path})" in message
     assert save is checkpoints.ocp.CheckpointManager.save and manager.all_steps() == [2]
     manager.close()
+    # The workdir's log on the full disk (a record of orbax's writer thread): kept, no exception.
+    log = run_log.WorkdirLog(tmp_path)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    with mock.patch.object(pathlib.Path, "open", side_effect=full):
+        log.emit(logging.makeLogRecord({"msg": "first", "levelname": "ERROR"}))
+    log.emit(logging.makeLogRecord({"msg": "second", "levelname": "INFO"}))
+    lines = (tmp_path / run_log.LOG_NAME).read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["first", "second"]
 
 
 def test_the_divergence_message_says_when_no_checkpoint_exists():
