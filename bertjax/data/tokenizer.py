@@ -106,8 +106,6 @@ def train_wordpiece(
             raise FileNotFoundError(f"train_wordpiece: training file {f} does not exist")
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     options = dict(
         lowercase=lowercase,
         strip_accents=strip_accents,
@@ -137,6 +135,8 @@ def train_wordpiece(
     vocab = tokenizer.get_vocab()
     group = dict.fromkeys([*SPECIAL_TOKENS.values(), *markers], 0)
     group |= dict.fromkeys(alphabet, 1) | dict.fromkeys(continuations, 2)
+    out = pathlib.Path(out_dir)  # made once the text was read (a refused file leaves no folder)
+    out.mkdir(parents=True, exist_ok=True)
     vocab_path = out / VOCAB_NAME
     _write_vocab(sorted(vocab, key=lambda t: (group.get(t, 3), vocab[t])), vocab_path)
     write_tokenizer_files(out, vocab_path, options)

@@ -81,6 +81,7 @@ def test_the_commands_take_the_policy_from_the_flag_or_the_config(tmp_path, caps
     args = ["tokenizer", str(corpus), "--out", str(tmp_path / "b"), "--strict-utf8"]
     assert main(args) == 2
     assert f"bertjax tokenizer: error: {corpus}:2:4: invalid UTF-8" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # no output folder left behind
     # pretrain's vocabulary (no config.data.vocab): config.data.strict_utf8
     config = ["--config", str(REPO / "configs" / "test.py"), "--out", str(tmp_path / "c")]
     config += [f"--config.data.corpus={corpus}", "--config.data.strict_utf8=True"]
