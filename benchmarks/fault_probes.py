@@ -72,6 +72,7 @@ def wait_for(condition, process, timeout=300):
 
 
 KEYS = ("taking over", "dropped a torn", "is unreadable", "interrupted preparation", "hold no text")
+KEYS += ("held invalid UTF-8",)
 
 
 def last_line(stderr: str, code: int | None = None) -> str:
@@ -224,12 +225,11 @@ def fill(path: pathlib.Path, leave: int = 0) -> pathlib.Path:
     """Fills the filesystem of `path` up to `leave` bytes free with one file."""
     filler = path / "filler"
     free = shutil.disk_usage(path).free - leave
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # unbuffered: nothing left to fail at close
         while free > 0:
             chunk = min(free, 1 << 20)
             try:
                 f.write(b"\0" * chunk)
-                f.flush()
             except OSError:
                 break
             free -= chunk
@@ -266,11 +266,19 @@ def disk_full_probes(p: Probes) -> None:
 def bad_input_probes(p: Probes) -> None:
     bad = p.root / "bad"
     bad.mkdir()
-    (bad / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
+    sentences = "".join(f"Sentence {i} of a caf\xe9 au lait. " for i in range(40))
+    (bad / "latin1.txt").write_bytes((sentences + "\n\n").encode("latin-1") * 20)
     (bad / "empty.txt").write_text("")
     (bad / "folder").mkdir()
     cases = [
-        ("tokenizer: invalid UTF-8", ["tokenizer", bad / "latin1.txt", "--out", bad / "t1"]),
+        (
+            "tokenizer: invalid UTF-8 (repaired)",
+            ["tokenizer", bad / "latin1.txt", "--out", bad / "t1"],
+        ),
+        (
+            "tokenizer: invalid UTF-8, --strict-utf8",
+            ["tokenizer", bad / "latin1.txt", "--out", bad / "t4", "--strict-utf8"],
+        ),
         ("tokenizer: empty file", ["tokenizer", bad / "empty.txt", "--out", bad / "t2"]),
         ("tokenizer: no file matches", ["tokenizer", bad / "none*.txt", "--out", bad / "t3"]),
     ]
@@ -279,11 +287,15 @@ def bad_input_probes(p: Probes) -> None:
         ("pretrain: empty corpus", [*pre, "--workdir", bad / "w1", f"--config.data.corpus={bad}/empty.txt"]),
         ("pretrain: config error", [*pre, "--workdir", bad / "w2", "--config.train.global_batch_size=0"]),
         ("pretrain: corpus glob matches nothing", [*pre, "--workdir", bad / "w3", f"--config.data.corpus={bad}/x*.txt"]),
+        ("pretrain: invalid UTF-8 corpus (repaired)", [*pre, "--workdir", bad / "w4", f"--config.data.corpus={bad}/latin1.txt", *RUN[:1]]),
+        ("pretrain: invalid UTF-8 corpus, strict_utf8", [*pre, "--workdir", bad / "w5", f"--config.data.corpus={bad}/latin1.txt", "--config.data.strict_utf8=True"]),
     ]  # fmt: skip
     for name, args in cases:
         done = cli(*args)
         left = [
-            w for w in ("w1", "w2", "w3") if (bad / w).exists() and not any((bad / w).iterdir())
+            w
+            for w in ("w1", "w2", "w3", "w5")
+            if (bad / w).exists() and not any((bad / w).iterdir())
         ]
         summary = last_line(done.stderr, done.returncode) + (
             f" [empty {left} left]" if left else ""

@@ -7,6 +7,7 @@ the logic stays in importable functions that tests call directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pathlib
@@ -93,6 +94,16 @@ def enable_compile_cache() -> None:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+def _utf8_policy(args: argparse.Namespace):
+    """The invalid-UTF-8 policy of a command with `--strict-utf8` (`commands.add_strict_utf8`);
+    a job with a config takes `config.data.strict_utf8` instead."""
+    if not getattr(args, "strict_utf8", False):
+        return contextlib.nullcontext()
+    from bertjax.data.text import utf8_policy
+
+    return utf8_policy(True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     command = next((a for a in args_list if not a.startswith("-")), None)
@@ -105,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     enable_compile_cache()
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        with _utf8_policy(args):
+            return int(importlib.import_module(args._module).run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         # Bad input (config field, file, line): one clear line, no traceback.
         print(f"bertjax {args.command}: error: {err}", file=sys.stderr)

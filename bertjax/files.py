@@ -109,21 +109,3 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 continue
             raise ValueError(f"{path}:{number}: not a JSON record ({err})") from None
     return records
-
-
-def first_invalid_utf8(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(line, byte column), both 1-based, of the first invalid UTF-8 in a file, or None."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                return number, err.start + 1
-    return None
-
-
-def invalid_utf8(path: str | os.PathLike, what: str) -> ValueError:
-    """A ValueError naming the file, line and column of its first invalid UTF-8."""
-    where = first_invalid_utf8(path)
-    at = f"{path}:{where[0]}:{where[1]}" if where else str(path)
-    return ValueError(f"{at}: invalid UTF-8 in {what}; re-encode the file as UTF-8")

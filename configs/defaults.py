@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = data = ml_collections.ConfigDict()
     data.worker_count = 0  # grain worker processes for the input pipeline (0: in-process)
     data.prefetch = 2  # batches prefetched to the device
+    # Invalid UTF-8 in any text read (corpus, task files, gazetteers): False repairs it as U+FFFD
+    # and reports the repaired lines per file; True refuses the file naming file:line:column.
+    data.strict_utf8 = False
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "adamw"  # "adamw" (BERT's Adam with decoupled weight decay) or "lamb"

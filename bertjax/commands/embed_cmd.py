@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bertjax.commands import add_strict_utf8
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -27,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "else the model's limit)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_strict_utf8(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import sys
 
+from bertjax.commands import add_strict_utf8
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("jsonl", "tsv"), help="output format")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per step")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_strict_utf8(parser)
 
 
 def inline_inputs(args: argparse.Namespace) -> list:

@@ -15,6 +15,8 @@ import argparse
 import json
 import logging
 
+from bertjax.commands import add_strict_utf8
+
 # flag -> its default: set without --config only
 LEGACY = {
     "files": [],
@@ -29,6 +31,7 @@ LEGACY = {
     "shard_size": 1 << 16,
     "lowercase": None,
     "overwrite": False,
+    "strict_utf8": False,
 }
 
 
@@ -51,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     case.add_argument("--lowercase", dest="lowercase", action="store_true", default=None)
     case.add_argument("--cased", dest="lowercase", action="store_false")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier dataset")
+    add_strict_utf8(parser)
     parser.epilog = (
         "Either --config CONFIG --workdir WORKDIR [--config.GROUP.FIELD=VALUE ...], or FILES "
         "--vocab VOCAB --out OUT [flags]."

@@ -13,6 +13,7 @@ import argparse
 import pathlib
 import tempfile
 
+from bertjax.commands import add_strict_utf8
 from bertjax.commands.prepare_cmd import refuse_legacy_flags
 from bertjax.data import text, tokenizer
 
@@ -26,6 +27,7 @@ LEGACY = {
     "pretokenizer": "whitespace",
     "min_frequency": 2,
     "limit_alphabet": 1000,
+    "strict_utf8": False,
 }
 
 
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--min-frequency", type=int, default=2, help="minimum merge count")
     parser.add_argument("--limit-alphabet", type=int, default=1000, help="initial characters kept")
+    add_strict_utf8(parser)
     parser.epilog = (
         "Either --config CONFIG --out OUT [--config.GROUP.FIELD=VALUE ...], or FILES --out OUT "
         "[flags] (WordPiece)."

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bertjax.config import resolve_path
+from bertjax.data.text import TextFile
 
 ENT, END_ENT = "[ENT]", "[/ENT]"
 ENTITY_MARKERS = (ENT, END_ENT)
@@ -89,7 +90,7 @@ def spans_from_field(value, text: str, source: str) -> list[Span]:
 
 def read_gazetteer(path: str | os.PathLike) -> list[str]:
     """Names, one a line; a WikiExtractor file (`<doc ... title="...">`) gives its titles."""
-    with open(path, encoding="utf-8") as f:
+    with TextFile(path, "a gazetteer") as f:
         text = f.read()
     titles = _TITLE.findall(text)
     names = titles if titles else text.splitlines()

@@ -383,7 +383,7 @@ def _log_summary(metadata: dict) -> None:
 DATA_NOTES = {
     "files_empty": "{n} input files were empty and were skipped",
     "files_skipped_binary": "{n} input files look binary (not text) and were skipped",
-    "lines_repaired_utf8": "{n} invalid UTF-8 byte sequences were replaced with U+FFFD",
+    "lines_repaired_utf8": "{n} lines held invalid UTF-8 and were repaired as U+FFFD",
     "lines_cut_long": f"{{n}} lines longer than {MAX_LINE_BYTES} bytes were read in pieces",
     "sentences_cut_long": (
         f"{{n}} cuts were made in sentences longer than {MAX_SENTENCE_CHARS} characters"

@@ -21,11 +21,25 @@ from bertjax.data.packing import PackedSource
 from bertjax.data.prepare import prepare
 from bertjax.data.shards import file_sha256, load_metadata
 from bertjax.data.source import PretrainingSource
+from bertjax.data.text import utf8_policy
 
 log = logging.getLogger(__name__)
 
 
 def prepare_data(
+    config: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    vocab: pathlib.Path | None = None,
+    *,
+    process_count: int = 1,
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Finds or makes the vocabulary and the prepared instances (`_prepare_data`), the corpus
+    read under `config.data.strict_utf8`. Returns (data_dir, vocab)."""
+    with utf8_policy(config.data.get("strict_utf8", False)):
+        return _prepare_data(config, workdir, vocab, process_count=process_count)
+
+
+def _prepare_data(
     config: ml_collections.ConfigDict,
     workdir: pathlib.Path,
     vocab: pathlib.Path | None = None,
@@ -110,8 +124,10 @@ def _clear_interrupted(data_dir: pathlib.Path) -> None:
 
 
 def train_tokenizer(config: ml_collections.ConfigDict, files, out_dir: pathlib.Path):
-    """Trains the `config.data.tokenizer` kind on the corpus; returns its vocabulary file."""
-    return tokenizer_kinds.get(config.data.tokenizer).train(files, out_dir, config)
+    """Trains the `config.data.tokenizer` kind on the corpus (read under
+    `config.data.strict_utf8`); returns its vocabulary file."""
+    with utf8_policy(config.data.get("strict_utf8", False)):
+        return tokenizer_kinds.get(config.data.tokenizer).train(files, out_dir, config)
 
 
 def _packed(source: PretrainingSource, max_pack_size: int) -> PackedSource:

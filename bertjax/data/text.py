@@ -10,11 +10,19 @@
     of at most `MAX_LINE_BYTES` bytes, so that one giant document or line cannot hold the memory.
 
 What was read, repaired, cut or skipped is counted in `Statistics` (stored in the metadata).
+
+Every text file bertjax reads (corpora, tokenizer training files, fine-tuning and prediction
+inputs, gazetteers) is opened with `TextFile`, under one policy for invalid UTF-8: repaired by
+default (each invalid byte sequence becomes U+FFFD, the repaired lines are counted and reported
+per file), or refused with file, line and column inside `utf8_policy(strict=True)`, which the
+jobs enter from `config.data.strict_utf8` and the commands without a config from
+`--strict-utf8`.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import glob
 import logging
@@ -120,15 +128,123 @@ class Statistics:
             setattr(self, key, getattr(self, key) + value)
 
 
-_replaced_bytes = [0]
+# --------------------------------------------------------------------------------------------
+# Invalid UTF-8: one policy for every text reader
+# --------------------------------------------------------------------------------------------
+
+_strict_utf8 = [False]  # process-wide: readers may run in other threads (tokenizers' trainer)
+STRICT_HINT = "config.data.strict_utf8, or --strict-utf8 for commands without a config"
 
 
-def _count_and_replace(error: UnicodeDecodeError) -> tuple[str, int]:
-    _replaced_bytes[0] += 1
-    return "\ufffd", error.end
+@contextlib.contextmanager
+def utf8_policy(strict: bool) -> Iterator[None]:
+    """Text files opened inside the block refuse invalid UTF-8 (`strict`) or repair it."""
+    before, _strict_utf8[0] = _strict_utf8[0], bool(strict)
+    try:
+        yield
+    finally:
+        _strict_utf8[0] = before
 
 
-codecs.register_error("bertjax_count_replace", _count_and_replace)
+class TextFile:
+    """A UTF-8 text file read line by line under the policy of `utf8_policy` (taken at open).
+
+    Repair (the default): each invalid byte sequence becomes U+FFFD; the lines so repaired are
+    counted (`repaired_lines`, the first at `first_repair` = (line, byte column)) and, when the
+    file closes, one warning names the file and the count (`report`; it is repeated under a
+    job's end summary). Strict: the first invalid sequence is a ValueError naming
+    `file:line:column` and `what` the file is. A leading BOM is dropped and a line ends in "\n"
+    (a Windows "\r\n" too). Use as `with TextFile(path, what) as f: for line in f: ...`.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "a text file", *, report=True):
+        self.path, self.what, self.report = pathlib.Path(path), what, report
+        self.strict = _strict_utf8[0]
+        self.repaired_lines, self.first_repair, self.line = 0, None, 0
+        self._file, self._lines = None, None
+
+    def __enter__(self) -> TextFile:
+        self._file = open(self.path, "rb")  # noqa: SIM115 - closed by __exit__
+        self._lines = self._whole_lines()
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        self._file.close()
+        if exc_type is None and self.report and self.repaired_lines:
+            line, column = self.first_repair
+            logger.warning(
+                "%s: %d lines held invalid UTF-8, repaired as U+FFFD (the first at line %d, "
+                "column %d); to refuse such files instead, set %s",
+                self.path,
+                self.repaired_lines,
+                line,
+                column,
+                STRICT_HINT,
+                extra={"summary": True},
+            )
+
+    def __iter__(self) -> Iterator[str]:
+        return self._lines
+
+    def readline(self) -> str:
+        return next(self._lines, "")
+
+    def read(self) -> str:
+        return "".join(self._lines)
+
+    def pieces(self, max_bytes: int = -1) -> Iterator[tuple[str, bool]]:
+        """Yields `(text, continues)` for each line, in pieces of at most `max_bytes` bytes (-1:
+        whole lines); `continues` is True for a piece that goes on an unfinished line."""
+        decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        continues, offset = False, 0  # offset: bytes of this line before the piece
+        while raw := self._file.readline(max_bytes):
+            if not continues:
+                self.line, offset = self.line + 1, 0
+            ends = raw.endswith(b"\n")
+            last = not ends and (max_bytes < 0 or len(raw) < max_bytes)  # the end of the file
+            text = self._decode(decoder, raw, offset, final=last)
+            if self.line == 1 and not continues:
+                text = text.removeprefix("\ufeff")
+            if ends and text.endswith("\r\n"):
+                text = text[:-2] + "\n"
+            yield text, continues
+            continues, offset = not ends, offset + len(raw)
+        if tail := self._decode(decoder, b"", offset, final=True):
+            yield tail, continues
+
+    def _whole_lines(self) -> Iterator[str]:
+        """The lines, decoded a line at a time (a line never ends inside a UTF-8 sequence)."""
+        for number, raw in enumerate(self._file, 1):
+            self.line = number
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                self._invalid(err.start + 1)
+                text = raw.decode("utf-8", errors="replace")
+            if self.line == 1:
+                text = text.removeprefix("\ufeff")
+            yield text[:-2] + "\n" if text.endswith("\r\n") else text
+
+    def _decode(self, decoder, raw: bytes, offset: int, *, final: bool) -> str:
+        try:
+            return decoder.decode(raw, final)
+        except UnicodeDecodeError as err:  # the decoder still holds the bytes pending before
+            self._invalid(offset + err.start - len(decoder.getstate()[0]) + 1)
+            decoder.errors = "replace"
+            try:
+                return decoder.decode(raw, final)
+            finally:
+                decoder.errors = "strict"
+
+    def _invalid(self, column: int) -> None:
+        """Invalid UTF-8 at `column` of the current line: refused (strict) or counted."""
+        if self.strict:
+            raise ValueError(
+                f"{self.path}:{self.line}:{column}: invalid UTF-8 in {self.what}; re-encode the "
+                f"file as UTF-8, or leave strict UTF-8 off ({STRICT_HINT}) to repair it as U+FFFD"
+            )
+        self.repaired_lines += 1
+        self.first_repair = self.first_repair or (self.line, column)
 
 
 def resolve_files(patterns: Sequence[str | os.PathLike]) -> list[pathlib.Path]:
@@ -162,33 +278,17 @@ def looks_binary(head: bytes) -> bool:
 
 
 def iter_lines(path: pathlib.Path, stats: Statistics) -> Iterator[tuple[str, bool]]:
-    """Yields `(text, continues)` for each line piece of a UTF-8 file, never longer than
-    `MAX_LINE_BYTES`; `continues` is True when the piece is cut from a longer line.
-
-    Invalid UTF-8 is replaced by U+FFFD and the line counted in `lines_repaired_utf8`.
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="bertjax_count_replace")
-    continues = False
-    with open(path, "rb") as f:
-        while True:
-            raw = f.readline(MAX_LINE_BYTES)
-            if not raw:
-                break
-            before = _replaced_bytes[0]
-            text = decoder.decode(raw)
-            if _replaced_bytes[0] != before:
-                stats.lines_repaired_utf8 += 1
-            cut = not raw.endswith(b"\n")
-            if cut and len(raw) == MAX_LINE_BYTES and not continues:
-                stats.lines_cut_long += 1
-            if not continues:
-                stats.lines += 1
+    """Yields `(text, continues)` for each line piece of a text file (`TextFile`, its line end
+    removed), never longer than `MAX_LINE_BYTES`; `continues` is True when the piece is cut
+    from a longer line. Repaired lines are counted in `lines_repaired_utf8`."""
+    cut = False
+    with TextFile(path, "a corpus file") as f:
+        for text, continues in f.pieces(MAX_LINE_BYTES):
+            stats.lines += not continues
+            stats.lines_cut_long += continues and not cut  # the second piece of a line
+            cut = continues
             yield text.rstrip("\r\n"), continues
-            continues = cut and len(raw) == MAX_LINE_BYTES
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        stats.lines_repaired_utf8 += 1
-        yield tail, continues
+    stats.lines_repaired_utf8 += f.repaired_lines
 
 
 class _DocumentBuilder:

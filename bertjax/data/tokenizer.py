@@ -41,7 +41,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from bertjax.data import tokenizer_kinds
 from bertjax.data.entities import ENTITY_MARKERS
-from bertjax.files import invalid_utf8
+from bertjax.data.text import TextFile
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ def train_wordpiece(
             raise FileNotFoundError(f"train_wordpiece: training file {f} does not exist")
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     options = dict(
         lowercase=lowercase,
         strip_accents=strip_accents,
@@ -137,6 +135,8 @@ def train_wordpiece(
     vocab = tokenizer.get_vocab()
     group = dict.fromkeys([*SPECIAL_TOKENS.values(), *markers], 0)
     group |= dict.fromkeys(alphabet, 1) | dict.fromkeys(continuations, 2)
+    out = pathlib.Path(out_dir)  # made once the text was read (a refused file leaves no folder)
+    out.mkdir(parents=True, exist_ok=True)
     vocab_path = out / VOCAB_NAME
     _write_vocab(sorted(vocab, key=lambda t: (group.get(t, 3), vocab[t])), vocab_path)
     write_tokenizer_files(out, vocab_path, options)
@@ -238,16 +238,19 @@ def read_options(folder: str | pathlib.Path) -> dict:
     return {ours: document[theirs] for theirs, ours in names.items() if theirs in document}
 
 
-MAX_PIECE_CHARS = 1 << 20  # longer lines are cut into pieces of this many characters
+# Longer lines are cut into pieces of this many bytes. tokenizers' trainer buffers 256 items of
+# the iterator: 256 x 64 KiB = 16 MiB (pieces of 1 MiB took 324 MB for one 50 MB line).
+MAX_PIECE_BYTES = 1 << 16
 
 
-def line_pieces(files: Sequence[str]) -> Iterator[str]:
-    """The lines of `files`, a line longer than `MAX_PIECE_CHARS` cut into pieces of that size,
-    as data preparation cuts them: the tokenizer trainer holds one piece at a time, not a whole
-    50 MB line (4 GB of memory for one such line, 52 MB when it is split)."""
+def line_pieces(files: Sequence[str], *, report: bool = True) -> Iterator[str]:
+    """The lines of `files` (`TextFile`: invalid UTF-8 repaired or refused), a line longer than
+    `MAX_PIECE_BYTES` cut into pieces of that size, as data preparation cuts them: the tokenizer
+    trainer holds a few pieces at a time, not a whole 50 MB line (4 GB of memory for one such
+    line). `report`: warn about each file's repaired lines."""
     for path in files:
-        with open(path, encoding="utf-8") as f:
-            while piece := f.readline(MAX_PIECE_CHARS):
+        with TextFile(path, "a tokenizer training file", report=report) as f:
+            for piece, _ in f.pieces(MAX_PIECE_BYTES):
                 yield piece
 
 
@@ -264,14 +267,14 @@ def _alphabet(
       (alphabet, inner): the kept characters, and those of them that a word can continue with
       (all but whitespace, punctuation and split CJK ideographs), both sorted by code point.
     """
-    raw = collections.Counter()
-    for path in files:
-        with open(path, encoding="utf-8") as f:
-            try:
-                while lines := f.readlines(1 << 20):  # about 1 MiB of whole lines at a time
-                    raw.update(unicodedata.normalize("NFC", "".join(lines)))
-            except UnicodeDecodeError:
-                raise invalid_utf8(path, "a tokenizer training file") from None
+    raw, chunk, size = collections.Counter(), [], 0
+    for piece in line_pieces(files, report=False):  # reported by the training pass
+        chunk.append(piece)
+        size += len(piece)
+        if size >= 1 << 20:  # about 1 MiB of lines at a time
+            raw.update(unicodedata.normalize("NFC", "".join(chunk)))
+            chunk, size = [], 0
+    raw.update(unicodedata.normalize("NFC", "".join(chunk)))
     if not raw:
         logger.warning(
             "the tokenizer training files %s hold no text: the vocabulary will hold only the "

@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bertjax import sharding
+from bertjax.data.text import TextFile
 from bertjax.inference.runtime import build_runtime
 from bertjax.interop import finetuned_dir, formats, model_dir
 from bertjax.models.predict import predict_step
@@ -182,7 +183,7 @@ def bucket_length(n: int, max_len: int) -> int:
 
 def read_lines(path: str | pathlib.Path) -> Iterable[str]:
     """The lines of a text file (newline removed), lazily; every line is one text."""
-    with open(path, encoding="utf-8-sig") as f:
+    with TextFile(path, "an --input file") as f:
         for line in f:
             yield line.rstrip("\r\n")
 
@@ -202,7 +203,7 @@ def embed_file(
     input_path = pathlib.Path(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"--input {input_path} does not exist")
-    with open(input_path, encoding="utf-8-sig") as f:
+    with open(input_path, "rb") as f:  # lines as TextFile splits them
         n = sum(1 for _ in f)
     shape = (n, model.dim)
     out = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=shape)

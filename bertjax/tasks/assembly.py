@@ -17,6 +17,7 @@ import ml_collections
 
 from bertjax import files, tasks
 from bertjax.data.task_files import task_file
+from bertjax.data.text import utf8_policy
 from bertjax.models import Model
 from bertjax.models.registry import family_of
 from bertjax.tasks.common import Features, build_label_map, check_eval_labels, report_data_stats
@@ -47,10 +48,7 @@ class TaskData:
 def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
     """Reads the train or eval examples of `config.task`, cut to `max_{split}_examples`."""
     path = task_file(task_cfg, split)
-    try:
-        examples = tasks.task_module(task_cfg.kind).read(task_cfg, path, split)
-    except UnicodeDecodeError:
-        raise files.invalid_utf8(path, f"config.task.{split}_file") from None
+    examples = tasks.task_module(task_cfg.kind).read(task_cfg, path, split)
     if not examples:
         raise ValueError(
             f"config.task.{split}_file: {path} holds no examples (it is empty or only a header)"
@@ -60,6 +58,20 @@ def read_split(task_cfg: ml_collections.ConfigDict, split: str) -> list:
 
 
 def build_task(
+    config: ml_collections.ConfigDict,
+    tokenizer,
+    vocab: pathlib.Path,
+    tokenizer_options: Mapping[str, Any],
+    *,
+    label_names: Sequence[str] | None = None,
+) -> TaskData:
+    """Reads and featurizes the task of `config.task` (`_build_task`), its files read under
+    `config.data.strict_utf8` (`bertjax.data.text.utf8_policy`)."""
+    with utf8_policy(config.data.get("strict_utf8", False)):
+        return _build_task(config, tokenizer, vocab, tokenizer_options, label_names=label_names)
+
+
+def _build_task(
     config: ml_collections.ConfigDict,
     tokenizer,
     vocab: pathlib.Path,

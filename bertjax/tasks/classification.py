@@ -21,6 +21,7 @@ import scipy.stats
 import tokenizers
 
 from bertjax.data import entities
+from bertjax.data.text import TextFile
 from bertjax.models import head_spec
 from bertjax.objectives.base import apply
 from bertjax.tasks import formats
@@ -111,7 +112,7 @@ def read_text_classification(
 
 def _read_jsonl(path, text_a, text_b, label, label_optional=False) -> list[TextExample]:
     examples = []
-    with open(path, encoding="utf-8-sig") as f:
+    with TextFile(path, "a JSONL task file") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -139,7 +140,7 @@ def _read_delimited(
         delimiter = "\t" if format == "tsv" else ","
     quoting = csv.QUOTE_NONE if format == "tsv" else csv.QUOTE_MINIMAL
     examples = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with TextFile(path, f"a {format.upper()} task file") as f:
         for _ in range(skip_rows):
             f.readline()
         reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
@@ -383,7 +384,7 @@ def read_table(task_cfg, path: pathlib.Path, split: str) -> list[TextExample]:
 def iter_text_lines(path: str | pathlib.Path):
     """Unlabelled examples of a plain text file, one per non-empty line, read lazily; a tab
     splits a line into a pair (text_a, text_b)."""
-    with open(path, encoding="utf-8-sig") as f:
+    with TextFile(path, "a text input file") as f:
         for line_no, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if line.strip():

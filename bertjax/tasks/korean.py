@@ -43,7 +43,7 @@ import re
 import string
 from collections.abc import Iterator, Mapping, Sequence
 
-from bertjax.data.text import split_sentences
+from bertjax.data.text import TextFile, split_sentences
 from bertjax.tasks.classification import TextExample
 from bertjax.tasks.qa import exact_match_f1, overlap_f1
 from bertjax.tasks.tagging import TaggedSentence, conll_metrics
@@ -117,7 +117,7 @@ def read_klue_ner(
         raise ValueError(f"unit must be one of {_UNITS}, got {unit!r}")
     _check_split(split)
     sentences, block = [], _NerBlock(path)
-    with open(path, encoding="utf-8-sig") as f:
+    with TextFile(path, "a KLUE-NER file") as f:
         for line_no, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line:
@@ -339,9 +339,9 @@ def _read_klue_pairs(path, keys, label_of, split, eval_fraction, seed) -> list[T
 
 def _read_json_list(path, keys: Sequence[str]) -> list[dict]:
     """The rows of a JSON list of objects, each checked for `keys`."""
-    with open(path, encoding="utf-8-sig") as f:
+    with TextFile(path, "a KLUE JSON file") as f:
         try:
-            rows = json.load(f)
+            rows = json.loads(f.read())
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: invalid JSON ({e})") from None
     if not isinstance(rows, list):
@@ -472,7 +472,7 @@ def iter_table_documents(
 
 
 def _csv_cells(path: pathlib.Path, column: str) -> Iterator[str]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with TextFile(path, "a CSV corpus file") as f:
         reader = csv.reader(f)
         try:
             names = next(reader, [])
@@ -491,7 +491,7 @@ def _csv_cells(path: pathlib.Path, column: str) -> Iterator[str]:
 
 
 def _jsonl_cells(path: pathlib.Path, column: str) -> Iterator[str]:
-    with open(path, encoding="utf-8-sig") as f:
+    with TextFile(path, "a JSONL corpus file") as f:
         row_no = 0
         for line_no, line in enumerate(f, start=1):
             if not line.strip():

@@ -20,6 +20,7 @@ import numpy as np
 import tokenizers
 
 from bertjax.data import entities
+from bertjax.data.text import TextFile
 from bertjax.models import head_spec
 from bertjax.objectives.base import apply, nll_and_hits
 from bertjax.tasks import formats
@@ -81,8 +82,8 @@ def read_squad(
     """
     if split not in (*_SPLITS, None):
         raise ValueError(f"split must be one of {_SPLITS} or None, got {split!r}")
-    with open(path, encoding="utf-8") as f:
-        articles = json.load(f)["data"]
+    with TextFile(path, "a SQuAD JSON file") as f:
+        articles = json.loads(f.read())["data"]
     if split is not None:
         eval_titles = _eval_articles([a["title"] for a in articles], eval_fraction, seed)
         articles = [a for a in articles if (a["title"] in eval_titles) == (split == "eval")]

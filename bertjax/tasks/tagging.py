@@ -16,6 +16,7 @@ import numpy as np
 import tokenizers
 from tokenizers import pre_tokenizers
 
+from bertjax.data.text import TextFile
 from bertjax.tasks import formats
 from bertjax.tasks.common import (
     IGNORE_INDEX,
@@ -71,7 +72,7 @@ def sentence_from_text(text: str, source: str) -> TaggedSentence:
 
 def iter_text_sentences(path: str | pathlib.Path):
     """Unlabelled sentences of a plain text file, one per non-empty line, read lazily."""
-    with open(path, encoding="utf-8-sig") as f:
+    with TextFile(path, "a text input file") as f:
         for line_no, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if line.strip():
@@ -108,7 +109,7 @@ def read_conll(
     if scheme not in _SCHEMES:
         raise ValueError(f"scheme must be one of {_SCHEMES}, got {scheme!r}")
     sentences, tokens, tags, start = [], [], [], 0
-    with open(path, encoding="utf-8") as f:
+    with TextFile(path, "a CoNLL file") as f:
         for line_no, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("-DOCSTART-"):

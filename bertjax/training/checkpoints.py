@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import pathlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,6 +59,7 @@ def checkpoint_manager(
 ) -> ocp.CheckpointManager:
     """An orbax CheckpointManager for `config.checkpoint`: keeps the last `keep` and, with
     `best_metric` set, the best by that metric (`best_mode` "max" or "min"); async writes."""
+    _ignore_abandoned_callbacks()
     policies = ocp.checkpoint_managers
     keep = [policies.LatestN(n=int(options["keep"]))]
     metric, best_fn = options.get("best_metric", ""), None
@@ -92,6 +94,27 @@ class SaveFailed(RuntimeError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _ignore_abandoned_callbacks() -> None:
+    """Drops the `RuntimeError: Event loop is closed` tracebacks that follow a failed restore
+    or save, and only those: orbax stops at the first failed read or write and closes its event
+    loop while tensorstore finishes the others in its own threads; each then calls back into the
+    closed loop, and Python prints the error as "unraisable" (no object), hundreds of times. The
+    failure itself reaches bertjax as an exception. Installed once, with the first checkpoint
+    manager (the callbacks come before the save's error is noticed); every other unraisable
+    error still goes to the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "bertjax_abandoned", False):
+        return
+
+    def hook(unraisable) -> None:
+        closed = str(unraisable.exc_value) == "Event loop is closed"
+        if not (unraisable.exc_type is RuntimeError and closed and unraisable.object is None):
+            previous(unraisable)
+
+    hook.bertjax_abandoned = True
+    sys.unraisablehook = hook
 
 
 def _save_failed(manager: ocp.CheckpointManager, step: int | None, err: BaseException):
@@ -308,6 +331,7 @@ def _at_path(tree: Any, path) -> Any:
 def latest_params(directory: str | pathlib.Path, step: int | None = None) -> Any:
     """Params of the latest checkpoint in `directory`, or of checkpoint `step` (on the host, no
     optimizer state)."""
+    _ignore_abandoned_callbacks()
     manager = ocp.CheckpointManager(pathlib.Path(directory).absolute())
     args = ocp.args.Composite(state=ocp.args.StandardRestore(None))
     restore = lambda step: manager.restore(step, args=args)  # noqa: E731

@@ -46,12 +46,17 @@ class WorkdirLog(logging.Handler):
         self.write(self.format(record))
 
     def write(self, text: str) -> None:
-        """Appends `text` (one or more lines) once the workdir exists; keeps it until then."""
+        """Appends `text` (one or more lines) once the workdir exists; keeps it until then, and
+        while the disk is full (a record of orbax's writer thread must not raise there)."""
         self.pending.append(text)
-        if self.path.parent.is_dir():
+        if not self.path.parent.is_dir():
+            return
+        try:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write("".join(line + "\n" for line in self.pending))
-            self.pending = []
+        except OSError:  # the run itself meets the full disk and says so in one line
+            return
+        self.pending = []
 
     def echo(self, text: str, *, file=None) -> None:
         """Prints `text` (stdout by default) and appends it to the log with the time."""

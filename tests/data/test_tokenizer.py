@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from bertjax.data import tokenizer as tokenizer_lib
+from bertjax.data.text import utf8_policy
 from tests.conftest import REPO
 
 KOREAN = [
@@ -273,8 +274,9 @@ def test_model_directories_keep_the_hangul_option(tmp_path):
 def test_invalid_utf8_and_empty_training_files_are_named(tmp_path, caplog):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(b"plain line\n" + "caf\xe9 au lait\n".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1\.txt:2:4: invalid UTF-8 in a tokenizer training"):
-        tokenizer_lib.train_wordpiece([bad], tmp_path / "a", vocab_size=60)
+    with utf8_policy(strict=True):
+        with pytest.raises(ValueError, match=r"latin1\.txt:2:4: invalid UTF-8 in a tokenizer"):
+            tokenizer_lib.train_wordpiece([bad], tmp_path / "a", vocab_size=60)
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with caplog.at_level("WARNING", logger="bertjax.data.tokenizer"):
@@ -283,7 +285,7 @@ def test_invalid_utf8_and_empty_training_files_are_named(tmp_path, caplog):
 
 
 def test_a_long_line_reaches_the_trainer_in_pieces(tmp_path, monkeypatch):
-    monkeypatch.setattr(tokenizer_lib, "MAX_PIECE_CHARS", 64)
+    monkeypatch.setattr(tokenizer_lib, "MAX_PIECE_BYTES", 64)
     words = [f"w{i % 37:03d}abc" for i in range(4000)]  # 7 characters + a space: 8 per piece
     one_line = tmp_path / "one.txt"
     one_line.write_text(" ".join(words) + " ")

@@ -585,11 +585,10 @@ def test_a_pickle_with_objects_is_refused_with_the_way_to_convert_it(tmp_path):
         read_hf_weights(tmp_path)
 
 
-def test_invalid_utf8_in_a_task_file_names_file_line_and_column(tiny_model, tmp_path):
+def test_invalid_utf8_in_a_task_file_is_refused_with_strict_utf8(tiny_model, tmp_path):
     train = tmp_path / "latin1.tsv"
     train.write_bytes(b"sentence\tlabel\ngood\t1\n" + "caf\xe9\t0\n".encode("latin-1"))
     dev = _sst2_files(tmp_path, ["good\t1\n"])[1]
-    config = _config("sst2", tiny_model, f"--config.task.train_file={train}", dev)
-    _fails_before_training(
-        config, tmp_path / "w", r"latin1\.tsv:3:4: invalid UTF-8 in config\.task"
-    )
+    strict = "--config.data.strict_utf8=True"
+    config = _config("sst2", tiny_model, f"--config.task.train_file={train}", dev, strict)
+    _fails_before_training(config, tmp_path / "w", r"latin1\.tsv:3:4: invalid UTF-8 in a TSV")

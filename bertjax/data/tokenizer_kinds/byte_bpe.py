@@ -97,8 +97,6 @@ def train_byte_bpe(
         raise ValueError(
             f"vocab_size must exceed 257 (256 bytes + {END_OF_TEXT}), got {vocab_size}"
         )
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tokenizer = _byte_level(tokenizers.Tokenizer(models.BPE()))
     trainer = tokenizers.trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -108,5 +106,7 @@ def train_byte_bpe(
         show_progress=False,
     )
     tokenizer.train_from_iterator(line_pieces(files), trainer)
+    out = pathlib.Path(out_dir)  # made once the text was read (a refused file leaves no folder)
+    out.mkdir(parents=True, exist_ok=True)
     tokenizer.model.save(str(out))  # vocab.json, merges.txt
     return out / BPE_VOCAB_NAME
