@@ -18,12 +18,14 @@ file and line and all of them are counted in the preparation's statistics
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 
 from bertjax.config import resolve_path
+from bertjax.data.text import TextFile
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +89,19 @@ def read_pairs(paths: Sequence, options: Mapping, stats=None) -> Iterator[tuple[
 
 
 def _aligned(source: pathlib.Path, target: pathlib.Path, bad: BadRows):
-    with open(source, encoding="utf-8") as fs, open(target, encoding="utf-8") as ft:
-        for line, (s, t) in enumerate(zip(fs, ft, strict=False), start=1):
+    with TextFile(source, "a parallel source file") as fs, TextFile(target, "its target") as ft:
+        for line, (s, t) in enumerate(itertools.zip_longest(fs, ft), start=1):
+            if s is None or t is None:
+                longer, shorter = (target, source) if s is None else (source, target)
+                raise ValueError(
+                    f"{longer} has more lines than {shorter} (line {line}): aligned files "
+                    "(config.data.reader.aligned) need one line per pair"
+                )
             s, t = s.strip(), t.strip()
             if s and t:
                 yield s, t
             else:
                 bad.skip(source if not s else target, line, "empty line")
-        rest_s, rest_t = fs.readline(), ft.readline()
-    if rest_s or rest_t:
-        longer = source if rest_s else target
-        raise ValueError(
-            f"{longer} has more lines than {target if rest_s else source}: aligned files "
-            f"(config.data.reader.aligned) need one line per pair"
-        )
 
 
 def _rows(path: pathlib.Path, bad: BadRows) -> Iterator[tuple[int, dict]]:
@@ -111,7 +112,7 @@ def _rows(path: pathlib.Path, bad: BadRows) -> Iterator[tuple[int, dict]]:
             f"{path}: a parallel table is {', '.join(TABLE_SUFFIXES)}; for a source file and "
             "its target file set config.data.reader.aligned=True"
         )
-    with open(path, encoding="utf-8", newline="" if suffix == ".csv" else None) as f:
+    with TextFile(path, "a parallel table") as f:
         if suffix == ".jsonl":
             for line, text in enumerate(f, start=1):
                 if not text.strip():
