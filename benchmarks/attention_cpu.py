@@ -8,6 +8,7 @@ Variants, each jitted on [batch, length, heads, head_dim] inputs with right-padd
 - einsum: the explicit products in bertjax's layout (bqhd), float32 softmax, `where` mask;
 - heads-first: q, k, v transposed to [batch, heads, length, head_dim] first, then batched
   matmuls (`bertjax.models.layers.attention`, the path bertjax uses);
+- heads-first-where: the same with the mask selected by `where` instead of added as a bias;
 - bf16: the fused path on bfloat16 inputs (float32 out).
 
 All variants alternate in each of `--rounds` rounds (the machine is shared); the median
@@ -40,10 +41,17 @@ def fused_attention(q, k, v, mask):
     return jax.nn.dot_product_attention(q, k, v, mask=segment_mask(mask), implementation="xla")
 
 
+def heads_first_where(q, k, v, mask):
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    logits = jnp.where(segment_mask(mask), q @ k.transpose(0, 1, 3, 2) * q.shape[-1] ** -0.5, -1e10)
+    return (jax.nn.softmax(logits, axis=-1) @ v).transpose(0, 2, 1, 3)
+
+
 VARIANTS = {
     "fused": fused_attention,
     "einsum": einsum_attention,
     "heads-first": lambda q, k, v, m: attention(q, k, v, m, implementation="xla"),
+    "heads-first-where": heads_first_where,
     "bf16": lambda q, k, v, m: fused_attention(
         *(x.astype(jnp.bfloat16) for x in (q, k, v)), m
     ).astype(jnp.float32),
