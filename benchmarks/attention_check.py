@@ -3,8 +3,8 @@
 Two levels, both on random inputs with right-padded rows of random lengths (as BERT batches are):
 
 - op: `bertjax.models.layers.attention` with each implementation, output and the gradients of a
-  random projection of it with respect to q, k and v, against the explicit float32 path on
-  float32 inputs;
+  random projection of it with respect to q, k and v, against
+  `jax.nn.dot_product_attention(implementation="xla")` on float32 inputs;
 - model: the BERT encoder (`Model(BERT, cfg)`) forward with each implementation and the same
   weights, against the float32 XLA model.
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from bertjax.models import Model
 from bertjax.models.bert import BERT, bert_model_config
-from bertjax.models.layers import attention
+from bertjax.models.layers import attention, segment_mask
 
 try:
     from benchmarks import common
@@ -52,15 +52,16 @@ def padding_mask(rs: np.random.Generator, batch: int, length: int) -> np.ndarray
 
 
 def op_errors(impl: str, dtype, shape, mask, seed: int) -> dict[str, float]:
-    """Output and q/k/v-gradient errors of one implementation against the float32 explicit path."""
+    """Output and q/k/v-gradient errors of one implementation against jax's float32 one."""
     keys = jax.random.split(jax.random.key(seed), 4)
     q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
     mask = jnp.asarray(mask)
-    # A dropout rate of ~0 with a key selects the explicit float32 path, keeping everything.
-    explicit = dict(implementation="xla", dropout_rate=1e-12, dropout_rng=jax.random.key(0))
 
-    def loss(q, k, v, **kwargs):
-        out = attention(q, k, v, mask, **kwargs)
+    def loss(q, k, v, implementation):
+        if implementation == "reference":
+            out = jax.nn.dot_product_attention(q, k, v, mask=segment_mask(mask))
+        else:
+            out = attention(q, k, v, mask, implementation=implementation)
         real = mask[:, :, None, None].astype(jnp.float32)
         return jnp.sum(out.astype(jnp.float32) * cotangent * real), out
 
@@ -68,7 +69,9 @@ def op_errors(impl: str, dtype, shape, mask, seed: int) -> dict[str, float]:
         jax.grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnames=("implementation",)
     )
     with jax.default_matmul_precision("highest"):  # a true float32 reference, not TF32 on a GPU
-        ref_grads, ref_out = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v, **explicit)
+        ref_grads, ref_out = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(
+            q, k, v, implementation="reference"
+        )
     cast = [x.astype(dtype) for x in (q, k, v)]
     got_grads, got_out = grads(*cast, implementation=impl)
     real = np.asarray(mask) > 0

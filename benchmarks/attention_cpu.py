@@ -4,10 +4,11 @@ fastest? (issue 28: the attention products ran at 28-63 GFLOP/s against 180 for 
 Variants, each jitted on [batch, length, heads, head_dim] inputs with right-padded rows:
 
 - fused: `jax.nn.dot_product_attention(implementation="xla")` with a boolean mask (bertjax's
-  inference path, `bertjax.models.layers.attention`);
+  path before the heads-first change);
 - einsum: the explicit products in bertjax's layout (bqhd), float32 softmax, `where` mask;
 - heads-first: q, k, v transposed to [batch, heads, length, head_dim] first, then batched
-  matmuls and an additive mask bias;
+  matmuls (`bertjax.models.layers.attention`, the path bertjax uses);
+- heads-first-where: the same with the mask selected by `where` instead of added as a bias;
 - bf16: the fused path on bfloat16 inputs (float32 out).
 
 All variants alternate in each of `--rounds` rounds (the machine is shared); the median
@@ -36,19 +37,23 @@ def einsum_attention(q, k, v, mask):
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
 
 
-def heads_first_attention(q, k, v, mask):
+def fused_attention(q, k, v, mask):
+    return jax.nn.dot_product_attention(q, k, v, mask=segment_mask(mask), implementation="xla")
+
+
+def heads_first_where(q, k, v, mask):
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-    bias = jnp.where(mask[:, None, None, :] > 0, 0.0, -1e10)
-    probs = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) * q.shape[-1] ** -0.5 + bias, axis=-1)
-    return (probs @ v).transpose(0, 2, 1, 3)
+    logits = jnp.where(segment_mask(mask), q @ k.transpose(0, 1, 3, 2) * q.shape[-1] ** -0.5, -1e10)
+    return (jax.nn.softmax(logits, axis=-1) @ v).transpose(0, 2, 1, 3)
 
 
 VARIANTS = {
-    "fused": lambda q, k, v, m: attention(q, k, v, m, implementation="xla"),
+    "fused": fused_attention,
     "einsum": einsum_attention,
-    "heads-first": heads_first_attention,
-    "bf16": lambda q, k, v, m: attention(
-        *(x.astype(jnp.bfloat16) for x in (q, k, v)), m, implementation="xla"
+    "heads-first": lambda q, k, v, m: attention(q, k, v, m, implementation="xla"),
+    "heads-first-where": heads_first_where,
+    "bf16": lambda q, k, v, m: fused_attention(
+        *(x.astype(jnp.bfloat16) for x in (q, k, v)), m
     ).astype(jnp.float32),
 }
 

@@ -10,8 +10,10 @@ Inputs keep their natural lengths: the first `--lines` sentences of SST-2 train 
 Wikipedia ($BERTJAX_DATA). embed and predict are timed end to end as commands (start the process,
 read the file, write the output) in fresh processes; start-up is the same command on a two-line
 file. generate is tokens per second after a warm-up call (its compile). Peak memory is the
-process's maximum resident set. Every measurement is a fresh process, the two sides alternating
-in each of `--rounds` rounds; medians are reported.
+process's maximum resident set. Every measurement is a fresh process, the sides alternating
+(each leads in turn) in each of `--rounds` rounds; medians are reported, with the machine's load
+average around each measurement. `--before CHECKOUT` adds that checkout's bertjax as a third
+side (a change's before and after, end to end).
 
   python benchmarks/inference_e2e.py setup --dir /tmp/e2e --finetuned WORKDIR
   python benchmarks/inference_e2e.py run --dir /tmp/e2e --finetuned WORKDIR --lines 10000
@@ -149,7 +151,8 @@ def generate_side(side: str, model: str, batch: int, sampled: bool, new: int, re
     first setting of a process also the model's loading)."""
     started = time.perf_counter()
     if side == "bertjax":
-        from bertjax.interop.model_dir import load_model_tokenizer, load_pretrained
+        from bertjax.interop.formats import load_pretrained
+        from bertjax.interop.model_dir import load_model_tokenizer
         from bertjax.models.decoding import generate
 
         tokenizer = load_model_tokenizer(model)
@@ -198,19 +201,26 @@ def generate_side(side: str, model: str, batch: int, sampled: bool, new: int, re
 # ----------------------------------------------------------------------------- measuring
 
 
-def measure(argv: list[str]) -> dict[str, Any]:
-    """Wall seconds, peak resident memory (MiB, GNU time's maximum RSS) and the last stdout
-    line of `argv` run as a fresh process."""
+def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Wall seconds, peak resident memory (MiB, GNU time's maximum RSS), the machine's 1-minute
+    load average (mean of before and after) and the last stdout line of `argv` run as a fresh
+    process (with `env` added to the environment)."""
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.run(
-        ["/usr/bin/time", "-f", "PEAK_KB %M", *argv], capture_output=True, text=True
+        ["/usr/bin/time", "-f", "PEAK_KB %M", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     seconds = time.perf_counter() - started
+    load = (load + os.getloadavg()[0]) / 2
     if proc.returncode:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
     peak = re.findall(r"PEAK_KB (\d+)", proc.stderr)
     lines = proc.stdout.strip().splitlines()
-    return {"s": seconds, "peak_mib": int(peak[-1]) / 1024, "out": lines[-1] if lines else ""}
+    out = lines[-1] if lines else ""
+    return {"s": seconds, "peak_mib": int(peak[-1]) / 1024, "load": load, "out": out}
 
 
 def self_argv(*args: str) -> list[str]:
@@ -266,23 +276,27 @@ def run(args) -> None:
     files = write_inputs(root, args.lines)
     times: dict[tuple, list[dict]] = {}
     notes = {}
+    sides = ["bertjax", "peer"] + (["before"] if args.before else [])
     for r in range(args.rounds):
-        sides = ("bertjax", "peer") if r % 2 == 0 else ("peer", "bertjax")
-        for task in ("embed", "predict"):
-            if task not in args.tasks:
-                continue
-            for data in ("two", "sst2", "ko-wiki"):
+        order = sides[r % len(sides) :] + sides[: r % len(sides)]  # each side leads in turn
+        for task in [t for t in ("embed", "predict") if t in args.tasks]:
+            for data in args.inputs.split(","):
                 outs = {}
-                for side in sides:
+                for side in order:
+                    if side == "before" and data == "two":
+                        continue  # start-up does not depend on the change
                     suffix = ".npy" if task == "embed" else ".jsonl"
                     outs[side] = root / f"out-{task}-{data}-{side}{suffix}"
-                    argv = commands(task, side, root, args.finetuned, files[data], outs[side])
-                    times.setdefault((task, data, side), []).append(measure(argv))
+                    ours = "bertjax" if side == "before" else side
+                    argv = commands(task, ours, root, args.finetuned, files[data], outs[side])
+                    env = {"PYTHONPATH": args.before} if side == "before" else None
+                    times.setdefault((task, data, side), []).append(measure(argv, env))
                     print(task, data, side, times[(task, data, side)][-1], flush=True)
+                    save(times, args.json_out)
                 if r == 0 and data != "two":
                     notes[(task, data)] = agreement(task, outs["bertjax"], outs["peer"])
         if "generate" in args.tasks:
-            for side in sides:
+            for side in [s for s in order if s != "before"]:
                 argv = self_argv(
                     "gen", side, str(root / "gpt-hf"), str(args.new_tokens), str(args.reps)
                 )
@@ -290,29 +304,54 @@ def run(args) -> None:
                 for name, result in json.loads(m["out"]).items():
                     times.setdefault(("generate", name, side), []).append({**m, **result})
                 print("generate", side, m, flush=True)
+                save(times, args.json_out)
     report(times, notes, args)
 
 
+def save(times: dict[tuple, list[dict]], path: str) -> None:
+    """Every measurement so far as JSON (rewritten after each: a cut-short run keeps its rows)."""
+    if path:
+        rows = [{"task": t, "input": d, "side": s, "runs": v} for (t, d, s), v in times.items()]
+        pathlib.Path(path).write_text(json.dumps(rows, indent=1))
+
+
+def med(runs: list[dict], key: str) -> float:
+    return statistics.median(x[key] for x in runs)
+
+
+def load_range(*sides: list[dict]) -> str:
+    loads = [x["load"] for runs in sides for x in runs]
+    return f"{statistics.median(loads):.1f} ({min(loads):.1f}-{max(loads):.1f})"
+
+
 def report(times, notes, args) -> None:
-    med = lambda runs, key: statistics.median(x[key] for x in runs)  # noqa: E731
     print(f"\n{args.rounds} rounds, sides alternating, medians; {args.lines} lines per file\n")
+    before = " | before s | after/before" if args.before else ""
     print(
-        "| task | input | bertjax s | peer s | speed-up | bertjax peak MiB | peer peak MiB | outputs |"
+        "| task | input | bertjax s | peer s | speed-up | bertjax peak MiB | peer peak MiB "
+        f"| load median (range){before} | outputs |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.before else "") + "---|")
     for task, data, side in times:
         if side != "bertjax" or task == "generate":
             continue
         ours, theirs = times[(task, data, "bertjax")], times[(task, data, "peer")]
         a, b = med(ours, "s"), med(theirs, "s")
+        extra = ""
+        if args.before:
+            before_runs = times.get((task, data, "before"))
+            c = med(before_runs, "s") if before_runs else float("nan")
+            extra = f" | {c:.2f} | {a / c:.2f}"
         print(
             f"| {task} | {data} | {a:.2f} | {b:.2f} | {b / a:.2f}x | {med(ours, 'peak_mib'):.0f} "
-            f"| {med(theirs, 'peak_mib'):.0f} | {notes.get((task, data), 'start-up')} |"
+            f"| {med(theirs, 'peak_mib'):.0f} | {load_range(ours, theirs)}{extra} "
+            f"| {notes.get((task, data), 'start-up')} |"
         )
     print(
-        "\n| generate | bertjax tok/s | peer tok/s | speed-up | bertjax first call s | peer first call s | bertjax peak MiB | peer peak MiB |"
+        "\n| generate | bertjax tok/s | peer tok/s | speed-up | bertjax first call s "
+        "| peer first call s | bertjax peak MiB | peer peak MiB | load median (range) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for task, data, side in times:
         if side != "bertjax" or task != "generate":
             continue
@@ -320,7 +359,8 @@ def report(times, notes, args) -> None:
         a, b = med(ours, "tokens_per_s"), med(theirs, "tokens_per_s")
         print(
             f"| {data} | {a:.0f} | {b:.0f} | {a / b:.2f}x | {med(ours, 'first_call_s'):.1f} "
-            f"| {med(theirs, 'first_call_s'):.1f} | {med(ours, 'peak_mib'):.0f} | {med(theirs, 'peak_mib'):.0f} |"
+            f"| {med(theirs, 'first_call_s'):.1f} | {med(ours, 'peak_mib'):.0f} "
+            f"| {med(theirs, 'peak_mib'):.0f} | {load_range(ours, theirs)} |"
         )
 
 
@@ -338,6 +378,12 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", default="embed,predict,generate")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--inputs", default="two,sst2,ko-wiki", help="of two (start-up), sst2, ko-wiki")
+    p.add_argument("--before", default="", help="another checkout: its bertjax as a third side")
+    p.add_argument("--json_out", default="", help="every measurement, as JSON")
+    p = sub.add_parser("report", help="the tables of a --json_out file (of a cut-short run)")
+    p.add_argument("json")
+    p.add_argument("--lines", type=int, default=10000)
     for name, n in (("peer-embed", 3), ("peer-predict", 4), ("gen", 4)):
         sub.add_parser(name).add_argument("rest", nargs=n)
     args = parser.parse_args(argv)
@@ -345,6 +391,12 @@ def main(argv=None) -> None:
         setup(pathlib.Path(args.dir), pathlib.Path(args.finetuned))
     elif args.cmd == "run":
         run(args)
+    elif args.cmd == "report":
+        rows = json.loads(pathlib.Path(args.json).read_text())
+        times = {(r["task"], r["input"], r["side"]): r["runs"] for r in rows}
+        args.rounds = max(len(v) for v in times.values())
+        args.before = any(side == "before" for _, _, side in times)
+        report(times, {}, args)
     elif args.cmd == "peer-embed":
         peer_embed(*args.rest)
     elif args.cmd == "peer-predict":

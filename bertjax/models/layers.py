@@ -165,25 +165,17 @@ def attention(
       query, key, value: [batch, length, heads, head_dim].
       attention_mask: [batch, length], 1 for real tokens and 0 for padding, or segment numbers
         1, 2, ... of a packed row (`segment_mask`: attention stays inside each segment).
-      implementation: "xla" or "cudnn" (passed to `jax.nn.dot_product_attention`). cuDNN uses the
-        key lengths (real tokens per row), so it needs right-padded rows of one segment each, as
-        unpacked batches are.
+      implementation: "xla" (`masked_attention`, explicit products) or "cudnn"
+        (`jax.nn.dot_product_attention`'s flash attention). cuDNN uses the key lengths (real
+        tokens per row), so it needs right-padded rows of one segment each, as unpacked batches
+        are, and has no dropout.
       causal: each query sees only the keys at or before its position (decoders).
-      dropout_rate, dropout_rng: dropout on the attention probabilities (training only). Neither
-        fused implementation has it, so that case is computed explicitly, with softmax in float32.
+      dropout_rate, dropout_rng: dropout on the attention probabilities (training only).
 
     Returns:
       [batch, length, heads, head_dim].
     """
-    if dropout_rate > 0.0 and dropout_rng is not None:
-        scale = query.shape[-1] ** -0.5
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-        logits = jnp.where(segment_mask(attention_mask, causal=causal), logits * scale, -1e10)
-        probs = jax.nn.softmax(logits, axis=-1)
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-        return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
-    if implementation == "cudnn":  # one segment per row (packing needs "xla"; config checks)
+    if implementation == "cudnn" and dropout_rng is None:  # one segment per row (config checks)
         lengths = (attention_mask > 0).sum(axis=-1).astype(jnp.int32)
         return jax.nn.dot_product_attention(
             query,
@@ -193,13 +185,42 @@ def attention(
             is_causal=causal,
             implementation="cudnn",
         )
-    return jax.nn.dot_product_attention(
-        query,
-        key,
-        value,
-        mask=segment_mask(attention_mask, causal=causal),
-        implementation=implementation,
-    )
+    mask = segment_mask(attention_mask, causal=causal)
+    return masked_attention(query, key, value, mask, dropout_rate, dropout_rng)
+
+
+def masked_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Array,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+) -> Array:
+    """Softmax(q k^T / sqrt(d)) v over the keys `mask` allows, computed heads first.
+
+    The products run on [batch, heads, length, head_dim] operands (batch dimensions leading):
+    XLA's CPU backend runs them as batched matrix products, faster than the [batch, length,
+    heads, head_dim] einsums of `jax.nn.dot_product_attention`'s "xla" path
+    (`benchmarks/attention_cpu.py`). Logits and softmax are float32 whatever the input dtype.
+
+    Args:
+      query: [batch, q_length, heads, head_dim]; key, value: [batch, k_length, heads, head_dim].
+      mask: bool, broadcastable to [batch, heads, q_length, k_length]: which keys each query sees.
+      dropout_rate, dropout_rng: dropout on the probabilities when `dropout_rng` is given.
+
+    Returns:
+      [batch, q_length, heads, head_dim].
+    """
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (query, key, value))
+    logits = jnp.matmul(q, k.transpose(0, 1, 3, 2), preferred_element_type=jnp.float32)
+    bias = jnp.where(mask, 0.0, -1e10)  # added, not selected: XLA's CPU backend fuses it better
+    logits = logits * query.shape[-1] ** -0.5 + bias
+    probs = jax.nn.softmax(logits, axis=-1)
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    return jnp.matmul(probs.astype(value.dtype), v).transpose(0, 2, 1, 3)
 
 
 class SelfAttention(nn.Module):
@@ -263,9 +284,7 @@ class SelfAttention(nn.Module):
         key_pos = jnp.arange(key.value.shape[1])[None, :]
         query_pos = i + jnp.arange(n)[:, None]
         visible = (key_pos <= query_pos)[None, None] & (mask.value > 0)[:, None, None, :]
-        return jax.nn.dot_product_attention(
-            q, key.value, value.value, mask=visible, implementation="xla"
-        )
+        return masked_attention(q, key.value, value.value, visible)
 
 
 class Mlp(nn.Module):

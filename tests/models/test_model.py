@@ -13,7 +13,7 @@ from bertjax.config import load_config
 from bertjax.interop.model_dir import PRETRAINING_HEADS
 from bertjax.models import Model
 from bertjax.models.bert import BERT, BertConfig, bert_model_config
-from bertjax.models.layers import attention
+from bertjax.models.layers import attention, segment_mask
 from tests.conftest import REPO
 
 TEST_CONFIG = REPO / "configs" / "test.py"
@@ -107,15 +107,28 @@ def test_padding_does_not_change_real_tokens():
     np.testing.assert_allclose(padded, short["sequence_output"], atol=1e-5)
 
 
-def test_attention_dropout_path_matches_fused_path_without_dropout():
-    q, k, v = (jax.random.normal(jax.random.key(i), (2, 8, 4, 16)) for i in range(3))
-    mask = jnp.array([[1] * 8, [1] * 5 + [0] * 3])
-    fused = attention(q, k, v, mask, implementation="xla")
-    # The explicit path with dropout_rate -> 0 (keep everything) must be the same computation.
-    explicit = attention(
-        q, k, v, mask, implementation="xla", dropout_rate=1e-12, dropout_rng=jax.random.key(0)
+@pytest.mark.parametrize("causal", [False, True])
+def test_heads_first_attention_matches_jax_dot_product_attention(causal):
+    q, k, v = (jax.random.normal(jax.random.key(i), (3, 8, 4, 16)) for i in range(3))
+    # An ordinary row, a right-padded one and a packed one (segments 1, 2, then padding).
+    mask = jnp.array([[1] * 8, [1] * 5 + [0] * 3, [1] * 3 + [2] * 4 + [0]])
+    ref = jax.nn.dot_product_attention(
+        q, k, v, mask=segment_mask(mask, causal=causal), implementation="xla"
     )
-    np.testing.assert_allclose(explicit, fused, atol=1e-5)
+    ours = attention(q, k, v, mask, implementation="xla", causal=causal)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    # Dropout with a rate of ~0 keeps everything: the same function.
+    kept = attention(
+        q,
+        k,
+        v,
+        mask,
+        implementation="xla",
+        causal=causal,
+        dropout_rate=1e-12,
+        dropout_rng=jax.random.key(0),
+    )
+    np.testing.assert_allclose(kept, ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("scan", [False, True])
