@@ -11,6 +11,9 @@ An objective is a frozen dataclass with:
                                       and returns sums: term_loss, term_count, hits ...;
   summarize(sums) -> {...}            host side: means and accuracies of summed metrics;
   flops_per_sequence(family, config, seq_len) -> float   training FLOPs for TFLOP/s and MFU.
+  host_metrics(model, params, eval_source) -> {...}   optional: held-out metrics that need host
+                                      work (the `seq2seq` objective's BLEU and chrF of decoded
+                                      translations), added to the evaluation by `pretrain.evaluate`.
 Metrics leave a step as sums with their denominators, so they add up over steps, micro-batches
 and devices.
 """
