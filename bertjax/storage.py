@@ -238,6 +238,20 @@ def staged_url(path: str | os.PathLike) -> str | None:
     return None
 
 
+NATIVE = ("gs://",)  # schemes whose workdir checkpoints orbax writes itself (not staged)
+
+
+def checkpoint_directory(path: str | os.PathLike):
+    """The folder orbax writes checkpoints to: `path` (absolute), or, inside a staged workdir of
+    a bucket orbax writes natively (`gs://`), its URL as an `etils.epath.Path`."""
+    url = staged_url(path)
+    if url is not None and url.startswith(NATIVE):
+        from etils import epath
+
+        return epath.Path(url)
+    return pathlib.Path(path).absolute()
+
+
 def staging_dir(url: str) -> pathlib.Path:
     """This host's staging folder of the bucket folder `url` (a workdir or an output)."""
     url = url.rstrip("/")
@@ -293,19 +307,28 @@ class Mirror:
     folders after them, each with orbax's `_CHECKPOINT_METADATA` last, so the bucket never holds a
     checkpoint newer than the metrics before it, and a checkpoint cut off mid-upload is ignored.
     A background thread pushes every `SYNC_SECONDS` (`start()`), and `close()` pushes the rest.
+    In a `gs://` workdir `checkpoints/` is neither pushed nor pulled: orbax writes it straight to
+    the bucket (`checkpoint_directory`). `suffix` names the staging folder of a second process of
+    a job on one host (it only pulls).
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, suffix: str | None = None):
         self.url = url.rstrip("/")
         self.fs, root = _filesystem(self.url)
         self.root = root.rstrip("/")
         self.local = staging_dir(self.url)
-        self.manifest_path = self.local.parent / ".bertjax-sync.json"
+        if suffix:  # a second process on one host: a folder of its own
+            self.local = self.local.with_name(f"{self.local.name}.{suffix}")
+        self.native = self.url.startswith(NATIVE)  # orbax writes checkpoints/ itself
+        self.manifest_path = self.local.parent / f".bertjax-sync-{self.local.name}.json"
         self.entries: dict[str, dict] = {}
         self.mutex = threading.Lock()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+
+    def _skipped(self, relative: str) -> bool:
+        return _skipped(relative) or (self.native and relative.startswith("checkpoints/"))
 
     def _url(self, relative: str) -> str:
         return f"{self.url}/{relative}" if relative else self.url
@@ -321,7 +344,7 @@ class Mirror:
         self.fs.invalidate_cache()
         found = retrying(self.url, "listing", lambda: self.fs.find(self.root, detail=True))
         remote = {name[len(self.root) :].lstrip("/"): info for name, info in found.items()}
-        remote = {rel: info for rel, info in remote.items() if rel and not _skipped(rel)}
+        remote = {rel: info for rel, info in remote.items() if rel and not self._skipped(rel)}
         left = {rel: entry["remote"] for rel, entry in self.entries.items()}
         if left and left == {rel: _fingerprint(info) for rel, info in remote.items()}:
             # the bucket is as this host's last push left it: what this host saved since (a run
@@ -360,7 +383,7 @@ class Mirror:
             current = {}
             for path in self.local.rglob("*"):
                 rel = path.relative_to(self.local).as_posix()
-                if not _skipped(rel) and path.is_file() and (stat := _stat(path)) is not None:
+                if not self._skipped(rel) and path.is_file() and (stat := _stat(path)) is not None:
                     current[rel] = stat
             changed = [r for r, st in current.items() if self.entries.get(r, {}).get("local") != st]
             changed.sort(key=lambda r: (_checkpoint_step(r) is not None, r.endswith(COMPLETE), r))

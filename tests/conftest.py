@@ -97,19 +97,39 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="session")
 def gcs(tmp_path_factory):
     """A GCS emulator (gcp-storage-emulator, in memory) on 127.0.0.1 with the bucket
-    `bertjax-gcs`, and gcsfs pointed at it without credentials; one per test session."""
-    emulator = pytest.importorskip("gcp_storage_emulator.server")
+    `bertjax-gcs`, and gcsfs and tensorstore pointed at it without credentials; one per test
+    session. It runs in a process of its own: its one-request-at-a-time server then answers the
+    jobs' processes while this one is busy (in-process it stalled a 2-process job's save)."""
+    pytest.importorskip("gcp_storage_emulator.server")
     pytest.importorskip("gcsfs")
     import socket
+    import subprocess
+    import sys
+    import time
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="bertjax-gcs")
-    server.start()
+    # its CLI, with a server that answers requests in parallel (it serves one at a time)
+    script = "import http.server as h; h.HTTPServer = h.ThreadingHTTPServer; import runpy; "
+    script += "runpy.run_module('gcp_storage_emulator', run_name='__main__')"
+    command = [sys.executable, "-c", script, "start", f"--port={port}", "--host=127.0.0.1"]
+    command += ["--in-memory", "--default-bucket=bertjax-gcs"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "emulator down"
+            time.sleep(0.1)
     env = {
         "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",  # gcsfs's emulator setting
+        "TENSORSTORE_GCS_HTTP_URL": f"http://127.0.0.1:{port}",  # tensorstore's (orbax)
         "NO_GCE_CHECK": "true",  # google-auth: no metadata-server probe
+        "FSSPEC_GS_TOKEN": "anon",  # gcsfs in subprocesses (this one: fsspec.config below)
+        "GCE_METADATA_ROOT": "metadata.google.internal.invalid",  # tensorstore's: none either
         "BERTJAX_CACHE": str(tmp_path_factory.mktemp("gcs-cache")),
     }
     with pytest.MonkeyPatch.context() as patch:
@@ -119,4 +139,5 @@ def gcs(tmp_path_factory):
 
         patch.setitem(fsspec.config.conf, "gs", {"token": "anon"})
         yield fsspec.filesystem("gs", skip_instance_cache=True)
-    server.stop()
+    server.terminate()
+    server.wait(timeout=10)

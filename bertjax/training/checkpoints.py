@@ -17,6 +17,10 @@ A checkpoint that cannot be read (a truncated or lost file) is renamed `<step>.u
 on disk, out of orbax's listing, so keep-last deletion can never count it against a good one) and
 the next older one is restored, with a warning; none readable is an error naming the folder.
 
+In a `gs://` workdir (staged by `storage.Mirror`) the checkpoints are written by orbax straight
+to the bucket (tensorstore's gcs driver, every process its own shards), not staged;
+`storage.checkpoint_directory` maps the staged `checkpoints/` to its URL.
+
 A checkpoint that cannot be written (a read-only, missing or full folder) stops the run at that
 step with `SaveFailed`, one line naming the folder and the cause: each save first writes a small
 probe file (a few KiB, fsynced), errors of orbax's background writer are checked after every step
@@ -40,9 +44,10 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
-from bertjax import files
+from bertjax import files, storage
 from bertjax.interop.legacy import upgrade_params
 
 logger = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ def checkpoint_manager(
             )
         )
     return ocp.CheckpointManager(
-        pathlib.Path(directory).absolute(),
+        storage.checkpoint_directory(directory),
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep),
             best_fn=best_fn,
@@ -119,7 +124,7 @@ def _ignore_abandoned_callbacks() -> None:
 
 def _save_failed(manager: ocp.CheckpointManager, step: int | None, err: BaseException):
     """`err` while saving `step` as one line naming the folder, the cause and what is kept."""
-    directory = pathlib.Path(manager.directory)
+    directory = epath.Path(manager.directory)
     kept = [s for s in _listed_steps(directory) if s != step]
     keeps = f"the checkpoints of steps {kept} are kept" if kept else "no checkpoint was kept"
     which = "a checkpoint" if step is None else f"the checkpoint of step {step}"
@@ -134,7 +139,7 @@ def _save_failed(manager: ocp.CheckpointManager, step: int | None, err: BaseExce
     )
 
 
-def _listed_steps(directory: pathlib.Path) -> list[int]:
+def _listed_steps(directory: epath.Path) -> list[int]:
     if not directory.is_dir():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
@@ -186,7 +191,7 @@ def save_train_state(
     position = {"step": int(step), "examples_consumed": int(step) * int(global_batch_size)}
     check_saves(manager)
     try:
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and not storage.is_remote(manager.directory):
             _probe(pathlib.Path(manager.directory), step)
         _pending[id(manager)] = int(step)
         manager.save(
@@ -226,7 +231,7 @@ def _newest_readable(
         except CheckpointMismatch:
             raise
         except Exception as err:  # noqa: BLE001 - tensorstore, orbax and JSON errors alike
-            path = pathlib.Path(manager.directory) / str(step)
+            path = epath.Path(manager.directory) / str(step)
             logger.warning(
                 "checkpoint %s is unreadable (%s: %s)%s; trying the one before",
                 path,

@@ -22,6 +22,7 @@ from typing import Any
 import jax
 
 from bertjax import storage
+from bertjax.training import distributed
 from bertjax.training import workdir as workdir_lock
 from bertjax.training.workdir import LOG_NAME
 
@@ -77,7 +78,11 @@ def run_job(
     (`TrainingStopped`) prints its reason as the last line, records it in the log and returns
     its exit status; other errors propagate (the CLI reports them). A `gs://` or `s3://` workdir
     runs in its local staging folder, mirrored to the bucket (`training.workdir.staged`)."""
-    with workdir_lock.staged(workdir) as local:
+    index, count = 0, 1
+    if storage.is_remote(workdir):  # the mirror needs to know which process writes the bucket
+        distributed.initialize(config.distributed)
+        index, count = jax.process_index(), jax.process_count()
+    with workdir_lock.staged(workdir, index, count) as local:
         return _run_job(command, job, config, local, summary)
 
 

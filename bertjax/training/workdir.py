@@ -185,15 +185,6 @@ def open_workdir(workdir: str | os.PathLike, process_index: int = 0) -> bool:
       ValueError: another live run holds it.
     """
     path = pathlib.Path(workdir)
-    if storage.staged_url(path) is not None:
-        import jax
-
-        if jax.process_count() > 1:
-            raise ValueError(
-                f"--workdir {storage.staged_url(path)}: a workdir in a bucket is staged on one "
-                f"host, but this job has {jax.process_count()} processes; give a workdir on a "
-                "filesystem every host mounts (data and models may stay in the bucket)"
-            )
     # a bucket workdir's staging folder exists (pulled) but is empty when the bucket held nothing
     created = not path.exists() or (
         storage.staged_url(path) is not None and not any(path.iterdir())
@@ -210,33 +201,54 @@ def open_workdir(workdir: str | os.PathLike, process_index: int = 0) -> bool:
 
 
 @contextlib.contextmanager
-def staged(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
+def staged(
+    workdir: str | os.PathLike, process_index: int = 0, process_count: int = 1
+) -> Iterator[pathlib.Path]:
     """The folder a job works in: `workdir`, or for a `gs://`/`s3://` URL its staging folder
-    (`storage.Mirror`), with the bucket's lock held, pulled before the job, pushed every
-    `storage.SYNC_SECONDS` during it and after it, also when it fails (nothing saved is lost)."""
+    (`storage.Mirror`). Process 0 holds the bucket's lock, pulls before the job and pushes every
+    `storage.SYNC_SECONDS` during it and after it, also when it fails (nothing saved is lost);
+    the other processes of a job only pull (into their own staging folders: they read the
+    workdir, process 0 writes it). Their checkpoints go to the bucket through orbax, which
+    writes `gs://` itself; an `s3://` workdir (staged checkpoints) allows one process.
+
+    Raises:
+      ValueError: an `s3://` workdir for a job of several processes.
+    """
     if not storage.is_remote(workdir):
         yield pathlib.Path(workdir)
         return
-    mirror = storage.Mirror(str(workdir))
-    claim_bucket(mirror.fs, mirror.url, mirror.root)
+    url = str(workdir)
+    if process_count > 1 and not url.startswith(storage.NATIVE):
+        raise ValueError(
+            f"--workdir {url}: orbax writes no s3:// checkpoints, so an s3:// workdir is staged "
+            f"on one host, but this job has {process_count} processes; give a workdir on a "
+            "filesystem every host mounts (data and models may stay in the bucket)"
+        )
+    primary = process_index == 0
+    mirror = storage.Mirror(url, None if primary else f"process{process_index}")
+    if primary:
+        claim_bucket(mirror.fs, mirror.url, mirror.root)
     try:
         mirror.pull()
         storage.register(mirror)
-        mirror.start()
+        if primary:
+            mirror.start()
         failed = True
         try:
             yield mirror.local
             failed = False
         finally:
             try:
-                mirror.close()
+                if primary:
+                    mirror.close()
             except Exception as err:  # noqa: BLE001 - the job's own error is the one to show
                 if not failed:
                     raise
                 log.error("%s", err)
     finally:
         storage.unregister(mirror)
-        release_bucket(mirror.fs, mirror.url, mirror.root)
+        if primary:
+            release_bucket(mirror.fs, mirror.url, mirror.root)
 
 
 def abandon(workdir: str | os.PathLike, created: bool) -> None:

@@ -124,25 +124,25 @@ def test_a_missing_model_in_a_bucket_is_one_line(s3, capsys):
     )
 
 
-def test_a_workdir_and_a_model_in_gcs_through_the_real_client_and_an_emulator(gcs):
-    """gs:// through gcsfs against a GCS emulator: a staged workdir's files, its lock object and
-    its checkpoints go up (the metadata file last), a checkpoint cut off mid-upload is ignored by
-    the next pull, and a model folder reads back whole."""
+def test_a_staged_workdir_uploads_its_checkpoints_last_and_ignores_one_cut_off(s3):
+    """An s3:// workdir (staged checkpoints): its files, its lock object and its checkpoints go
+    up (the metadata file last), a checkpoint cut off mid-upload is ignored by the next pull, and
+    a model folder reads back whole."""
     from bertjax.training import workdir as workdir_lib
 
-    url = "gs://bertjax-gcs/run"
+    url = "s3://bertjax-test/staged-run"
     with workdir_lib.staged(url) as local:
-        assert gcs.exists(f"{url}/.bertjax.lock")
+        assert s3.exists(f"{url}/.bertjax.lock")
         (local / "metrics.jsonl").write_text('{"step": 2}\n')
         (local / "checkpoints" / "2" / "state").mkdir(parents=True)
         (local / "checkpoints" / "2" / "state" / "shard").write_bytes(b"\1" * 1000)
         (local / "checkpoints" / "2" / storage.COMPLETE).write_text("{}")
         (local / "model").mkdir()
         (local / "model" / "config.json").write_text('{"family": "bert"}')
-    gcs.invalidate_cache()
-    assert not gcs.exists(f"{url}/.bertjax.lock")
-    assert gcs.cat(f"{url}/checkpoints/2/state/shard") == b"\1" * 1000
-    gcs.pipe(f"{url}/checkpoints/4/state/shard", b"half")  # an upload cut off: no metadata file
+    s3.invalidate_cache()
+    assert not s3.exists(f"{url}/.bertjax.lock")
+    assert s3.cat(f"{url}/checkpoints/2/state/shard") == b"\1" * 1000
+    s3.pipe(f"{url}/checkpoints/4/state/shard", b"half")  # an upload cut off: no metadata file
     shutil.rmtree(storage.staging_dir(url).parent)  # another host: an empty staging folder
     mirror = storage.Mirror(url)
     assert mirror.pull() == 4
@@ -172,6 +172,11 @@ def test_a_bucket_workdir_in_use_is_refused_naming_its_owner(s3):
         with pytest.raises(ValueError, match=owner):
             workdir_lib.claim_bucket(mirror.fs, mirror.url, mirror.root)
     assert not s3.exists(f"{url}/.bertjax.lock")
+    # orbax writes no s3:// checkpoints itself: a job of several processes is refused at once
+    with pytest.raises(ValueError, match=r"^--workdir s3://.*this job has 2 processes"):
+        with workdir_lib.staged(url, 0, 2):
+            pass
+    assert not s3.exists(f"{url}/.bertjax.lock")
 
 
 def test_a_config_error_leaves_nothing_in_the_bucket(s3, capsys):
@@ -183,3 +188,38 @@ def test_a_config_error_leaves_nothing_in_the_bucket(s3, capsys):
     assert "global_batch_size=0" in capsys.readouterr().err
     s3.invalidate_cache()
     assert not s3.exists(url) and not s3.find(url)  # no lock, no log, no folder
+
+
+def test_checkpoints_of_a_gcs_workdir_are_written_by_orbax_straight_to_the_bucket(gcs):
+    """In a gs:// workdir orbax (tensorstore's gcs driver) writes the checkpoints itself, as it
+    does on a TPU pod where every process writes its shards; the mirror leaves them alone."""
+    import jax.numpy as jnp
+
+    from bertjax.training import checkpoints
+    from bertjax.training import workdir as workdir_lib
+
+    url, state = "gs://bertjax-gcs/native", {"w": jnp.arange(8.0), "b": jnp.ones((2, 3))}
+    options = {"keep": 2, "async_save": False}
+    with workdir_lib.staged(url) as local:
+        assert gcs.exists(f"{url}/.bertjax.lock")  # gcsfs, against the emulator
+        manager = checkpoints.checkpoint_manager(local / "checkpoints", options)
+        assert str(manager.directory) == f"{url}/checkpoints"
+        manager.save(
+            3, args=checkpoints.ocp.args.Composite(state=checkpoints.ocp.args.StandardSave(state))
+        )
+        manager.close()
+        (local / "metrics.jsonl").write_text('{"step": 3}\n')
+    gcs.invalidate_cache()
+    assert not gcs.exists(f"{url}/.bertjax.lock")
+    assert gcs.exists(f"{url}/checkpoints/3/{storage.COMPLETE}") and gcs.exists(
+        f"{url}/metrics.jsonl"
+    )
+    assert not (storage.staging_dir(url) / "checkpoints").exists()
+    with workdir_lib.staged(url) as local:  # a rerun: the staging folder gets no checkpoint
+        assert sorted(p.name for p in local.iterdir()) == ["metrics.jsonl"]
+        manager = checkpoints.checkpoint_manager(local / "checkpoints", options)
+        assert manager.all_steps() == [3]
+        args = checkpoints.ocp.args.Composite(state=checkpoints.ocp.args.StandardRestore(state))
+        restored = manager.restore(3, args=args)["state"]
+        manager.close()
+    assert (restored["w"] == state["w"]).all() and restored["b"].shape == (2, 3)

@@ -7,6 +7,7 @@ one-process reference runs in this process on the 8 devices of conftest.
 import io
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -231,14 +232,35 @@ def test_killed_process_stops_the_job_and_one_process_resumes_it(prepared, refer
 
 
 @pytest.mark.slow
-def test_two_processes_resume_a_one_process_checkpoint_exactly(prepared, reference, tmp_path):
+def test_two_processes_resume_a_one_process_checkpoint_exactly_all_in_gcs(
+    prepared, reference, gcs, tmp_path
+):
+    """As on a TPU pod with everything in gs://: prepared data, vocabulary and workdir in the
+    (emulated) bucket; both processes write their checkpoint shards into it through orbax."""
     expected = _losses(reference)
+    bucket = "bertjax-gcs/pod"
+    overrides = dict(arg.split("=", 1) for arg in prepared)
+    for name in ("--config.data.dir", "--config.data.vocab"):
+        local = pathlib.Path(overrides[name])
+        gcs.put(str(local), f"{bucket}/{local.name}", recursive=local.is_dir())
+        overrides[name] = f"gs://{bucket}/{local.name}"
     workdir = tmp_path / "resumed"
     shutil.copytree(reference, workdir)
     shutil.rmtree(workdir / "checkpoints" / "20")  # as if the one-process run stopped at 10
     (workdir / "model").rename(tmp_path / "reference_model")
-    status, output = _launch(prepared, workdir, *RUN)
+    run_config = workdir / "run_config.json"  # as if the one-process run read the bucket too
+    text = run_config.read_text()
+    for arg in prepared:
+        name, value = arg.split("=", 1)
+        text = text.replace(json.dumps(value), json.dumps(overrides[name]))
+    run_config.write_text(text)
+    gcs.put(str(workdir), f"{bucket}/run", recursive=True)
+    in_gcs = [f"{name}={value}" for name, value in overrides.items()]
+    status, output = _launch(in_gcs, f"gs://{bucket}/run", *RUN)
     assert status == 0, output[-3000:]
+    gcs.invalidate_cache()
+    gcs.get(f"{bucket}/run", str(tmp_path / "done"), recursive=True)
+    workdir = tmp_path / "done"
     _assert_losses_equal(_losses(workdir), expected, range(1, 21))
     # Process 0 wrote the final model from the parameters gathered off both processes.
     _, want = model_dir.load_model_dir(tmp_path / "reference_model")
