@@ -110,7 +110,9 @@ def gcs(tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    # its CLI, with a server that answers requests in parallel (it serves one at a time)
+    # its CLI, with a server that answers requests in parallel: its stdlib HTTPServer serves one
+    # connection at a time, so one client's open keep-alive connection stalls the others
+    # (python/cpython bpo-31639; the same fix as emscripten-core/emscripten#24748)
     script = "import http.server as h; h.HTTPServer = h.ThreadingHTTPServer; import runpy; "
     script += "runpy.run_module('gcp_storage_emulator', run_name='__main__')"
     command = [sys.executable, "-c", script, "start", f"--port={port}", "--host=127.0.0.1"]
