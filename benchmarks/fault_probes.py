@@ -334,6 +334,79 @@ def shard_probes(p: Probes) -> None:
         print(p.rows[-1], flush=True)
 
 
+FINETUNE = REPO / "configs" / "finetune" / "text_classification.py"
+TASK = ["--config.task.text_a=sentence", "--config.task.label=label", "--config.task.max_len=32"]
+TASK += ["--config.train.global_batch_size=16", "--config.train.num_steps=2"]
+TASK += ["--config.checkpoint.async_save=False"]
+
+
+def once(p: Probes, name: str, done) -> None:
+    """A probe run once: its last line, exit status and whether it printed a traceback."""
+    summary = last_line(done.stderr, done.returncode)
+    p.rows.append((name, summary, done.returncode, "n/a", "n/a", "Traceback" in done.stderr))
+    print(p.rows[-1], flush=True)
+
+
+def finetune_probes(p: Probes) -> None:
+    """Bad fine-tuning input and damaged model folders (items 6 and 10), on the straight run's
+    model; and a divergence before the first checkpoint (item 10)."""
+    bad, model = p.root / "task", p.root / "straight" / "model"
+    bad.mkdir()
+    rows = "".join(f"sentence {i} is {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(48))
+    (bad / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (bad / "dev.tsv").write_text(
+        "sentence\tlabel\n" + "".join(rows.splitlines(True)[:16]) + "so so\tneutral\n"
+    )
+    (bad / "header.tsv").write_text("sentence\tlabel\n")
+    (bad / "folder").mkdir()
+    wrong, cut = p.root / "model_wrong", p.root / "model_cut"
+    shutil.copytree(model, wrong)
+    document = json.loads((wrong / "config.json").read_text())
+    document["model"]["intermediate_size"] += 8
+    (wrong / "config.json").write_text(json.dumps(document))
+    shutil.copytree(model, cut)
+    largest = max((x for x in (cut / "params").rglob("*") if x.is_file()), key=os.path.getsize)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 3])
+    good = [f"--config.task.train_file={bad / 'train.tsv'}"]
+    dev = f"--config.task.eval_file={bad / 'dev.tsv'}"
+    cases = [
+        ("finetune: eval label training never saw", model, [*good, dev]),
+        ("finetune: a folder as train_file", model, [f"--config.task.train_file={bad / 'folder'}", dev]),
+        ("finetune: header-only train file", model, [f"--config.task.train_file={bad / 'header.tsv'}", dev]),
+        ("finetune: config.json not matching the parameters", wrong, [*good, f"--config.task.eval_file={bad / 'train.tsv'}"]),
+        ("finetune: truncated parameter file", cut, [*good, f"--config.task.eval_file={bad / 'train.tsv'}"]),
+    ]  # fmt: skip
+    for index, (name, source, task) in enumerate(cases):
+        workdir = bad / f"w{index}"
+        args = ["finetune", "--config", FINETUNE, "--workdir", workdir]
+        once(p, name, cli(*args, f"--config.init_from={source}", *TASK, *task))
+    diverge = ["--config.optim.learning_rate=1e4", "--config.optim.warmup_steps=0"]
+    diverge += ["--config.train.max_bad_steps=2", "--config.checkpoint.every_steps=100"]
+    once(p, "divergence before any checkpoint", pretrain(bad / "diverged", p.data, *diverge))
+
+
+def long_line_probe(p: Probes) -> None:
+    """One 8 MB line with no newline to `bertjax tokenizer` (item 8: cut into pieces)."""
+    words = " ".join(f"w{i % 5000}" for i in range(1_000_000))
+    (p.root / "one_line.txt").write_text(words)
+    done = cli("tokenizer", p.root / "one_line.txt", "--out", p.root / "one_line_vocab")
+    once(p, "tokenizer: one 8 MB line", done)
+
+
+def killed_preparation(p: Probes) -> None:
+    """SIGKILL while the workdir's data is being prepared, then the same command (item 3)."""
+    workdir = p.root / "killed_preparation"
+    corpus = ["--config.data.corpus=builtin:python-docs", "--config.model.vocab_size=200"]
+    process = pretrain(workdir, [], *corpus, "--config.train.num_steps=2", wait=False)
+    wait_for(lambda: (workdir / "data").is_dir(), process)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    first = subprocess.CompletedProcess([], process.returncode, "", stderr)
+    rerun = pretrain(workdir, [], *corpus, "--config.train.num_steps=2")
+    p.record("SIGKILL during data preparation", first, rerun, workdir, resumable=False)
+    p.rows[-1] = (*p.rows[-1][:3], "yes" if rerun.returncode == 0 else "no", *p.rows[-1][4:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
@@ -343,6 +416,9 @@ def main() -> None:
     started = time.time()
     p = Probes(root)
     bad_input_probes(p)
+    finetune_probes(p)
+    long_line_probe(p)
+    killed_preparation(p)
     p.interrupted("SIGKILL mid-run", signal.SIGKILL)
     p.interrupted("SIGTERM mid-run", signal.SIGTERM)
     p.interrupted("cut last line of metrics.jsonl", signal.SIGKILL, damage=torn_line)

@@ -8,6 +8,7 @@ and that rerunning the same command after freeing space resumes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -42,9 +43,23 @@ def disk_full(err: OSError, what: str, where: str | os.PathLike) -> OSError:
     )
 
 
+@contextlib.contextmanager
+def named_errors(what: str, where: str | os.PathLike):
+    """Turns a full disk met in the block into `DiskFull` naming `what` and `where`."""
+    try:
+        yield
+    except OSError as err:
+        full = disk_full(err, what, where)
+        if full is err:
+            raise
+        raise full from err
+
+
 def as_disk_full(err: BaseException) -> DiskFull | None:
     """`err` (or what it was raised from) as `DiskFull`, or None when it is no full disk."""
-    while err is not None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
         if isinstance(err, DiskFull):
             return err
         if isinstance(err, OSError) and err.errno in FULL:

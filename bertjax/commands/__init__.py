@@ -19,7 +19,8 @@ class LibraryTracebacks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname
         abandoned = record.name == "asyncio" and "never retrieved" in str(record.msg)
-        return not (record.exc_info and from_orbax) and not abandoned
+        log_only = getattr(record, "log_only", False)  # e.g. errors met while closing a failed run
+        return not (record.exc_info and from_orbax) and not abandoned and not log_only
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -8,6 +8,7 @@ from bertjax import storage
 from bertjax.config import resolve_path
 from bertjax.data import parallel
 from bertjax.data.text import resolve_files
+from bertjax.files import named_errors
 
 BUILTIN_CORPUS = "builtin:python-docs"  # Python's reference documentation (pydoc_data)
 
@@ -20,7 +21,8 @@ def write_builtin_corpus(out_dir: pathlib.Path) -> list[pathlib.Path]:
     paths = []
     for name, text in sorted(topics.items()):
         path = out_dir / f"{name}.txt"
-        path.write_text(text)
+        with named_errors(path.name, out_dir):  # a full disk, named
+            path.write_text(text)
         paths.append(path)
     return paths
 

@@ -22,6 +22,7 @@ from bertjax.data.prepare import prepare
 from bertjax.data.shards import file_sha256, load_metadata
 from bertjax.data.source import PretrainingSource
 from bertjax.data.text import utf8_policy
+from bertjax.files import named_errors
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,14 @@ def _prepare_data(
     if vocab is None and config.data.vocab:
         vocab = resolve_path(config.data.vocab)
     elif vocab is None:
-        vocab = train_tokenizer(config, files, workdir / "tokenizer")
+        with named_errors("the vocabulary", workdir / "tokenizer"):  # a full disk, named
+            vocab = train_tokenizer(config, files, workdir / "tokenizer")
+    with named_errors("the prepared instances", data_dir):
+        _prepare(config, workdir, files, vocab, data_dir, lowercase)
+    return data_dir, vocab
+
+
+def _prepare(config, workdir, files, vocab, data_dir, lowercase) -> None:
     prepare(
         files,
         vocab,
@@ -96,7 +104,6 @@ def _prepare_data(
         nsp=config.get("objective", "mlm_nsp") != "mlm",  # MLM only: single sentences kept
         **builder_options(config, workdir),
     )
-    return data_dir, vocab
 
 
 def builder_options(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:

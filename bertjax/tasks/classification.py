@@ -146,7 +146,9 @@ def _read_delimited(
         reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
         names, n_columns = None, None
         if header:
-            names = next(reader, [])
+            names = next(reader, None)
+            if names is None:  # an empty file: no examples (`read_split` names the file)
+                return examples
             n_columns = len(names)
             _warn_unnamed_header(path, names, (text_a, text_b, label), skip_rows)
             if label_optional and isinstance(label, str) and label not in names:

@@ -90,6 +90,7 @@ def checkpoint_manager(
 
 EXIT_SAVE_FAILED = 6  # a checkpoint could not be written; the good ones are kept
 _pending: dict[int, int] = {}  # id(manager) -> the step of the save in flight
+_operations: dict[int, str] = {}  # id(manager) -> orbax's operation id of the save in flight
 
 
 class SaveFailed(RuntimeError):
@@ -164,6 +165,7 @@ def check_saves(manager: ocp.CheckpointManager) -> None:
     try:
         manager.check_for_errors()
     except Exception as err:  # noqa: BLE001 - orbax re-raises the writer's error
+        _release_waiting_writers(manager)
         raise _save_failed(manager, _pending.get(id(manager)), err) from err
 
 
@@ -172,7 +174,67 @@ def wait_for_saves(manager: ocp.CheckpointManager) -> None:
     try:
         manager.wait_until_finished()
     except Exception as err:  # noqa: BLE001
+        _release_waiting_writers(manager)
         raise _save_failed(manager, _pending.get(id(manager)), err) from err
+
+
+def close(manager: ocp.CheckpointManager, *, failing: bool = False) -> None:
+    """Closes `manager` after the save in flight, leaving no orbax thread behind.
+
+    Args:
+      failing: the run is already stopping on another error: a failed save is logged (to the
+        workdir's log.txt only) instead of raised, so the run's own error stays the one line.
+
+    Raises:
+      SaveFailed: the save in flight failed (unless `failing`).
+    """
+    try:
+        manager.close()
+    except Exception as err:  # noqa: BLE001 - the writer's error, re-raised by orbax
+        _release_waiting_writers(manager)
+        failed = _save_failed(manager, _pending.get(id(manager)), err)
+        if not failing:
+            raise failed from err
+        logger.warning("while stopping: %s", failed, extra={"log_only": True})
+    finally:
+        _pending.pop(id(manager), None)
+        _operations.pop(id(manager), None)
+
+
+def _release_waiting_writers(manager: ocp.CheckpointManager) -> None:
+    """Lets orbax's writer threads of a failed async save end now instead of in five minutes.
+
+    Each waits for the signals that the step's and the item's folders were created, up to
+    orbax's coordination timeout (300 s, also at interpreter exit: they are not daemon threads),
+    and a save whose folder could not be made never sends them. Sent here once the failure is
+    known, they meet the missing folder and end at once (their errors go to the log). Needs
+    orbax's signalling internals; without them (another orbax version) this does nothing and
+    the threads time out.
+    """
+    operation = _operations.pop(id(manager), None)
+    if operation is None:
+        return
+    try:
+        from orbax.checkpoint._src.futures import future, signaling_client, synchronization
+
+        client = signaling_client.get_signaling_client()
+        for signal in synchronization.HandlerAwaitableSignal:  # the step's and the item's folder
+            if signal != synchronization.HandlerAwaitableSignal.AWAITABLE_SIGNALS_CONTRACT:
+                contract = future.AwaitableSignalsContract
+                key = contract.get_unique_awaitable_singal_key(signal, operation)
+                client.key_value_set(key, "bertjax: the save failed", allow_overwrite=True)
+    except (ImportError, AttributeError, TypeError) as err:
+        logger.debug("could not release orbax's writer threads: %s", err)
+
+
+def _operation_id() -> str | None:
+    """orbax's id of the latest save operation (its writer threads' signals carry it)."""
+    try:
+        from orbax.checkpoint._src.futures import synchronization
+
+        return synchronization.OperationIdGenerator.get_current_operation_id()
+    except (ImportError, AttributeError):
+        return None
 
 
 def save_train_state(
@@ -202,6 +264,7 @@ def save_train_state(
             metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()},
             force=True,
         )
+        _operations[id(manager)] = _operation_id()
     except Exception as err:  # noqa: BLE001 - OSError, tensorstore and orbax errors alike
         raise _save_failed(manager, step, err) from err
 

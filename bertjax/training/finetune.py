@@ -124,18 +124,18 @@ def record_best(job: trainer.Trainer) -> None:
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
-    """The whole job: set up (or resume), train, save, evaluate. Returns the eval metrics."""
-    job = setup(config, workdir)
-    if config.eval_only or int(job.state.step) >= job.num_steps:
-        if not config.eval_only:
+    """The whole job: set up (or resume), train, save, evaluate. Returns the eval metrics.
+    The trainer is closed on every exit path (`Trainer.close`)."""
+    with setup(config, workdir) as job:
+        if config.eval_only or int(job.state.step) >= job.num_steps:
+            if not config.eval_only:
+                save_finetuned(job)
+            metrics = evaluate(job)
+            job.writer.write(int(job.state.step), {f"eval_{k}": v for k, v in metrics.items()})
+        else:  # the loop evaluates (and records it) at its last step
+            last = loop.train(job, desc="finetune")
             save_finetuned(job)
-        metrics = evaluate(job)
-        job.writer.write(int(job.state.step), {f"eval_{k}": v for k, v in metrics.items()})
-    else:  # the loop evaluates (and records it) at its last step
-        last = loop.train(job, desc="finetune")
-        save_finetuned(job)
-        metrics = {k[len("eval_") :]: v for k, v in last.items() if k.startswith("eval_")}
-    if not config.eval_only and config.checkpoint.best_metric:
-        record_best(job)
-    job.close()
+            metrics = {k[len("eval_") :]: v for k, v in last.items() if k.startswith("eval_")}
+        if not config.eval_only and config.checkpoint.best_metric:
+            record_best(job)
     return metrics

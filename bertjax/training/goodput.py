@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator
 
 import jax
 
+from bertjax import files
+
 log = logging.getLogger(__name__)
 
 FILENAME = "goodput.json"
@@ -155,9 +157,7 @@ class Goodput:
         if end:
             _ENDED[0] = time.time()
         if jax.process_index() == 0:
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(totals, indent=1))
-            tmp.replace(self.path)
+            files.atomic_write_text(self.path, json.dumps(totals, indent=1))
         flat = {f"goodput_{c}_seconds": v for c, v in totals["seconds"].items()}
         flat.update({f"goodput_{k}": totals[k] for k in ("wall_seconds", "runs", "lost_steps")})
         flat["goodput"] = totals["goodput"]

@@ -143,20 +143,25 @@ def evaluate(job: trainer.Trainer, params=None) -> dict[str, float]:
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
-    """The whole job: set up (or resume), train, evaluate, save the final model to workdir/model."""
-    job = setup(config, workdir)
-    if int(job.state.step) >= job.num_steps:
-        log.info("already trained to step %d; evaluating only", int(job.state.step))
-        last = {f"eval_{k}": v for k, v in evaluate(job).items()}
-    else:
-        last = loop.train(job, desc="pretrain")
-    params = job.gathered_params()  # all processes take part
-    if jax.process_index() == 0:
-        vocab = model_dir.vocab_file(job.workdir)
-        options = model_dir.tokenizer_options(job.workdir)
-        model_dir.save_model(
-            job.workdir / "model", params, job.model_config, vocab, options or None, overwrite=True
-        )
-        files.atomic_write_text(job.workdir / "final_metrics.json", json.dumps(last, indent=2))
-    job.close()
+    """The whole job: set up (or resume), train, evaluate, save the final model to workdir/model.
+    The trainer is closed on every exit path (`Trainer.close`)."""
+    with setup(config, workdir) as job:
+        if int(job.state.step) >= job.num_steps:
+            log.info("already trained to step %d; evaluating only", int(job.state.step))
+            last = {f"eval_{k}": v for k, v in evaluate(job).items()}
+        else:
+            last = loop.train(job, desc="pretrain")
+        params = job.gathered_params()  # all processes take part
+        if jax.process_index() == 0:
+            vocab = model_dir.vocab_file(job.workdir)
+            options = model_dir.tokenizer_options(job.workdir)
+            model_dir.save_model(
+                job.workdir / "model",
+                params,
+                job.model_config,
+                vocab,
+                options or None,
+                overwrite=True,
+            )
+            files.atomic_write_text(job.workdir / "final_metrics.json", json.dumps(last, indent=2))
     return last

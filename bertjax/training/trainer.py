@@ -11,7 +11,9 @@ job-independent config check before any data work.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import pathlib
 from collections.abc import Callable, Mapping
@@ -40,6 +42,8 @@ from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.optimizer import make_optimizer
 from bertjax.training.step import CompiledSteps, TrainState, compile_steps
 from bertjax.training.stops import check_finite_params
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -76,11 +80,38 @@ class Trainer:
         check_finite_params(self.state, "the model")
         return multihost_utils.process_allgather(self.state.params, tiled=True)
 
-    def close(self) -> None:
-        self.writer.close()
-        if self.manager is not None:
-            self.manager.close()
-        workdir_lock.release(self.workdir)
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(failing=exc is not None)
+
+    def close(self, *, failing: bool = False) -> None:
+        """Closes the metric writer, the checkpoint manager (after its save in flight) and the
+        data iterator's reader threads and releases the workdir, each even when another fails,
+        so nothing is left for the interpreter's exit (an unflushed event file, orbax writer
+        threads, a held lock). Jobs run a trainer in a `with` block, which closes it on every
+        exit path.
+
+        Args:
+          failing: the run is stopping on another error, which stays the command's one line:
+            errors met here (a full disk, the failed save in flight) go to log.txt only.
+        """
+        with contextlib.ExitStack() as stack:  # the last callback runs first
+            stack.callback(workdir_lock.release, self.workdir)
+            if hasattr(self.train_iter, "close"):  # grain's prefetch threads
+                stack.callback(self.train_iter.close)
+            if self.manager is not None:
+                stack.callback(checkpoints.close, self.manager, failing=failing)
+            stack.callback(self._close_writer, failing)
+
+    def _close_writer(self, failing: bool) -> None:
+        try:
+            self.writer.close()
+        except OSError as err:
+            if not failing:
+                raise
+            log.warning("while stopping: %s", err, extra={"log_only": True})
 
 
 def check_batch_size(config: ml_collections.ConfigDict, mesh) -> None:

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from bertjax.config import load_config
+from bertjax.data.tokenizer import load_tokenizer
 from bertjax.interop import model_dir
 from bertjax.interop.init_from import load_encoder
 from bertjax.models.bert import BertConfig
 from bertjax.tasks import classification
-from bertjax.tasks.assembly import make_model
+from bertjax.tasks.assembly import build_task, make_model
 from bertjax.training.finetune import finetune
 from tests.conftest import REPO
 
@@ -536,6 +537,10 @@ def test_an_eval_label_training_never_saw_names_file_line_and_label(tiny_model, 
     match = r"dev\.tsv:10: label 'neutral' never occurs in the training file .*train\.tsv"
     _fails_before_training(config, tmp_path / "w", match + r".*config\.task\.labels")
     assert not (tmp_path / "w").exists()  # nothing left behind
+    config.task.labels = ["0", "1", "neutral"]  # listed: evaluated anyway, as a class of its own
+    vocab = model_dir.vocab_file(tiny_model)
+    data = build_task(config, load_tokenizer(vocab), vocab, {"lowercase": True})
+    assert data.label_names == ["0", "1", "neutral"]
 
 
 def test_a_folder_an_empty_file_and_a_headerless_file_are_named(tiny_model, tmp_path, caplog):
@@ -544,9 +549,10 @@ def test_a_folder_an_empty_file_and_a_headerless_file_are_named(tiny_model, tmp_
     folder.mkdir()
     config = _config("sst2", tiny_model, f"--config.task.train_file={folder}", dev)
     _fails_before_training(config, tmp_path / "w", rf"train_file: {folder} is a folder, not a")
-    header_only = _write(tmp_path / "header.tsv", "sentence\tlabel\n")
-    config = _config("sst2", tiny_model, f"--config.task.train_file={header_only}", dev)
-    _fails_before_training(config, tmp_path / "w", r"header\.tsv holds no examples .it is empty")
+    for name, text in (("header.tsv", "sentence\tlabel\n"), ("empty.tsv", "")):
+        train = _write(tmp_path / name, text)
+        config = _config("sst2", tiny_model, f"--config.task.train_file={train}", dev)
+        _fails_before_training(config, tmp_path / "w", rf"{name} holds no examples .it is empty")
     # Columns by index and header=True: the first row is a header; the log says so.
     rows = _write(tmp_path / "rows.tsv", "a fine film\t1\nnot good\t0\n")
     examples = classification.read_text_classification(rows, text_a=0, label=1)

@@ -10,8 +10,10 @@ import pathlib
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from unittest import mock
 
@@ -25,6 +27,7 @@ from bertjax.config import load_config
 from bertjax.training import checkpoints, run_log, stops, trainer
 from bertjax.training import pretrain as pretrain_module
 from bertjax.training import workdir as lock
+from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.pretrain import BUILTIN_CORPUS, pretrain, setup
 from tests.conftest import REPO
 
@@ -425,6 +428,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_at_its_step_in_one_line(
     monkeypatch.setattr(pretrain_module, "evaluate", _Sabotage(4, block))
     monkeypatch.setattr(checkpoints, "_probe", lambda *_: None)  # orbax's threads meet it
     async_save = "--config.checkpoint.async_save=True"  # orbax's writer threads log the errors
+    before = set(threading.enumerate())
     assert main([*args, *QUIET, *steps, async_save]) == checkpoints.EXIT_SAVE_FAILED
     assert time.time() - block.at < 30
     err = capsys.readouterr().err
@@ -433,6 +437,57 @@ def test_a_checkpoint_that_cannot_be_written_stops_at_its_step_in_one_line(
     assert f"cannot save the checkpoint of step 4 in {ckpts} (NotADirectoryError" in lines[0]
     assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == ["2"]
     assert "Traceback" in (tmp_path / "log.txt").read_text()
+    # The failed run was closed: no orbax writer thread waits out its 300 s signal timeout
+    # (which held the interpreter's exit for five minutes), the lock is released and the
+    # TensorBoard events of both logged steps are on disk.
+    left = [t for t in set(threading.enumerate()) - before if not t.daemon]
+    for thread in left:
+        threading.Thread.join(thread, timeout=10)  # orbax's join re-raises the thread's error
+    assert not [t.name for t in left if t.is_alive()]
+    assert not (tmp_path / lock.LOCK_NAME).exists()
+    events = _tensorboard_scalars(tmp_path / "tensorboard")
+    assert sorted(step for step, tag in events if tag == "loss") == [2, 4]
+    assert events[(4, "loss")] == pytest.approx(_losses(tmp_path)[4], rel=1e-6)
+
+
+def _tensorboard_scalars(folder) -> dict:
+    """{(step, tag): value} of the TFRecord event files in `folder` (length, CRC, event, CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    scalars = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        raw, at = path.read_bytes(), 0
+        while at < len(raw):
+            (size,) = struct.unpack("<Q", raw[at : at + 8])
+            event = event_pb2.Event.FromString(raw[at + 12 : at + 12 + size])
+            scalars.update({(event.step, v.tag): v.simple_value for v in event.summary.value})
+            at += 12 + size + 4
+    return scalars
+
+
+def test_a_full_disk_under_tensorboard_is_one_line_naming_the_folder(tmp_path):
+    """The event file on a full device (tensorboardX's file opener pointed at /dev/full, which
+    fails every flush with ENOSPC): the write that meets it says so naming the folder, close
+    says it once more, and nothing is left to flush at exit (no writer thread, no exit hook)."""
+    writer = MetricWriter(tmp_path / "ok")
+    writer.write(1, {"loss": np.float32(2.5), "name": "x"})
+    writer.close()
+    writer.close()  # a second close does nothing
+    assert _tensorboard_scalars(tmp_path / "ok" / "tensorboard") == {(1, "loss"): 2.5}
+    threads = set(threading.enumerate())
+    device_full = lambda _: open("/dev/full", "wb")  # noqa: E731, SIM115
+    with mock.patch("tensorboardX.record_writer.open_file", device_full):
+        writer = MetricWriter(tmp_path / "full")
+    with pytest.raises(files.DiskFull) as full:
+        writer.write(1, {"loss": 2.5})
+    folder = tmp_path / "full" / "tensorboard"
+    assert str(full.value).startswith(f"the disk is full: writing TensorBoard events to {folder}")
+    assert "rerun the same command: it resumes" in str(full.value)
+    with pytest.raises(files.DiskFull):
+        writer.close()
+    writer.close()
+    assert set(threading.enumerate()) == threads
+    assert files.as_disk_full(PermissionError(13, "denied")) is None  # no loop on non-full errors
 
 
 def test_a_full_disk_in_a_checkpoint_save_is_one_line_keeping_the_good_ones(tmp_path):
