@@ -39,7 +39,8 @@ def disk_full(err: OSError, what: str, where: str | os.PathLike) -> OSError:
         return err
     return DiskFull(
         f"the disk is full: writing {what} to {where} failed ({os.strerror(err.errno)}); free "
-        "space there and rerun the same command: it resumes from the last complete checkpoint"
+        "space there and rerun the same command: it resumes from the last complete checkpoint "
+        "(an unfinished data preparation is redone)"
     )
 
 
@@ -69,7 +70,8 @@ def as_disk_full(err: BaseException) -> DiskFull | None:
         if "No space left on device" in str(err):  # tensorstore and orbax wrap the OSError
             return DiskFull(
                 f"the disk is full ({str(err).splitlines()[0][:200]}); free space there and "
-                "rerun the same command: it resumes from the last complete checkpoint"
+                "rerun the same command: it resumes from the last complete checkpoint (an unfinished "
+                "data preparation is redone)"
             )
         err = err.__cause__ or err.__context__
     return None
