@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 
 import jax
@@ -42,25 +41,6 @@ except ImportError:  # run as a script: this folder is on sys.path
 def lm_batch(rs: np.random.Generator, batch: int, length: int, vocab_size: int) -> np.ndarray:
     """Full blocks of random ids in [1, vocab_size) (0 is <|endoftext|> in a trained BPE)."""
     return rs.integers(1, vocab_size, size=(batch, length), dtype=np.int32)
-
-
-def bertjax_step(config, ids: np.ndarray) -> Callable[[], None]:
-    """bertjax's jitted causal-LM train step, compiled, as a no-argument callable."""
-    local = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab = common.write_vocab(config.model.vocab_size, tmp)
-        _, steps, batch, _ = train_throughput.build(config, vocab, local)
-    state = [steps.init_state(jax.random.key(config.train.seed))]
-    start = time.perf_counter()
-    state[0], metrics = steps.train_step(state[0], batch)
-    jax.block_until_ready(metrics)
-    print(f"bertjax compile + first step: {time.perf_counter() - start:.1f} s")
-
-    def run():
-        state[0], metrics = steps.train_step(state[0], batch)
-        jax.block_until_ready(metrics)
-
-    return run
 
 
 def transformers_step(config, ids: np.ndarray) -> Callable[[], None]:
@@ -111,12 +91,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     config.train.global_batch_size = args.batch
     config.train.num_steps = max(1000, 2 * config.optim.warmup_steps)
     ids = lm_batch(np.random.default_rng(0), args.batch, args.seq, args.vocab_size)
+    local = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     family, cfg = model_config(config.model)
     with tempfile.TemporaryDirectory() as tmp:
         objective = make_objective(config, common.write_vocab(cfg.vocab_size, tmp))
     flops = args.batch * objective.flops_per_sequence(family, cfg, args.seq)
     steps = {
-        "bertjax (jit)": bertjax_step(config, ids),
+        "bertjax (jit)": train_throughput.step_callable(config, local),
         "transformers": transformers_step(config, ids),
     }
     print(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 
 import jax
@@ -41,24 +40,6 @@ except ImportError:  # run as a script: this folder is on sys.path
     import torch_peer
     import train_throughput
     from rnn_step import median_ms
-
-
-def bertjax_step(config, batch: dict[str, np.ndarray]) -> Callable[[], None]:
-    """bertjax's jitted seq2seq train step, compiled, as a no-argument callable."""
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab = common.write_vocab(config.model.vocab_size, tmp)
-        _, steps, global_batch, _ = train_throughput.build(config, vocab, batch)
-    state = [steps.init_state(jax.random.key(config.train.seed))]
-    start = time.perf_counter()
-    state[0], metrics = steps.train_step(state[0], global_batch)
-    jax.block_until_ready(metrics)
-    print(f"bertjax compile + first step: {time.perf_counter() - start:.1f} s")
-
-    def run():
-        state[0], metrics = steps.train_step(state[0], global_batch)
-        jax.block_until_ready(metrics)
-
-    return run
 
 
 def transformers_step(config, batch: dict[str, np.ndarray]) -> Callable[[], None]:
@@ -113,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         objective = make_objective(config, common.write_vocab(cfg.vocab_size, tmp))
     flops = args.batch * objective.flops_per_sequence(family, cfg, args.seq)
     steps = {
-        "bertjax (jit)": bertjax_step(config, batch),
+        "bertjax (jit)": train_throughput.step_callable(config, batch),
         "transformers": transformers_step(config, batch),
     }
     print(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -68,6 +68,25 @@ def build(config, vocab_path, local=None):
         grad_accum_steps=config.train.grad_accum_steps,
     )
     return cfg, steps, sharding.global_batch(local, mesh), objective
+
+
+def step_callable(config, local: dict[str, np.ndarray]) -> Callable[[], None]:
+    """The jitted train step of `config` on the batch `local` (its objective bound to a synthetic
+    vocabulary), compiled and run once (compile + first step printed), as a no-argument callable
+    that takes one more step and waits for it: what a side-by-side timing calls."""
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = common.write_vocab(config.model.vocab_size, tmp)
+        _, steps, batch, _ = build(config, vocab, local)
+    state = [steps.init_state(jax.random.key(config.train.seed))]
+
+    def run():
+        state[0], metrics = steps.train_step(state[0], batch)
+        jax.block_until_ready(metrics)
+
+    start = time.perf_counter()
+    run()
+    print(f"bertjax compile + first step: {time.perf_counter() - start:.1f} s")
+    return run
 
 
 def compile_train_step(steps: CompiledSteps, state, batch):

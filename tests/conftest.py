@@ -14,9 +14,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the same way). gcsfs reads the switch when imported: set here, before anything imports it.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+import json  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
+
+from bertjax import cli  # noqa: E402  (imports no jax)
+
+# Every compiled program goes through the command line's persistent JAX compilation cache
+# (`cli.compile_cache_dir()`: $BERTJAX_COMPILE_CACHE, "off" for none), in-process as in the
+# `bertjax` subprocesses: a program that another test, worker or run compiled is loaded instead.
+# Set before jax is imported (JAX reads these variables then); subprocesses inherit them.
+cli.enable_compile_cache()
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -61,6 +70,43 @@ def prepared(tmp_path_factory) -> list[str]:
         f"--config.data.vocab={vocab}",
         f"--config.model.vocab_size={size}",
     ]
+
+
+# An uninterrupted 24-step run of configs/test.py (checkpoints at 8, 16, 24): the losses the
+# kill-and-resume tests end on (tests/training/test_reliability.py, test_pretrain.py).
+STRAIGHT = ["--config.train.num_steps=24", "--config.train.log_every=1"]
+STRAIGHT += ["--config.train.eval_every=0", "--config.checkpoint.every_steps=8"]
+
+
+def once_per_run(tmp_path_factory, name: str, make):
+    """`make()` (a JSON value) once per test run: under pytest-xdist the first worker to ask
+    makes it while the others wait on a file lock, then read the JSON it wrote."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make()
+    from filelock import FileLock
+
+    path = tmp_path_factory.getbasetemp().parent / f"{name}.json"  # shared by the workers
+    with FileLock(f"{path}.lock"):
+        if not path.is_file():
+            path.write_text(json.dumps(make()))
+        return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def straight_losses(prepared, tmp_path_factory) -> dict[int, float]:
+    """{step: loss} of the STRAIGHT run on `prepared`'s data (deterministic: the same data and
+    losses whichever worker prepares it), made in-process once per test run."""
+    from bertjax.config import load_config
+    from bertjax.training.pretrain import pretrain
+
+    def make():
+        workdir = tmp_path_factory.mktemp("straight")
+        pretrain(load_config(REPO / "configs" / "test.py", [*prepared, *STRAIGHT]), workdir)
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        return [[r["step"], r["loss"]] for r in records if "loss" in r]
+
+    return dict(map(tuple, once_per_run(tmp_path_factory, "straight_losses", make)))
 
 
 S3_KEY_ID, S3_SECRET = "BERTJAXTESTKEY51", "bertjax-test-secret-6c1f2e9a"  # never in any output

@@ -21,7 +21,7 @@ from bertjax.interop import formats
 from bertjax.objectives import base as train
 from bertjax.training import checkpoints, loop, optimizer
 from bertjax.training.pretrain import BUILTIN_CORPUS, evaluate, pretrain, setup
-from tests.conftest import REPO, S3_KEY_ID, S3_SECRET
+from tests.conftest import REPO, S3_KEY_ID, S3_SECRET, STRAIGHT
 
 TEST_CONFIG = REPO / "configs" / "test.py"
 
@@ -260,10 +260,7 @@ def _run_cli(workdir, prepared, *extra, wait=True, env=None):
         "--workdir",
         str(workdir),
         *prepared,
-        "--config.train.num_steps=24",
-        "--config.train.log_every=1",
-        "--config.train.eval_every=0",
-        "--config.checkpoint.every_steps=8",
+        *STRAIGHT,
         *extra,
     ]
     env = {
@@ -290,11 +287,7 @@ def _losses(workdir, fs=None):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path, s3):
-    _run_cli(tmp_path / "straight", prepared)
-    expected = _losses(tmp_path / "straight")
-    assert sorted(expected) == list(range(1, 25))
-
+def test_killed_run_resumes_with_exactly_the_same_losses(prepared, straight_losses, s3):
     # The same run with its prepared data and its workdir in a bucket (moto's S3 server), killed
     # with SIGKILL once the checkpoint of step 8 is in the bucket, and rerun: the same losses.
     # The run works in a local staging folder uploaded every 0.5 s; the rerun resumes in that
@@ -323,7 +316,7 @@ def test_killed_run_resumes_with_exactly_the_same_losses(prepared, tmp_path, s3)
     assert 8 < max(_losses(url, s3)) < 24, "the run finished before it was killed"
     assert s3.exists(f"{url}/.bertjax.lock")  # left by the killed run: taken over (pid gone)
     rerun = _run_cli(url, in_bucket, env=sync)
-    assert _losses(url, s3) == expected
+    assert _losses(url, s3) == straight_losses
     assert not s3.exists(f"{url}/.bertjax.lock")
     # the credentials (moto's, from the environment) are in no output and no file of the run
     written = [rerun.stdout, rerun.stderr, *s3.cat(s3.find(url)).values()]

@@ -29,7 +29,7 @@ from bertjax.training import pretrain as pretrain_module
 from bertjax.training import workdir as lock
 from bertjax.training.metric_writers import MetricWriter
 from bertjax.training.pretrain import BUILTIN_CORPUS, pretrain, setup
-from tests.conftest import REPO
+from tests.conftest import REPO, STRAIGHT
 
 TEST_CONFIG = REPO / "configs" / "test.py"
 QUIET = ["--config.train.eval_every=0", "--config.checkpoint.async_save=False"]
@@ -144,10 +144,6 @@ def _cli(workdir, prepared, *extra, script=None, wait=True):
     )
 
 
-PREEMPT = ["--config.train.num_steps=24", "--config.train.log_every=1"]
-PREEMPT += ["--config.train.eval_every=0", "--config.checkpoint.every_steps=8"]
-
-
 def _wait_for(process, done, seconds=300):
     deadline = time.time() + seconds
     while time.time() < deadline and process.poll() is None and not done():
@@ -155,29 +151,27 @@ def _wait_for(process, done, seconds=300):
 
 
 @pytest.mark.slow
-def test_sigterm_and_sigkill_runs_resume_exactly(prepared, tmp_path):
+def test_sigterm_and_sigkill_runs_resume_exactly(prepared, straight_losses, tmp_path):
     """One run stopped twice: SIGTERM saves the current step and exits 143, its rerun is killed
     (SIGKILL) some steps later, and the second rerun ends with the losses of a straight run."""
-    pretrain(load_config(TEST_CONFIG, [*prepared, *PREEMPT]), tmp_path / "straight")
-    expected = _losses(tmp_path / "straight")
-    assert sorted(expected) == list(range(1, 25))
+    assert sorted(straight_losses) == list(range(1, 25))
 
     stopped = tmp_path / "stopped"
     logged = lambda: (stopped / "metrics.jsonl").exists() and max(_losses(stopped), default=0)
-    process = _cli(stopped, prepared, *PREEMPT, wait=False)
+    process = _cli(stopped, prepared, *STRAIGHT, wait=False)
     _wait_for(process, lambda: logged() >= 10)
     process.send_signal(signal.SIGTERM)
     assert process.wait() == stops.EXIT_PREEMPTED
     last = max(_losses(stopped))
     assert 10 <= last < 24 and _steps(stopped)[-1] == last  # saved at the step it stopped
-    process = _cli(stopped, prepared, *PREEMPT, wait=False)  # killed without a save
+    process = _cli(stopped, prepared, *STRAIGHT, wait=False)  # killed without a save
     _wait_for(process, lambda: logged() >= last + 3)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert max(_losses(stopped)) < 24, "the run finished before it was killed"
-    finished = _cli(stopped, prepared, *PREEMPT)
+    finished = _cli(stopped, prepared, *STRAIGHT)
     assert finished.returncode == 0, finished.stderr
-    assert _losses(stopped) == expected
+    assert _losses(stopped) == straight_losses
 
 
 SLEEPY_READER = """
