@@ -138,14 +138,21 @@ def run_arm(
     eval_every: int = 100,
     dev: int = 400,
 ) -> dict:
-    """`train_arm`, then {"dev": `evaluate_by_length`(dev pairs), "curve": `curve`}."""
+    """`train_arm`, then {"dev": `evaluate_by_length`(dev pairs), "curve": `curve`,
+    "flops_per_step": `flops_per_step`}."""
     config = train_arm(config_path, workdir, extra, seed, steps, eval_every)
-    batch = config.train.global_batch_size
-    return {"dev": evaluate_by_length(workdir, dev), "curve": curve(workdir, batch)}
+    points = curve(workdir, config.train.global_batch_size)
+    return {
+        "dev": evaluate_by_length(workdir, dev),
+        "curve": points,
+        "flops_per_step": flops_per_step(config_path, extra),
+        "tokens_per_step": points[-1][0] / steps,
+    }
 
 
-def plot(results: dict, path: pathlib.Path, title: str = "") -> None:
-    """Dev BLEU against training target tokens, one line per arm (`results`: name -> run_arm)."""
+def plot(results: dict, path: pathlib.Path, title: str = "", flops: bool = False) -> None:
+    """Dev BLEU against training target tokens (or `flops`: training FLOPs), one line per arm
+    (`results`: name -> `run_arm`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,8 +161,11 @@ def plot(results: dict, path: pathlib.Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, result in results.items():
         tokens, bleu = zip(*result["curve"], strict=True) if result["curve"] else ((), ())
+        if flops:
+            scale = result["flops_per_step"] / result["tokens_per_step"]
+            tokens = [t * scale for t in tokens]
         ax.plot(tokens, bleu, marker="o", label=name)
-    ax.set_xlabel("training target tokens")
+    ax.set_xlabel("training FLOPs (analytic)" if flops else "training target tokens")
     ax.set_ylabel("dev BLEU (greedy, 200 pairs)")
     if title:
         ax.set_title(title)
@@ -192,6 +202,8 @@ def main() -> None:
             results_path.write_text(json.dumps(results, indent=2))
     mine = {name: r for name, r in results.items() if name.rsplit("-seed", 1)[0] in arms}
     plot(mine, args.out / f"bleu_vs_tokens-{args.experiment}.png", args.experiment)
+    if args.experiment == "attention":
+        plot(mine, args.out / "bleu_vs_flops-attention.png", args.experiment, flops=True)
 
 
 if __name__ == "__main__":
