@@ -150,6 +150,32 @@ def run_arm(
     }
 
 
+def table(results: dict) -> str:
+    """A markdown table of `results` (name -> `run_arm`): BLEU / chrF overall and by bucket and
+    the dev BLEU of each evaluation, one row per run and a mean (sample sd) row per arm."""
+    keys = ["all", *(f"{low}-{high}" for low, high in BUCKETS)]
+    rows = []
+    for arm in dict.fromkeys(name.rsplit("-seed", 1)[0] for name in results):
+        names = [name for name in results if name.rsplit("-seed", 1)[0] == arm]
+        for name in names:
+            dev, bleus = results[name]["dev"], [b for _, b in results[name]["curve"]]
+            cells = [f"{dev[k]['bleu']:.2f} / {dev[k]['chrf']:.1f}" for k in keys]
+            rows.append([name, *cells, " / ".join(f"{b:.2f}" for b in bleus)])
+        if len(names) > 1:
+            runs = [results[name] for name in names]
+            cells = []
+            for k in keys:
+                bleu = [r["dev"][k]["bleu"] for r in runs]
+                chrf = np.mean([r["dev"][k]["chrf"] for r in runs])
+                cells.append(f"{np.mean(bleu):.2f} ({np.std(bleu, ddof=1):.2f}) / {chrf:.1f}")
+            curves = np.mean([[b for _, b in r["curve"]] for r in runs], axis=0)
+            rows.append([f"**{arm}, mean**", *cells, " / ".join(f"{b:.2f}" for b in curves)])
+    pairs = results[next(iter(results))]["dev"]
+    head = ["run", *(f"{k} ({pairs[k]['pairs']})" for k in keys), "dev BLEU per evaluation"]
+    lines = [head, ["---"] * len(head), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
 def plot(results: dict, path: pathlib.Path, title: str = "", flops: bool = False) -> None:
     """Dev BLEU against training target tokens (or `flops`: training FLOPs), one line per arm
     (`results`: name -> `run_arm`)."""
@@ -159,17 +185,22 @@ def plot(results: dict, path: pathlib.Path, title: str = "", flops: bool = False
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, result in results.items():
+    arms = sorted({name.rsplit("-seed", 1)[0] for name in results})
+    styles = ("-", "--", ":", "-.")
+    for index, (name, result) in enumerate(results.items()):
+        arm, _, seed = name.rpartition("-seed")
+        color = f"C{arms.index(arm)}" if arm else f"C{index}"
+        style = styles[int(seed) % len(styles)] if seed.isdigit() else "-"
         tokens, bleu = zip(*result["curve"], strict=True) if result["curve"] else ((), ())
         if flops:
             scale = result["flops_per_step"] / result["tokens_per_step"]
             tokens = [t * scale for t in tokens]
-        ax.plot(tokens, bleu, marker="o", label=name)
+        ax.plot(tokens, bleu, marker="o", label=name, color=color, linestyle=style)
     ax.set_xlabel("training FLOPs (analytic)" if flops else "training target tokens")
     ax.set_ylabel("dev BLEU (greedy, 200 pairs)")
     if title:
         ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -200,7 +231,9 @@ def main() -> None:
             )
             print(name, json.dumps(results[name]["dev"]["all"]), flush=True)
             results_path.write_text(json.dumps(results, indent=2))
-    mine = {name: r for name, r in results.items() if name.rsplit("-seed", 1)[0] in arms}
+    names = sorted(results, key=lambda name: name.rsplit("-seed", 1)[::-1])
+    mine = {name: results[name] for name in names if name.rsplit("-seed", 1)[0] in arms}
+    print(table(mine))
     plot(mine, args.out / f"bleu_vs_tokens-{args.experiment}.png", args.experiment)
     if args.experiment == "attention":
         plot(mine, args.out / "bleu_vs_flops-attention.png", args.experiment, flops=True)
