@@ -231,8 +231,9 @@ def main() -> None:
             )
             print(name, json.dumps(results[name]["dev"]["all"]), flush=True)
             results_path.write_text(json.dumps(results, indent=2))
-    names = sorted(results, key=lambda name: name.rsplit("-seed", 1)[::-1])
-    mine = {name: results[name] for name in names if name.rsplit("-seed", 1)[0] in arms}
+    mine = {
+        f"{arm}-seed{seed}": results[f"{arm}-seed{seed}"] for seed in args.seeds for arm in arms
+    }
     print(table(mine))
     plot(mine, args.out / f"bleu_vs_tokens-{args.experiment}.png", args.experiment)
     if args.experiment == "attention":
