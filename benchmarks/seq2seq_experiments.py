@@ -1,5 +1,5 @@
 """Experiments 1 and 2 of issue 22 on the ko-en dev pairs, and the helpers other experiments
-import (`train_arm`, `evaluate_by_length`, `curve`, `run_arm`, `plot`).
+import (`train_arm`, `evaluate_by_length`, `curve`, `run_arm`, `flops_per_step`, `table`, `plot`).
 
 `--experiment bottleneck` (1): the recurrent encoder-decoder without attention against the same
 model with additive attention, the same tokens seen. `--experiment attention` (2): the
