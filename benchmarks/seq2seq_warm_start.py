@@ -3,14 +3,14 @@ BERT pretrained here with a fresh Transformer decoder (`configs/seq2seq/ko_en_be
 BERT2RND warm start) against the identical model with a random encoder
 (`--config.encoder_init=random`: the BERT's architecture and vocabulary, the same fresh decoder).
 
-The BERT is `configs/ko/quickstart.py` (BERT-tiny) with `BERT_OVERRIDES`: its WordPiece vocabulary serves the
-Korean source and the English target, so it is trained on Korean Wikipedia plus the English
-Wikipedia sample of the shared data (a Korean-only vocabulary splits English into short pieces).
+The BERT is `configs/ko/quickstart.py` (BERT-tiny) with `BERT_OVERRIDES`: its WordPiece vocabulary
+serves the Korean source and the English target, so it is trained on Korean Wikipedia plus the
+English Wikipedia sample of the shared data (a Korean-only vocabulary splits English into short
+pieces).
 Each (arm, seed) trains with `seq2seq_experiments.run_arm` (the same steps, data and seed for both
 arms; dev BLEU/chrF of greedy translations every `--eval-every` steps), then translates the first
-`--dev` dev pairs greedily (overall and by source length) and the first `--beam-pairs` with
-`--beam` beams. Writes
-OUT/results.json and OUT/bleu_vs_tokens-warm_start.png; rerunning resumes.
+`--dev` dev pairs greedily (overall and by source length) and the first `--beam-pairs` with `--beam`
+beams. Writes OUT/results.json and OUT/bleu_vs_tokens-warm_start.png; rerunning resumes.
 
     python benchmarks/seq2seq_warm_start.py --out /tmp/s2sw --seeds 0 1
 """
