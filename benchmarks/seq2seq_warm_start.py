@@ -7,6 +7,7 @@ The BERT is `configs/ko/quickstart.py` (BERT-tiny) with `BERT_OVERRIDES`: its Wo
 serves the Korean source and the English target, so it is trained on Korean Wikipedia plus the
 English Wikipedia sample of the shared data (a Korean-only vocabulary splits English into short
 pieces).
+
 Each (arm, seed) trains with `seq2seq_experiments.run_arm` (the same steps, data and seed for both
 arms; dev BLEU/chrF of greedy translations every `--eval-every` steps), then translates the first
 `--dev` dev pairs greedily (overall and by source length) and the first `--beam-pairs` with `--beam`
