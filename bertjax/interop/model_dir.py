@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import pathlib
@@ -182,9 +183,17 @@ def init_params(config: Any, *, heads=None, seed: int = 0) -> Params:
     """Fresh unboxed parameters of `Model(family_of(config), config, heads)` as numpy arrays
     (heads None: the family's pretraining heads)."""
     family = family_of(config)
-    model = Model(family, config, pretraining_heads(family) if heads is None else tuple(heads))
-    variables = jax.jit(model.init)(jax.random.key(seed), example_inputs(family))
+    heads = pretraining_heads(family) if heads is None else tuple(heads)
+    variables = _jitted_init(config, heads)(jax.random.key(seed), example_inputs(family))
     return jax.device_get(nn.meta.unbox(variables["params"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(config: Any, heads: tuple):
+    """The jitted `init` of `Model(family_of(config), config, heads)`, kept so that the next
+    model of the same architecture (e.g. a warm start's from-scratch twin) does not compile
+    it again."""
+    return jax.jit(Model(family_of(config), config, heads).init)
 
 
 def encoder_params(config: Any, backbone: Params) -> Params:

@@ -9,6 +9,9 @@ encoder's architecture (vocabulary, width, depth, heads, positions, activation) 
 parameters into `backbone/bert`, and its WordPiece tokenizer for both languages; the shared
 decoder embedding, the decoder and the LM head start fresh. `init_from.load_init` calls `load` for
 such a run, so the job itself is the ordinary `bertjax pretrain`.
+
+`config.encoder_init="random"` builds the same model (the BERT's architecture and vocabulary, the
+same fresh decoder for the same seed) with a random encoder: the from-scratch baseline.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ BERT_FIELDS = (
     "layer_norm_eps",
     "pad_token_id",
 )
+
+
+ENCODER_INITS = ("pretrained", "random")  # config.encoder_init: the BERT's weights, or fresh ones
 
 
 def applies(config: ml_collections.ConfigDict) -> bool:
@@ -79,13 +85,20 @@ def load(config: ml_collections.ConfigDict, workdir: pathlib.Path):
             "config.model.encoder='bert' uses the BERT's vocabulary (config.init_from); leave "
             "config.data.vocab and config.data.extra_vocab empty"
         )
+    encoder_init = config.get("encoder_init", "pretrained")
+    if encoder_init not in ENCODER_INITS:
+        raise ValueError(f"config.encoder_init={encoder_init!r}; expected one of {ENCODER_INITS}")
     path = resolve_path(config.init_from)
     stored, params = formats.load_params(path, with_heads=False)
     cfg = warm_config(config, stored)
-    scan = bool(config.model.get("scan_layers", False))  # this run's layout
-    _, params = model_dir.relayout(stored, jax.device_get(params), scan)
-    bert = model_dir.encoder_params(dataclasses.replace(stored, scan_layers=scan), params["backbone"])  # fmt: skip
-    params = warm_params(cfg, bert, seed=config.train.get("seed", 0))
+    seed = config.train.get("seed", 0)
+    if encoder_init == "random":  # the same model from scratch
+        params = {"backbone": model_dir.init_params(cfg, heads=(), seed=seed)["backbone"]}
+    else:
+        scan = bool(config.model.get("scan_layers", False))  # this run's layout
+        _, params = model_dir.relayout(stored, jax.device_get(params), scan)
+        bert = model_dir.encoder_params(dataclasses.replace(stored, scan_layers=scan), params["backbone"])  # fmt: skip
+        params = warm_params(cfg, bert, seed=seed)
     out = workdir / "tokenizer"
     out.mkdir(parents=True, exist_ok=True)
     vocab = out / model_dir.VOCAB_NAME
@@ -94,5 +107,5 @@ def load(config: ml_collections.ConfigDict, workdir: pathlib.Path):
     write_tokenizer_files(out, vocab, options, model_max_length=cfg.max_position_embeddings)
     eos = special_token_ids(load_tokenizer(vocab), str(vocab))["eos"]  # [SEP]
     cfg = dataclasses.replace(cfg, eos_token_id=eos)
-    log.info("warm start from %s: BERT encoder loaded, decoder fresh", path)
+    log.info("warm start from %s: BERT encoder %s, decoder fresh", path, encoder_init)
     return path, cfg, params, vocab, options

@@ -33,18 +33,29 @@ def normal_init(config: Any, names: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
 
 
+def word_embedding(
+    config: Any, name: str, *, features: int | None = None, stddev: float | None = None
+) -> nn.Embed:
+    """The word embedding: an `nn.Embed` [vocab_size, features (default hidden_size)] with
+    logical axes ("vocab", "embed"), N(0, stddev (default config.initializer_range))."""
+    stddev = config.initializer_range if stddev is None else stddev
+    return nn.Embed(
+        config.vocab_size,
+        config.hidden_size if features is None else features,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(stddev), ("vocab", "embed")
+        ),
+        name=name,
+    )
+
+
 def token_and_position_tables(module: nn.Module, config: Any, *, word: str, position: str):
     """The word embedding (an `nn.Embed` named `word`) and the learned position table
     [max_position_embeddings, hidden] (the param `position`) of `module`, called inside its
     compact method."""
-    embed = nn.Embed(
-        config.vocab_size,
-        config.hidden_size,
-        dtype=config.dtype,
-        param_dtype=config.param_dtype,
-        embedding_init=normal_init(config, ("vocab", "embed")),
-        name=word,
-    )
+    embed = word_embedding(config, word)
     table = module.param(
         position,
         normal_init(config, ("position", "embed")),

@@ -45,6 +45,7 @@ from bertjax.models.layers import (
     dense,
     layer_norm,
     normal_init,
+    word_embedding,
     zeros_init,
 )
 from bertjax.models.registry import Family, check_positive, fail, register
@@ -290,14 +291,7 @@ class MarianBackbone(nn.Module):
           target, source]; `word_embeddings` (the shared nn.Embed, for the tied LM head).
         """
         cfg = self.config
-        shared = nn.Embed(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype,
-            embedding_init=normal_init(cfg, ("vocab", "embed")),
-            name="shared",
-        )
+        shared = word_embedding(cfg, "shared")
         out = {"word_embeddings": shared}
         memory = inputs.get("encoder_output")
         if memory is None:

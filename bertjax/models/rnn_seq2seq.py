@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from bertjax.models.bert import DTYPES
+from bertjax.models.layers import word_embedding
 from bertjax.models.registry import Family, check_positive, fail, register
 from bertjax.models.rnn import ACT, CELL_FNS, CELLS, RnnConfig, RnnEncoder
 
@@ -282,16 +283,8 @@ class RnnSeq2SeqBackbone(nn.Module):
           (attentional vectors) and, with attention, `cross_attention` [B, T, S] (float32).
         """
         cfg = self.config
-        embed = nn.Embed(
-            cfg.vocab_size,
-            cfg.embedding_size,
-            dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype,
-            embedding_init=nn.with_logical_partitioning(  # torch's N(0, 1)
-                nn.initializers.normal(1.0), ("vocab", "embed")
-            ),
-            name="word_embeddings",
-        )
+        # torch's N(0, 1)
+        embed = word_embedding(cfg, "word_embeddings", features=cfg.embedding_size, stddev=1.0)
         if "input_ids" in inputs:
             memory = self._encode(inputs, embed, deterministic)
             if "decoder_input_ids" not in inputs:

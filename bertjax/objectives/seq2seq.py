@@ -17,10 +17,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.models import head_spec
 from bertjax.objectives.base import Array, Batch, apply, mean, nll_and_hits
 
@@ -53,12 +55,14 @@ class Seq2Seq:
       eval_translations: held-out pairs translated for BLEU/chrF per evaluation (0: none).
       max_decode_len: the longest translation in evaluation, `</s>` excluded.
       vocab_path: the tokenizer (for the detokenised text of translations and references).
+      tokenizer: the tokenizer of `vocab_path`, loaded once (None without eval_translations).
     """
 
     label_smoothing: float = 0.0
     eval_translations: int = 0
     max_decode_len: int = 64
     vocab_path: str = ""
+    tokenizer: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def heads(self):
@@ -127,4 +131,5 @@ def make_objective(config, vocab_path) -> Seq2Seq:
         eval_translations=translations,
         max_decode_len=int(options.get("max_decode_len", 64)),
         vocab_path=str(vocab_path),
+        tokenizer=tokenizer_lib.load_tokenizer(vocab_path) if translations else None,
     )

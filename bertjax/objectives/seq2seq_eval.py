@@ -38,7 +38,7 @@ def eval_pairs(source, n: int) -> tuple[list[list[int]], list[list[int]]]:
 
 def bleu_chrf(objective, model, params, source) -> dict[str, float]:
     """`scores` of greedy translations of the first `objective.eval_translations` pairs."""
-    tok = tokenizer_lib.load_tokenizer(objective.vocab_path)
+    tok = objective.tokenizer
     special = tokenizer_lib.special_token_ids(tok, objective.vocab_path)
     sources, targets = eval_pairs(source, objective.eval_translations)
     hypotheses, _ = seq2seq_decoding.translate_ids(

@@ -18,6 +18,9 @@ from configs.seq2seq import ko_en_transformer
 def get_config():
     config = ko_en_transformer.get_config()
     config.init_from = ""  # the Korean BERT (required: set it on the command line)
+    # "pretrained": the encoder starts from the BERT's weights; "random": the same model (the
+    # BERT's architecture and vocabulary, the same fresh decoder) from scratch, the baseline
+    config.encoder_init = "pretrained"
     config.model.encoder = "bert"  # the BERT's encoder; its fields below are the BERT's
     config.model.hidden_act = "gelu"  # BERT's (the decoder's too)
     config.model.decoder_layers = 3  # the fresh decoder

@@ -46,6 +46,15 @@ def test_a_bert_becomes_the_encoder_and_the_decoder_starts_fresh(tmp_path):
     bert = Model(get_family("bert"), bert_cfg).apply({"params": {"backbone": encoder}}, inputs)
     np.testing.assert_allclose(ours["encoder_output"], bert["sequence_output"], atol=1e-5)
 
+    # encoder_init="random": the same model and fresh decoder, the encoder from scratch
+    config.encoder_init = "random"
+    scratch = init_from.load_init(config, tmp_path / "scratch")
+    assert scratch.config == cfg
+    assert (tmp_path / "scratch/tokenizer/vocab.txt").read_text() == vocab.read_text()
+    jax.tree.map(np.testing.assert_array_equal, scratch.params["backbone"]["decoder"], init.params["backbone"]["decoder"])  # fmt: skip
+    query = scratch.params["backbone"]["bert"]["encoder"]["layer_0"]["attention"]["query"]
+    assert abs(np.asarray(query["kernel"]).std() - cfg.initializer_range) < 0.005  # not the BERT's
+
 
 def _random_params(cfg) -> dict:
     """Random parameters of a BERT with its pretraining heads (no compiled init: faster)."""
