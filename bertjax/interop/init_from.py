@@ -179,6 +179,7 @@ class InitModel:
       vocab: the vocabulary to prepare data with (workdir/tokenizer/vocab.txt).
       options: its tokenizer options.
       new_tokens: the tokens `config.data.extra_vocab` appended.
+      backbone: how its backbone was made, for the log line.
     """
 
     path: pathlib.Path
@@ -187,13 +188,16 @@ class InitModel:
     vocab: pathlib.Path
     options: dict
     new_tokens: list
+    backbone: str = "backbone loaded"
 
 
 def load_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> InitModel:
     """Loads `config.init_from` and writes its (maybe extended) vocabulary and tokenizer files
     to `workdir/tokenizer/`."""
     if warm_start.applies(config):  # a BERT as the encoder of a fresh encoder-decoder
-        return InitModel(*warm_start.load(config, workdir), new_tokens=[])
+        path, cfg, params, vocab, options = warm_start.load(config, workdir)
+        made = warm_start.backbone_description(config)
+        return InitModel(path, cfg, params, vocab, options, new_tokens=[], backbone=made)
     if config.data.vocab:
         raise ValueError(
             f"config.init_from={config.init_from!r} brings its own vocabulary; leave "
@@ -252,8 +256,9 @@ def loaded_heads(init: InitModel, objective) -> dict:
     loaded = {n: present[n] for n in names if n in present}
     fresh = [n for n in names if n not in present]
     (log.warning if fresh else log.info)(
-        "continuing from %s: backbone loaded; heads %s loaded, %s start fresh",
+        "continuing from %s: %s; heads %s loaded, %s start fresh",
         init.path,
+        init.backbone,
         sorted(loaded) or "none",
         fresh or "none",
     )

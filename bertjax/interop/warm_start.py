@@ -107,5 +107,12 @@ def load(config: ml_collections.ConfigDict, workdir: pathlib.Path):
     write_tokenizer_files(out, vocab, options, model_max_length=cfg.max_position_embeddings)
     eos = special_token_ids(load_tokenizer(vocab), str(vocab))["eos"]  # [SEP]
     cfg = dataclasses.replace(cfg, eos_token_id=eos)
-    log.info("warm start from %s: BERT encoder %s, decoder fresh", path, encoder_init)
+    log.info("warm start from %s: %s", path, backbone_description(config))
     return path, cfg, params, vocab, options
+
+
+def backbone_description(config: ml_collections.ConfigDict) -> str:
+    """What a warm start's backbone holds, as the run's log says it."""
+    if config.get("encoder_init", "pretrained") == "random":
+        return "encoder and decoder start fresh in the BERT's shape and vocabulary (encoder_init='random')"
+    return "the BERT's encoder loaded, the decoder fresh"
