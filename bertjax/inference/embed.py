@@ -28,7 +28,8 @@ from bertjax.interop import finetuned_dir, formats, model_dir
 from bertjax.models.predict import predict_step
 
 POOLINGS = ("cls", "mean", "pooler")
-MIN_BUCKET = 16  # shortest padded length; buckets double from here up to max_len
+MIN_BUCKET = 8  # shortest padded length, and the step of the shortest buckets
+BUCKETS_PER_DOUBLING = 4  # 8, 16, 24, ..., 64, 80, 96, ...: at most 25% padding from 32 on
 
 
 def pool(outputs, attention_mask, *, pooling: str, normalize: bool):
@@ -173,12 +174,18 @@ def sentence_transformers_max_len(path: pathlib.Path) -> int:
 
 
 def bucket_length(n: int, max_len: int) -> int:
-    """The padded length of a batch whose longest row has `n` tokens: a power-of-two multiple of
-    `MIN_BUCKET`, at most `max_len`."""
-    length = MIN_BUCKET
-    while length < n:
-        length *= 2
-    return min(length, max_len)
+    """The padded length of a batch whose longest row has `n` tokens, at most `max_len`.
+
+    `n` rounded up to a multiple of its step: the largest power of two (at least `MIN_BUCKET`)
+    that is at most `n / BUCKETS_PER_DOUBLING`. From 32 tokens on a batch pads at most 25% beyond
+    its longest row (power-of-two buckets padded up to 100%: 44% more encoder positions than
+    sentence-transformers' pad-to-the-longest on 10,000 ko-wikipedia sentences), at the cost of 4
+    shapes (compiles) per doubling: 16 up to 256 (benchmarks/RESULTS.md, inference).
+    """
+    step = MIN_BUCKET
+    while step * 2 * BUCKETS_PER_DOUBLING <= n:
+        step *= 2
+    return min(-(-n // step) * step, max_len)
 
 
 def read_lines(path: str | pathlib.Path) -> Iterable[str]:

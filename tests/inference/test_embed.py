@@ -61,18 +61,17 @@ def test_cls_and_pooler_pooling_are_not_normalised_unless_asked():
 
 
 def test_bucket_lengths():
-    assert [bucket_length(n, 128) for n in (1, 16, 17, 100, 128, 300)] == [
-        16,
-        16,
-        32,
-        128,
-        128,
-        128,
+    assert [bucket_length(n, 128) for n in (1, 16, 17, 100, 128, 300)] == [8, 16, 24, 112, 128, 128]
+    # 4 buckets per doubling: 16 shapes up to 256, at most 25% padding from 32 tokens on
+    assert sorted({bucket_length(n, 256) for n in range(1, 257)}) == [
+        *(8, 16, 24, 32, 40, 48, 56, 64),
+        *(80, 96, 112, 128, 160, 192, 224, 256),
     ]
+    assert all(n <= bucket_length(n, 512) <= 1.25 * n for n in range(32, 513))
 
 
 def test_length_buckets_keep_each_text_as_embedded_alone(tmp_path):
-    """Texts of mixed lengths (two buckets, one text cut), batched longest first: every row equals the text
+    """Texts of mixed lengths (four buckets, one text cut), batched longest first: every row equals the text
     embedded on its own, in input order."""
     from bertjax.interop import model_dir
     from bertjax.models.bert import BertConfig
@@ -87,7 +86,7 @@ def test_length_buckets_keep_each_text_as_embedded_alone(tmp_path):
     texts = [" ".join(SENTENCES[: 1 + i % 4]) for i in range(7)] + ["short", ""]
     model = Embedder(tmp_path, pooling="mean", batch_size=4)
     lengths = [len(ids) for ids in model._encode(texts)]
-    assert {bucket_length(n, 32) for n in lengths} == {16, 32} and max(lengths) == 32  # cut
+    assert {bucket_length(n, 32) for n in lengths} == {8, 16, 24, 32} and max(lengths) == 32  # cut
     batched = model(texts)
     alone = np.concatenate([model([t]) for t in texts])
     np.testing.assert_allclose(batched, alone, atol=1e-5)
