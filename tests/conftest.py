@@ -19,14 +19,6 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-from bertjax import cli  # noqa: E402  (imports no jax)
-
-# Every compiled program goes through the command line's persistent JAX compilation cache
-# (`cli.compile_cache_dir()`: $BERTJAX_COMPILE_CACHE, "off" for none), in-process as in the
-# `bertjax` subprocesses: a program that another test, worker or run compiled is loaded instead.
-# Set before jax is imported (JAX reads these variables then); subprocesses inherit them.
-cli.enable_compile_cache()
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
